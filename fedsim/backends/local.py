@@ -1,0 +1,101 @@
+"""The local backend: the whole federation as one (rows, d) tensor in this process."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from fedsim.errors import check
+from fedsim.plans import Average, Gossip, RoundPlan, Step, Train
+from fedsim.task import Task
+from fedsim.training.loop import LoopTrainer
+from fedsim.training.schedule import local_batches
+from fedsim.training.vectorised import VectorisedTrainer
+
+
+class LocalBackend:
+    """Executes round plans on stacked parameters ``params`` of shape (nodes + servers, d).
+
+    Parameters
+    ----------
+    chunk_size:
+        Nodes trained together in one vectorised call; bounds memory.
+    vectorise:
+        ``"auto"`` (vmap unless the model is convolutional on CPU), ``True`` or ``False``
+        (the plain per-node loop).
+    """
+
+    def __init__(self, chunk_size: int = 256, vectorise: bool | str = "auto") -> None:
+        check(chunk_size >= 1, f"backend.chunk_size={chunk_size} must be >= 1")
+        check(vectorise in (True, False, "auto"), f"backend.vectorise={vectorise!r} is not one of: auto, true, false")
+        self.chunk_size, self.vectorise = chunk_size, vectorise
+
+    def start(self, task: Task, num_rows: int) -> None:
+        """Give every row the task's initial model and set up the trainer."""
+        self.task = task
+        self.params = task.initial_params().expand(num_rows, -1).clone()
+        self.momentum = torch.zeros_like(self.params) if task.optimizer.momentum else None
+        vectorise = task.prefers_vectorised() if self.vectorise == "auto" else self.vectorise
+        trainer_class = VectorisedTrainer if vectorise else LoopTrainer
+        self.trainer = trainer_class(task.model, task.layout)
+        self._mixing: dict[int, tuple[sp.csr_array, torch.Tensor]] = {}
+
+    def execute(self, plan: RoundPlan, round_idx: int) -> None:
+        """Run the plan's steps in order."""
+        for step in plan.steps:
+            self._execute(step, round_idx)
+
+    def _execute(self, step: Step, round_idx: int) -> None:
+        if isinstance(step, Train):
+            self._train(step, round_idx)
+        elif isinstance(step, Gossip):
+            num_nodes = step.weights.shape[0]
+            self.params[:num_nodes] = torch.sparse.mm(self._sparse(step.weights), self.params[:num_nodes])
+        elif isinstance(step, Average):
+            weights = torch.as_tensor(step.weights, dtype=self.params.dtype, device=self.params.device)
+            average = weights @ self.params[torch.as_tensor(step.sources, device=self.params.device)]
+            self.params[torch.as_tensor(step.targets, device=self.params.device)] = average
+        else:
+            raise TypeError(f"unknown plan step {step!r}")
+
+    def _train(self, step: Train, round_idx: int) -> None:
+        task, optimizer = self.task, self.task.optimizer
+        nodes = torch.as_tensor(step.nodes, dtype=torch.int64, device=self.params.device)
+        for chunk in nodes.split(self.chunk_size):
+            params = self.params[chunk]
+            momentum = None
+            if self.momentum is not None:
+                momentum = torch.zeros_like(params) if step.fresh_optimizer else self.momentum[chunk]
+            batches = local_batches(
+                task.node_data, chunk, seed=task.seed, round_idx=round_idx,
+                batch_size=optimizer.batch_size, epochs=step.epochs, steps=step.steps,
+            )
+            self.trainer.train(params, momentum, batches, task.dataset.train_x, task.dataset.train_y, optimizer)
+            self.params[chunk] = params
+            if self.momentum is not None:
+                self.momentum[chunk] = momentum
+
+    def _sparse(self, weights: sp.csr_array) -> torch.Tensor:
+        key = id(weights)
+        if key not in self._mixing:
+            coo = weights.tocoo()
+            indices = torch.as_tensor(np.stack([coo.row, coo.col]), dtype=torch.int64)
+            matrix = torch.sparse_coo_tensor(
+                indices, coo.data, coo.shape, dtype=self.params.dtype, check_invariants=True
+            )
+            self._mixing[key] = (weights, matrix.coalesce().to(self.params.device))
+        return self._mixing[key][1]
+
+    def rows(self, rows: np.ndarray | slice) -> torch.Tensor:
+        """A copy of the given rows of the parameter tensor."""
+        return self.params[rows].clone()
+
+    def node_mean(self, num_nodes: int) -> torch.Tensor:
+        """The average of the node rows (the consensus model)."""
+        return self.params[:num_nodes].mean(dim=0)
+
+    def consensus_distance(self, num_nodes: int) -> float:
+        """Mean squared distance of the node models to their average."""
+        nodes = self.params[:num_nodes]
+        return float((nodes - nodes.mean(dim=0)).pow(2).sum(dim=1).mean())

@@ -1,0 +1,94 @@
+"""The ``fedsim`` command: ``run`` (a Hydra app), ``report`` and ``list``.
+
+Config errors are found before any job starts, for every job of a sweep, and reported as
+one line on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from fedsim.errors import ConfigError
+
+USAGE = """usage: fedsim run [-m] [key=value ...]   run a simulation (Hydra overrides; -m sweeps)
+       fedsim report PATH [--out DIR]    summarise a run or a sweep: table, report.csv, plots
+       fedsim list                       config groups, their options and settings"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``fedsim`` console script."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    command, rest = args[0], args[1:]
+    commands = {"run": run, "report": report, "list": list_options}
+    if command not in commands:
+        print(f"fedsim: unknown command {command!r}\n{USAGE}", file=sys.stderr)
+        return 2
+    try:
+        return commands[command](rest)
+    except ConfigError as error:
+        print(f"fedsim: config error: {error}", file=sys.stderr)
+        return 2
+
+
+def run(args: list[str]) -> int:
+    """``fedsim run [overrides]``: check every job, then hand over to Hydra."""
+    from fedsim.runner import hydra_main, precheck
+
+    if not any(arg.startswith("-") and arg not in ("-m", "--multirun") for arg in args):
+        precheck(args)
+    sys.argv = ["fedsim run", *args]
+    try:
+        hydra_main()
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
+
+
+def report(args: list[str]) -> int:
+    """``fedsim report PATH``: print the per-run summary; write report.csv and plots."""
+    from rich.console import Console
+
+    from fedsim.metrics.report import format_summary
+    from fedsim.metrics.report import report as write_report
+
+    parser = argparse.ArgumentParser(prog="fedsim report")
+    parser.add_argument("path", type=Path, help="a run directory or a sweep directory")
+    parser.add_argument("--out", type=Path, default=None, help="where to write (default: PATH)")
+    options = parser.parse_args(args)
+    try:
+        summary = write_report(options.path, options.out)
+    except FileNotFoundError as error:
+        print(f"fedsim: {error}", file=sys.stderr)
+        return 2
+    Console().print(format_summary(summary))
+    print(f"wrote {(options.out or options.path) / 'report.csv'} and plots")
+    return 0
+
+
+def list_options(args: list[str]) -> int:
+    """``fedsim list``: every config group with its options and their settings."""
+    from omegaconf import OmegaConf
+
+    from fedsim.config import GROUPS, TOP_LEVEL, config_dir, options
+
+    defaults = OmegaConf.load(config_dir() / "config.yaml")
+    print("run settings:")
+    print("  " + ", ".join(f"{name}={json.dumps(defaults[name])}" for name in TOP_LEVEL))
+    for group in GROUPS:
+        print(f"{group}:")
+        for option in options(group):
+            settings = OmegaConf.load(config_dir() / group / f"{option}.yaml")
+            shown = {k: v for k, v in settings.items() if k not in ("_target_", "_partial_")}
+            described = ", ".join(f"{k}={json.dumps(OmegaConf.to_container(settings)[k])}" for k in shown)
+            print(f"  {option:<14} {described}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

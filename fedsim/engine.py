@@ -1,0 +1,133 @@
+"""The round loop: plan -> execute -> account -> evaluate -> record."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from fedsim import rng
+from fedsim.backends.local import LocalBackend
+from fedsim.errors import check
+from fedsim.metrics.recorder import Recorder
+from fedsim.plans import RoundPlan, messages_sent
+from fedsim.strategies.base import Federation, Strategy
+from fedsim.task import Task
+from fedsim.training.evaluate import Evaluator
+
+FLOAT_BYTES = 4
+
+
+@dataclass
+class Simulation:
+    """One run: a strategy on a federation, trained by a backend, recorded round by round.
+
+    Metrics are recorded before the first round (round 0), every ``eval_every`` rounds and
+    after the last.  ``eval_nodes`` caps how many nodes' own models are evaluated (a fixed
+    sample drawn from the seed when there are more nodes).
+    """
+
+    strategy: Strategy
+    federation: Federation
+    task: Task
+    backend: LocalBackend
+    rounds: int
+    eval_every: int = 1
+    eval_nodes: int = 100
+    header_bytes: int = 0
+    timings: dict[str, float] = field(default_factory=lambda: {"train_s": 0.0, "eval_s": 0.0})
+    rounds_completed: int = 0
+
+    def __post_init__(self) -> None:
+        check(self.rounds >= 0, f"rounds={self.rounds} must be >= 0")
+        check(self.eval_every >= 1, f"eval_every={self.eval_every} must be >= 1")
+        check(self.eval_nodes >= 1, f"eval_nodes={self.eval_nodes} must be >= 1")
+        check(self.header_bytes >= 0, f"header_bytes={self.header_bytes} must be >= 0")
+
+    @property
+    def num_rows(self) -> int:
+        return self.federation.num_nodes + self.strategy.num_servers
+
+    @property
+    def message_bytes(self) -> int:
+        """Size of one model message: d float32 values plus the modelled header."""
+        return self.task.layout.size * FLOAT_BYTES + self.header_bytes
+
+    def run(self, recorder: Recorder, progress: bool = True) -> dict[str, float]:
+        """Run every round, recording metrics; returns the last evaluation's aggregates."""
+        num_nodes = self.federation.num_nodes
+        self.backend.start(self.task, self.num_rows)
+        self.evaluator = Evaluator(self.task.model, self.task.layout, self.task.dataset.test_x, self.task.dataset.test_y)
+        self.evaluated_nodes = self._evaluated_nodes()
+        self.bytes_sent = np.zeros(self.num_rows, dtype=np.int64)
+        self.start_time = time.perf_counter()
+        final = self._evaluate(0, recorder)
+        with _progress_bar(progress) as bar:
+            task_id = bar.add_task("rounds", total=self.rounds)
+            for round_idx in range(self.rounds):
+                started = time.perf_counter()
+                plan = self.strategy.plan(round_idx, self.federation)
+                self.backend.execute(plan, round_idx)
+                self._account(plan)
+                self.timings["train_s"] += time.perf_counter() - started
+                self.rounds_completed = round_idx + 1
+                if self.rounds_completed % self.eval_every == 0 or self.rounds_completed == self.rounds:
+                    final = self._evaluate(self.rounds_completed, recorder)
+                    bar.update(task_id, description=f"accuracy {final['accuracy']:.3f}")
+                bar.advance(task_id)
+        return final
+
+    def _account(self, plan: RoundPlan) -> None:
+        for step in plan.steps:
+            self.bytes_sent += messages_sent(step, self.num_rows) * self.message_bytes
+
+    def _evaluated_nodes(self) -> np.ndarray:
+        num_nodes = self.federation.num_nodes
+        if num_nodes <= self.eval_nodes:
+            return np.arange(num_nodes)
+        chosen = rng.generator(self.federation.seed, rng.EVALUATION).choice(num_nodes, self.eval_nodes, replace=False)
+        return np.sort(chosen)
+
+    def global_model(self) -> torch.Tensor:
+        """The server's model when the strategy has one, else the average of the nodes' models."""
+        num_nodes = self.federation.num_nodes
+        if self.strategy.num_servers:
+            return self.backend.rows(slice(num_nodes, num_nodes + 1))[0]
+        return self.backend.node_mean(num_nodes)
+
+    def _evaluate(self, round_idx: int, recorder: Recorder) -> dict[str, float]:
+        started = time.perf_counter()
+        num_nodes = self.federation.num_nodes
+        accuracy, loss = self.evaluator.model(self.global_model())
+        node_accuracy = self.evaluator.accuracies(self.backend.rows(self.evaluated_nodes)).cpu().numpy()
+        metrics = {
+            "accuracy": accuracy,
+            "loss": loss,
+            "node_accuracy_mean": float(node_accuracy.mean()),
+            "node_accuracy_min": float(node_accuracy.min()),
+            "node_accuracy_max": float(node_accuracy.max()),
+            "consensus_distance": self.backend.consensus_distance(num_nodes),
+            "bytes_sent_total": float(self.bytes_sent.sum()),
+            "bytes_sent_max_node": float(self.bytes_sent[:num_nodes].max()),
+            "wall_time_s": time.perf_counter() - self.start_time,
+        }
+        for name, value in metrics.items():
+            recorder.add(round_idx, name, value)
+        recorder.extend(round_idx, "node_accuracy", node_accuracy, nodes=self.evaluated_nodes)
+        recorder.flush()
+        self.timings["eval_s"] += time.perf_counter() - started
+        return metrics
+
+
+def _progress_bar(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )

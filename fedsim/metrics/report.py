@@ -1,0 +1,232 @@
+"""Read the run directories written by ``fedsim run`` and summarise them.
+
+A run directory is any directory holding ``metrics.parquet`` (one file, or a directory
+of part files). Its configuration comes from ``summary.json``, or, for a run killed
+before writing it, from the ``.hydra/`` files that Hydra writes at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from rich.table import Table
+from rich.text import Text
+
+from fedsim.metrics.plots import plot_accuracy
+
+METRICS_FILE = "metrics.parquet"
+METRIC_DTYPES = {"round": "int64", "metric": "str", "value": "float64", "node": "Int64"}
+CHOICE_GROUPS = ("strategy", "topology", "data", "partition", "model", "backend", "optimizer")
+"""Config groups that always get a column, empty when a run does not record its choice."""
+SKIPPED_KEYS = frozenset({"_target_", "_partial_"})
+HEADLINE_METRICS = ("accuracy", "loss", "consensus_distance", "bytes_sent_total")
+"""Summary columns that come first; other aggregate metrics follow alphabetically."""
+
+
+def find_run_dirs(root: Path) -> list[Path]:
+    """Every directory at or below ``root`` that holds a ``metrics.parquet``, in natural order.
+
+    Natural order sorts Hydra's job directories ``0, 1, 2, ..., 10`` by number.
+    """
+    found = (
+        match.parent
+        for match in root.rglob(METRICS_FILE)
+        if METRICS_FILE not in match.relative_to(root).parts[:-1]
+    )
+    return sorted(found, key=lambda run_dir: _natural_key(run_dir.relative_to(root)))
+
+
+def _natural_key(relative: Path) -> list[list[tuple[int, str]]]:
+    # re.split with a group alternates text and digits; the text breaks ties such as 01 vs 1.
+    return [
+        [
+            (int(piece) if index % 2 else 0, piece)
+            for index, piece in enumerate(re.split(r"(\d+)", part))
+        ]
+        for part in relative.parts
+    ]
+
+
+def load_runs(path: str | Path) -> pd.DataFrame:
+    """Load the metrics of every run at or below ``path`` as one tidy frame.
+
+    Parameters
+    ----------
+    path
+        A run directory, or a sweep directory with run directories below it.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The metric rows (``round``, ``metric``, ``value``, ``node``) with ``run``, the run
+        directory relative to ``path`` (``"."`` for ``path`` itself), ``overrides`` (joined
+        by spaces), one column per config group choice, and one per scalar config value
+        under its dotted name (``strategy.sample_size``).
+
+    Raises
+    ------
+    FileNotFoundError
+        If no ``metrics.parquet`` exists at or below ``path``.
+    """
+    root = Path(path)
+    run_dirs = find_run_dirs(root)
+    if not run_dirs:
+        raise FileNotFoundError(f"no {METRICS_FILE} found at or below {root}")
+    named = {run_dir.relative_to(root).as_posix(): run_dir for run_dir in run_dirs}
+    metrics = pd.concat(
+        [_read_metrics(run_dir).assign(run=name) for name, run_dir in named.items()],
+        ignore_index=True,
+    )
+    config = pd.DataFrame(
+        [{"run": name, **_run_config(run_dir)} for name, run_dir in named.items()]
+    )
+    # A config key named like a metric column must not shadow it.
+    clashes = {column: f"config.{column}" for column in config.columns[1:] if column in metrics}
+    config = config.rename(columns=clashes)
+    runs = metrics.merge(config, on="run", how="left")
+    return runs[["run", *(column for column in runs if column != "run")]]
+
+
+def _read_metrics(run_dir: Path) -> pd.DataFrame:
+    metrics = pd.read_parquet(run_dir / METRICS_FILE)
+    if metrics.columns.empty:  # a part-file directory before its first flush
+        return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in METRIC_DTYPES.items()})
+    return metrics.astype({"round": "int64", "node": "Int64"})
+
+
+def _run_config(run_dir: Path) -> dict[str, Any]:
+    """Overrides, group choices and flattened config of one run."""
+    summary_file = run_dir / "summary.json"
+    if summary_file.is_file():
+        summary = json.loads(summary_file.read_text())
+        choices = summary.get("choices") or {}
+        overrides = summary.get("overrides") or []
+        config = summary.get("config") or {}
+    else:
+        hydra_dir = run_dir / ".hydra"
+        choices = _read_yaml(hydra_dir / "hydra.yaml", "hydra.runtime.choices") or {}
+        overrides = _read_yaml(hydra_dir / "overrides.yaml") or []
+        config = _read_yaml(hydra_dir / "config.yaml") or {}
+    return {
+        "overrides": " ".join(overrides),
+        **{group: None for group in CHOICE_GROUPS},
+        **{group: choice for group, choice in choices.items() if not group.startswith("hydra/")},
+        **_flatten(config),
+    }
+
+
+def _read_yaml(path: Path, key: str | None = None) -> Any:
+    """Plain containers from a YAML file (``None`` if absent), resolved where possible."""
+    if not path.is_file():
+        return None
+    node = OmegaConf.load(path)
+    if key is not None:
+        node = OmegaConf.select(node, key)
+        if node is None:
+            return None
+    try:
+        return OmegaConf.to_container(node, resolve=True)
+    except OmegaConfBaseException:  # e.g. ${hydra:...}, whose resolver only a Hydra app has
+        return OmegaConf.to_container(node, resolve=False)
+
+
+def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Scalar leaves under dotted names; lists become their string form."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if key in SKIPPED_KEYS:
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat |= _flatten(value, prefix=f"{name}.")
+        else:
+            flat[name] = str(value) if isinstance(value, list) else value
+    return flat
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: its overrides, the final value of each aggregate metric, its rounds.
+
+    Parameters
+    ----------
+    runs
+        Tidy metrics as returned by :func:`load_runs`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``run``, ``overrides``, one per aggregate metric (the value at the last
+        round in which that metric was recorded; per-node rows are left out) and
+        ``rounds``, the last round the run recorded anything for.
+    """
+    aggregate = runs[runs["node"].isna()]
+    final = (
+        aggregate.sort_values("round", kind="stable")
+        .drop_duplicates(["run", "metric"], keep="last")
+        .pivot(index="run", columns="metric", values="value")
+    )
+    headline = [metric for metric in HEADLINE_METRICS if metric in final]
+    others = sorted(set(final.columns) - set(headline))
+    per_run = runs.groupby("run", sort=False).agg(
+        overrides=("overrides", "first"), rounds=("round", "max")
+    )
+    summary = per_run[["overrides"]].join(final[headline + others]).join(per_run["rounds"])
+    return summary.rename_axis(index="run", columns=None).reset_index()
+
+
+def format_summary(summary: pd.DataFrame) -> Table:
+    """Render the output of :func:`summarize` as a rich table for the terminal."""
+    table = Table(title="fedsim runs")
+    table.add_column("run")
+    table.add_column("overrides")
+    for header in ("final accuracy", "loss", "bytes sent (MB)", "rounds"):
+        table.add_column(header, justify="right")
+    cells = pd.DataFrame(
+        {
+            "run": summary["run"].astype(str),
+            "overrides": summary["overrides"].fillna("").astype(str),
+            "accuracy": _format_numbers(summary, "accuracy", "{:.4f}"),
+            "loss": _format_numbers(summary, "loss", "{:.4g}"),
+            "bytes": _format_numbers(summary, "bytes_sent_total", "{:.2f}", scale=1e-6),
+            "rounds": _format_numbers(summary, "rounds", "{:.0f}"),
+        }
+    )
+    for row in cells.itertuples(index=False):
+        # Text cells, because overrides like model.hidden=[64,64] would parse as markup.
+        table.add_row(*(Text(cell) for cell in row))
+    return table
+
+
+def _format_numbers(summary: pd.DataFrame, column: str, spec: str, scale: float = 1.0) -> pd.Series:
+    if column not in summary:
+        return pd.Series("-", index=summary.index)
+    values = summary[column].astype("float64") * scale
+    return values.map(lambda value: "-" if pd.isna(value) else spec.format(value))
+
+
+def report(path: str | Path, out_dir: str | Path | None = None) -> pd.DataFrame:
+    """Summarise the runs at or below ``path`` into a table and two plots.
+
+    Writes ``report.csv`` (the summary), ``accuracy_vs_round.png`` and
+    ``accuracy_vs_bytes.png`` into ``out_dir``, which defaults to ``path``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The summary, as returned by :func:`summarize`.
+    """
+    runs = load_runs(path)
+    summary = summarize(runs)
+    target = Path(path if out_dir is None else out_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    summary.to_csv(target / "report.csv", index=False)
+    plot_accuracy(runs, "round", target / "accuracy_vs_round.png")
+    plot_accuracy(runs, "bytes_sent_total", target / "accuracy_vs_bytes.png")
+    return summary

@@ -1,0 +1,68 @@
+"""Round plans: what a strategy asks the engine to do in one round, as pure data.
+
+Rows of the federation tensor are the n nodes (0 .. n-1) followed by the strategy's
+servers (n, n+1, ...).  A plan is an ordered tuple of steps; the engine executes them in
+order and counts the messages each step implies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+
+@dataclass(frozen=True, eq=False)
+class Train:
+    """``nodes`` run local SGD: ``epochs`` passes over their data, or ``steps`` mini-batches.
+
+    ``fresh_optimizer`` resets their optimizer state (momentum) first, as a client that
+    builds a new optimizer every round does.
+    """
+
+    nodes: np.ndarray
+    epochs: int | None = None
+    steps: int | None = None
+    fresh_optimizer: bool = True
+
+
+@dataclass(frozen=True, eq=False)
+class Gossip:
+    """Every node replaces its row by ``W @ X[:n]``: node j sends its model to each i with W[i, j] != 0."""
+
+    weights: sp.csr_array
+
+
+@dataclass(frozen=True, eq=False)
+class Average:
+    """Each source sends its row to each target; every target becomes ``sum_k weights[k] X[sources[k]]``.
+
+    A broadcast is an average with one source.  Weights sum to one.
+    """
+
+    sources: np.ndarray
+    targets: np.ndarray
+    weights: np.ndarray
+
+
+Step = Train | Gossip | Average
+
+
+@dataclass(frozen=True, eq=False)
+class RoundPlan:
+    """The steps of one round, executed in order."""
+
+    steps: tuple[Step, ...]
+
+
+def messages_sent(step: Step, num_rows: int) -> np.ndarray:
+    """Number of model messages each row sends in ``step`` (a (num_rows,) int array)."""
+    if isinstance(step, Gossip):
+        coo = step.weights.tocoo()
+        off_diagonal = (coo.row != coo.col) & (coo.data != 0)
+        return np.bincount(coo.col[off_diagonal], minlength=num_rows)
+    if isinstance(step, Average):
+        per_source = len(step.targets) - np.isin(step.sources, step.targets).astype(np.int64)
+        return np.bincount(step.sources, weights=per_source, minlength=num_rows).astype(np.int64)
+    return np.zeros(num_rows, dtype=np.int64)

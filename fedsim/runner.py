@@ -1,0 +1,174 @@
+"""``fedsim run``: the Hydra application, and the checks made before Hydra starts any job."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from fedsim.build import build_simulation
+from fedsim.config import GROUPS, check_choice, config_dir
+from fedsim.errors import ConfigError
+from fedsim.metrics.recorder import Recorder
+
+METRICS = "metrics.parquet"
+
+
+def precheck(args: list[str]) -> None:
+    """Compose and build every job that ``fedsim run args`` would start; raise on the first bad one."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    multirun = any(arg in ("-m", "--multirun") for arg in args)
+    overrides = [arg for arg in args if arg not in ("-m", "--multirun")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as error:
+        raise ConfigError(_one_line(error)) from None
+    for override in parsed:
+        if override.key_or_group in GROUPS:
+            for choice in override.sweep_string_iterator() if override.is_sweep_override() else [override.value()]:
+                check_choice(override.key_or_group, str(choice))
+    if not multirun and any(override.is_sweep_override() for override in parsed):
+        raise ConfigError("a sweep (a,b or range(...)) needs -m: fedsim run -m " + " ".join(overrides))
+    jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="fedsim"):
+        for job in jobs:
+            cfg = _compose(job)
+            _check_output_dir(cfg, multirun)
+            OmegaConf.set_struct(cfg, False)
+            del cfg["hydra"]
+            build_simulation(cfg)
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    try:
+        return compose("config", overrides=overrides, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ConfigError(_one_line(error, overrides)) from None
+
+
+def _one_line(error: Exception, overrides: list[str] = ()) -> str:
+    """Hydra's multi-line composition errors as one line, with a suggestion for unknown keys."""
+    text = str(error)
+    if text.startswith("Could not override '"):
+        key = text.split("'")[1]
+        choices = [o for o in overrides if o.split("=")[0].lstrip("+~") in GROUPS]
+        known = _setting_names(compose("config", overrides=choices))
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        return f"{key} is not a setting; {hint}(`fedsim list` shows every setting)"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return "; ".join(lines[:3])
+
+
+def _setting_names(cfg: DictConfig, prefix: str = "") -> list[str]:
+    names = []
+    for key, value in cfg.items():
+        if str(key).startswith("_"):
+            continue
+        name = f"{prefix}{key}"
+        names += _setting_names(value, f"{name}.") if isinstance(value, DictConfig) else [name]
+    return names
+
+
+def _check_output_dir(cfg: DictConfig, multirun: bool) -> None:
+    """Never write over an earlier run's results."""
+    if multirun:
+        sweep = Path(cfg.hydra.sweep.dir)
+        if sweep.exists() and any(sweep.rglob(METRICS)):
+            raise ConfigError(f"hydra.sweep.dir={sweep} already holds runs; choose a new directory")
+    else:
+        run_dir = Path(cfg.hydra.run.dir)
+        if (run_dir / METRICS).exists():
+            raise ConfigError(f"hydra.run.dir={run_dir} already holds a run ({METRICS}); choose a new directory")
+
+
+@hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
+def hydra_main(cfg: DictConfig) -> None:
+    """One job: build, run, record; config errors become one line and exit status 2."""
+    try:
+        run_job(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except ConfigError as error:
+        print(f"fedsim: config error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Run the simulation described by ``cfg`` in ``run_dir``; returns the summary it writes."""
+    started = time.perf_counter()
+    simulation = build_simulation(cfg)
+    if (run_dir / METRICS).exists():
+        raise ConfigError(f"{run_dir} already holds a run ({METRICS}); choose a new hydra.run.dir")
+    recorder = Recorder(run_dir / METRICS)
+    summary: dict[str, Any] = {
+        "status": "running",
+        "rounds_completed": 0,
+        "num_parameters": simulation.task.layout.size,
+        "choices": _choices(),
+        "overrides": _overrides(),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "topology": {
+            "num_edges": simulation.federation.graph.number_of_edges(),
+            "mean_degree": 2 * simulation.federation.graph.number_of_edges() / cfg.num_nodes,
+        },
+    }
+    _write_summary(run_dir, summary)
+    simulation.timings["setup_s"] = time.perf_counter() - started
+    try:
+        summary["final"] = simulation.run(recorder, progress=cfg.progress)
+        summary["status"] = "completed"
+    except KeyboardInterrupt:
+        summary["status"] = "interrupted"
+        raise
+    except Exception:
+        summary["status"] = "failed"
+        raise
+    finally:
+        recorder.close()
+        summary["rounds_completed"] = simulation.rounds_completed
+        summary["wall_time_s"] = time.perf_counter() - started
+        summary["timings"] = simulation.timings
+        _write_summary(run_dir, summary)
+    _print_summary(run_dir, summary)
+    return summary
+
+
+def _choices() -> dict[str, str]:
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    return {group: choices[group] for group in GROUPS if group in choices}
+
+
+def _overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def _write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    temporary = run_dir / ".summary.json.tmp"
+    temporary.write_text(json.dumps(summary, indent=2, default=float))
+    temporary.rename(run_dir / "summary.json")
+
+
+def _print_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"fedsim run: {' '.join(summary['overrides']) or 'defaults'}")
+    table.add_column("metric")
+    table.add_column("final", justify="right")
+    for name, value in summary["final"].items():
+        table.add_row(name, f"{value:,.4g}" if abs(value) < 1e6 else f"{value:,.0f}")
+    table.add_row("rounds", str(summary["rounds_completed"]))
+    console = Console()
+    console.print(table)
+    console.print(f"results in {run_dir}")

@@ -1,0 +1,73 @@
+"""Federated averaging with a server and uniform client sampling."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fedsim import rng
+from fedsim.errors import check
+from fedsim.plans import Average, RoundPlan, Train
+from fedsim.strategies.base import Federation, Strategy, local_work
+
+
+class FedAvg(Strategy):
+    """FedAvg (McMahan et al., "Communication-Efficient Learning of Deep Networks from
+    Decentralized Data", AISTATS 2017).
+
+    Each round the server samples ``sample_size`` nodes (or a ``fraction`` of them) uniformly
+    without replacement; they start from the global model, run local SGD with a fresh
+    optimizer, and the server replaces the global model by their average weighted by number
+    of examples (``weighting="num_examples"``) or uniformly (``weighting="uniform"``).
+    """
+
+    num_servers = 1
+
+    def __init__(
+        self,
+        sample_size: int | None = 10,
+        fraction: float | None = None,
+        local_epochs: int | None = 1,
+        local_steps: int | None = None,
+        weighting: str = "num_examples",
+    ) -> None:
+        check(
+            (sample_size is None) != (fraction is None),
+            f"strategy.sample_size={sample_size} and strategy.fraction={fraction}: "
+            "set exactly one of them (the other to null)",
+        )
+        check(sample_size is None or sample_size >= 1, f"strategy.sample_size={sample_size} must be >= 1")
+        check(fraction is None or 0 < fraction <= 1, f"strategy.fraction={fraction} must lie in (0, 1]")
+        check(
+            weighting in ("num_examples", "uniform"),
+            f"strategy.weighting={weighting!r} is not one of: num_examples, uniform",
+        )
+        self.sample_size, self.fraction, self.weighting = sample_size, fraction, weighting
+        self.local_epochs, self.local_steps = local_work(local_epochs, local_steps)
+
+    def num_sampled(self, num_nodes: int) -> int:
+        """Clients per round."""
+        if self.sample_size is not None:
+            return self.sample_size
+        return max(1, round(self.fraction * num_nodes))
+
+    def validate(self, federation: Federation) -> None:
+        check(
+            self.num_sampled(federation.num_nodes) <= federation.num_nodes,
+            f"strategy.sample_size={self.sample_size} must be <= num_nodes={federation.num_nodes}",
+        )
+
+    def plan(self, round_idx: int, federation: Federation) -> RoundPlan:
+        server = np.array([federation.num_nodes])
+        generator = rng.generator(federation.seed, rng.SAMPLING, round_idx)
+        sampled = np.sort(generator.choice(federation.num_nodes, self.num_sampled(federation.num_nodes), replace=False))
+        if self.weighting == "num_examples" and federation.num_examples[sampled].sum() > 0:
+            weights = federation.num_examples[sampled] / federation.num_examples[sampled].sum()
+        else:
+            weights = np.full(len(sampled), 1.0 / len(sampled))
+        return RoundPlan(
+            steps=(
+                Average(sources=server, targets=sampled, weights=np.ones(1)),
+                Train(sampled, epochs=self.local_epochs, steps=self.local_steps, fresh_optimizer=True),
+                Average(sources=sampled, targets=server, weights=weights),
+            )
+        )

@@ -1,0 +1,39 @@
+"""Test-set evaluation of one model or of many nodes' models at once."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+
+from fedsim.training.layout import ParameterLayout
+
+
+class Evaluator:
+    """Accuracy and loss of flat parameter rows on a fixed test split."""
+
+    def __init__(self, model: nn.Module, layout: ParameterLayout, test_x: torch.Tensor, test_y: torch.Tensor, chunk_size: int = 256) -> None:
+        self.test_x, self.test_y, self.chunk_size = test_x, test_y, chunk_size
+
+        def logits(flat: torch.Tensor) -> torch.Tensor:
+            return functional_call(model, layout.unflatten(flat), (test_x,))
+
+        self._logits = logits
+        self._many_logits = vmap(logits)
+
+    @torch.no_grad()
+    def model(self, flat: torch.Tensor) -> tuple[float, float]:
+        """(accuracy, mean cross-entropy loss) of one (d,) parameter vector."""
+        logits = self._logits(flat)
+        accuracy = (logits.argmax(dim=-1) == self.test_y).float().mean()
+        return float(accuracy), float(F.cross_entropy(logits, self.test_y))
+
+    @torch.no_grad()
+    def accuracies(self, rows: torch.Tensor) -> torch.Tensor:
+        """Accuracy of each (k, d) row's model, as a (k,) tensor."""
+        parts = [
+            (self._many_logits(chunk).argmax(dim=-1) == self.test_y).float().mean(dim=-1)
+            for chunk in rows.split(self.chunk_size)
+        ]
+        return torch.cat(parts) if parts else rows.new_zeros(0)

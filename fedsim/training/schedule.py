@@ -1,0 +1,105 @@
+"""Which examples each training node uses at each local step.
+
+Each node reshuffles its own examples every epoch and walks through them in mini-batches
+(the last one of an epoch may be smaller), exactly as a ``DataLoader(shuffle=True)`` over
+its shard.  The shuffles come from :func:`fedsim.rng.uniform`, keyed by (seed, round, node,
+epoch, position), so they do not depend on which other nodes are trained alongside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fedsim import rng
+
+
+@dataclass(frozen=True)
+class NodeData:
+    """Every node's example indices, padded into one table.
+
+    ``table[i, :counts[i]]`` are the train-set indices held by node i; the rest is padding.
+    """
+
+    table: torch.Tensor
+    counts: torch.Tensor
+
+    @classmethod
+    def from_shards(cls, shards: list[np.ndarray], device: torch.device | str = "cpu") -> NodeData:
+        """Pack one index array per node."""
+        counts = np.array([len(shard) for shard in shards], dtype=np.int64)
+        table = np.zeros((len(shards), max(1, int(counts.max(initial=0)))), dtype=np.int64)
+        for node, shard in enumerate(shards):
+            table[node, : len(shard)] = shard
+        return cls(torch.as_tensor(table, device=device), torch.as_tensor(counts, device=device))
+
+    @property
+    def num_examples(self) -> np.ndarray:
+        """Examples per node."""
+        return self.counts.cpu().numpy()
+
+
+@dataclass(frozen=True)
+class Batches:
+    """Mini-batches of a group of nodes: ``indices[k, s]`` is node k's batch at local step s.
+
+    ``mask[k, s, b]`` is 1.0 where slot b holds a real example and 0.0 where it is padding
+    (short last batches, or steps past the node's own number of steps); ``active[k, s]``
+    says whether node k takes step s at all.
+    """
+
+    indices: torch.Tensor
+    mask: torch.Tensor
+
+    @property
+    def active(self) -> torch.Tensor:
+        return self.mask.sum(dim=-1) > 0
+
+    @property
+    def num_steps(self) -> int:
+        return self.indices.shape[1]
+
+
+def local_batches(
+    data: NodeData,
+    nodes: torch.Tensor,
+    *,
+    seed: int,
+    round_idx: int,
+    batch_size: int,
+    epochs: int | None = None,
+    steps: int | None = None,
+) -> Batches:
+    """The mini-batches that ``nodes`` use in round ``round_idx``.
+
+    Exactly one of ``epochs`` (passes over each node's data) and ``steps`` (a fixed number of
+    mini-batch steps per node, reshuffling at each epoch boundary) is given.
+    """
+    counts = data.counts[nodes]
+    steps_per_epoch = (counts + batch_size - 1) // batch_size
+    if epochs is not None:
+        total_steps = epochs * steps_per_epoch
+    else:
+        total_steps = torch.where(counts > 0, steps, 0)
+    num_steps = int(total_steps.max()) if len(nodes) else 0
+    epochs_needed = int((total_steps / steps_per_epoch.clamp_min(1)).ceil().max()) if num_steps else 0
+    width = data.table.shape[1]
+
+    position = torch.arange(width, device=nodes.device)
+    epoch = torch.arange(epochs_needed, device=nodes.device)
+    keys = rng.uniform(seed, rng.SHUFFLE, round_idx, nodes, (epoch[:, None] << 32) | position)
+    keys = keys.masked_fill(position >= counts[:, None, None], float("inf"))
+    order = keys.argsort(dim=-1)  # (nodes, epochs, width): a permutation of each node's examples
+
+    step = torch.arange(num_steps, device=nodes.device)
+    per_epoch = steps_per_epoch.clamp_min(1)[:, None]
+    step_epoch, step_in_epoch = step // per_epoch, step % per_epoch  # (nodes, steps)
+    slot = step_in_epoch[..., None] * batch_size + torch.arange(batch_size, device=nodes.device)
+    valid = (slot < counts[:, None, None]) & (step < total_steps[:, None])[..., None]
+    slot = slot.clamp(max=width - 1)
+    epoch_order = order.gather(1, step_epoch.clamp(max=max(epochs_needed - 1, 0))[..., None].expand(-1, -1, width))
+    local = epoch_order.gather(2, slot)
+    indices = data.table[nodes][:, None, :].expand(-1, num_steps, -1).gather(2, local)
+    return Batches(indices=indices, mask=valid.to(torch.float32))

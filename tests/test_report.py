@@ -1,0 +1,233 @@
+"""Reading run directories back: load_runs, summarize, report and their plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.image
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+from rich.console import Console
+
+from fedsim.metrics.plots import plot_accuracy
+from fedsim.metrics.report import format_summary, load_runs, report, summarize
+
+
+def tidy(*records: tuple[int, str, float, int | None]) -> pd.DataFrame:
+    """Metric rows ``(round, metric, value, node)`` with the dtypes ``fedsim run`` writes."""
+    frame = pd.DataFrame(records, columns=["round", "metric", "value", "node"])
+    return frame.astype({"round": "int64", "value": "float64", "node": "Int64"})
+
+
+def three_rounds(final_accuracy: float) -> pd.DataFrame:
+    """Rounds 0-2 of a run; consensus distance is only recorded in rounds 0 and 1."""
+    return tidy(
+        (0, "accuracy", 0.5, None),
+        (0, "loss", 1.0, None),
+        (0, "bytes_sent_total", 1e6, None),
+        (0, "consensus_distance", 0.4, None),
+        (1, "accuracy", 0.7, None),
+        (1, "loss", 0.5, None),
+        (1, "bytes_sent_total", 2e6, None),
+        (1, "consensus_distance", 0.2, None),
+        (2, "accuracy", final_accuracy, None),
+        (2, "loss", 0.25, None),
+        (2, "bytes_sent_total", 3e6, None),
+        (2, "node_accuracy", 0.99, 0),
+        (2, "node_accuracy", 0.11, 1),
+    )
+
+
+def config(seed: int) -> dict[str, object]:
+    return {
+        "num_nodes": 3,
+        "rounds": 3,
+        "seed": seed,
+        "strategy": {"_target_": "fedsim.strategies.FedAvg", "sample_size": 2},
+        "optimizer": {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.05},
+        "model": {"hidden": [64, 32]},
+    }
+
+
+def write_run(run_dir: Path, metrics: pd.DataFrame, seed: int = 0) -> Path:
+    """A finished run as ``fedsim run`` leaves it: metrics.parquet and summary.json."""
+    run_dir.mkdir(parents=True)
+    metrics.to_parquet(run_dir / "metrics.parquet")
+    summary = {
+        "status": "completed",
+        "rounds_completed": 3,
+        "wall_time_s": 1.5,
+        "num_parameters": 10,
+        "choices": {"strategy": "fedavg", "topology": "complete", "data": "digits"},
+        "overrides": ["strategy=fedavg", f"seed={seed}"],
+        "config": config(seed),
+        "final": {"accuracy": float(metrics["value"].iloc[-3])},
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    return run_dir
+
+
+def write_sweep(sweep: Path) -> Path:
+    for seed, final_accuracy in enumerate([0.8, 0.85, 0.9]):
+        write_run(sweep / str(seed), three_rounds(final_accuracy), seed=seed)
+    return sweep
+
+
+def test_single_run_is_named_dot_and_carries_its_config(tmp_path: Path) -> None:
+    runs = load_runs(write_run(tmp_path / "run", three_rounds(0.9)))
+
+    assert len(runs) == 13
+    assert set(runs["run"]) == {"."}
+    first = runs.iloc[0]
+    assert first["strategy"] == "fedavg"
+    assert first["overrides"] == "strategy=fedavg seed=0"
+    assert first["strategy.sample_size"] == 2
+    assert first["optimizer.lr"] == 0.05
+    assert first["model.hidden"] == "[64, 32]"
+    assert pd.isna(first["optimizer"])  # a group the run did not record
+    assert not [column for column in runs if "_target_" in column or "_partial_" in column]
+    assert runs["node"].dtype == "Int64"
+
+
+def test_sweep_has_one_run_per_subdirectory_with_its_seed(tmp_path: Path) -> None:
+    runs = load_runs(write_sweep(tmp_path / "sweep"))
+
+    seeds = runs.groupby("run")["seed"].unique()
+    assert seeds.to_dict() == {"0": [0], "1": [1], "2": [2]}
+
+
+def test_summarize_takes_the_last_round_of_each_aggregate_metric(tmp_path: Path) -> None:
+    summary = summarize(load_runs(write_sweep(tmp_path / "sweep")))
+
+    assert summary["run"].tolist() == ["0", "1", "2"]
+    assert summary["overrides"].tolist() == [f"strategy=fedavg seed={seed}" for seed in range(3)]
+    assert summary["accuracy"].tolist() == [0.8, 0.85, 0.9]
+    assert summary["loss"].tolist() == [0.25] * 3
+    assert summary["bytes_sent_total"].tolist() == [3e6] * 3
+    assert summary["consensus_distance"].tolist() == [0.2] * 3  # last recorded in round 1
+    assert summary["rounds"].tolist() == [2] * 3
+    assert "node_accuracy" not in summary
+
+
+def test_nested_runs_are_found_in_natural_order(tmp_path: Path) -> None:
+    for name in ["fedavg/10", "fedavg/2", "dsgd/0"]:
+        write_run(tmp_path / name, three_rounds(0.9))
+
+    runs = load_runs(tmp_path)
+
+    assert runs["run"].unique().tolist() == ["dsgd/0", "fedavg/2", "fedavg/10"]
+
+
+def test_metrics_parquet_may_be_a_directory_of_part_files(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    parts = run_dir / "metrics.parquet"
+    parts.mkdir(parents=True)
+    tidy((0, "accuracy", 0.5, None), (1, "accuracy", 0.6, None)).to_parquet(
+        parts / "part-00000.parquet"
+    )
+    tidy((2, "accuracy", 0.7, None), (2, "node_accuracy", 0.8, 4)).to_parquet(
+        parts / "part-00001.parquet"
+    )
+
+    runs = load_runs(run_dir)
+
+    assert runs["round"].tolist() == [0, 1, 2, 2]
+    assert runs["node"].tolist()[-1] == 4
+    assert summarize(runs)["accuracy"].tolist() == [0.7]
+
+
+def test_a_run_that_has_not_flushed_rows_yet_adds_nothing(tmp_path: Path) -> None:
+    write_run(tmp_path / "0", three_rounds(0.9))
+    (tmp_path / "1" / "metrics.parquet").mkdir(parents=True)
+
+    runs = load_runs(tmp_path)
+
+    assert runs["run"].unique().tolist() == ["0"]
+    assert summarize(runs)["accuracy"].tolist() == [0.9]
+
+
+def test_killed_run_reads_config_and_overrides_from_hydra_files(tmp_path: Path) -> None:
+    run_dir = tmp_path / "killed"
+    (run_dir / ".hydra").mkdir(parents=True)
+    tidy((0, "accuracy", 0.5, None)).to_parquet(run_dir / "metrics.parquet")
+    hydra_config = {**config(seed=7), "eval_every": "${rounds}"}
+    OmegaConf.save(OmegaConf.create(hydra_config), run_dir / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create(["seed=7"]), run_dir / ".hydra" / "overrides.yaml")
+
+    first = load_runs(run_dir).iloc[0]
+
+    assert first["seed"] == 7
+    assert first["eval_every"] == 3
+    assert first["strategy.sample_size"] == 2
+    assert first["overrides"] == "seed=7"
+    assert pd.isna(first["strategy"])
+
+
+def test_killed_run_reads_choices_from_hydra_yaml(tmp_path: Path) -> None:
+    run_dir = tmp_path / "killed"
+    (run_dir / ".hydra").mkdir(parents=True)
+    tidy((0, "accuracy", 0.5, None)).to_parquet(run_dir / "metrics.parquet")
+    choices = {"strategy": "dsgd", "topology": "ring", "hydra/launcher": "basic"}
+    hydra_yaml = {"hydra": {"run": {"dir": "${now:%Y}"}, "runtime": {"choices": choices}}}
+    OmegaConf.save(OmegaConf.create(hydra_yaml), run_dir / ".hydra" / "hydra.yaml")
+
+    runs = load_runs(run_dir)
+
+    assert runs[["strategy", "topology"]].iloc[0].tolist() == ["dsgd", "ring"]
+    assert "hydra/launcher" not in runs
+    assert runs["overrides"].iloc[0] == ""
+
+
+def test_a_directory_without_runs_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=f"no metrics.parquet found .*{tmp_path.name}"):
+        load_runs(tmp_path)
+
+
+def test_report_writes_csv_and_two_pngs(tmp_path: Path) -> None:
+    out_dir = tmp_path / "report"
+
+    summary = report(write_sweep(tmp_path / "sweep"), out_dir=out_dir)
+
+    written = pd.read_csv(out_dir / "report.csv", dtype={"run": str, "overrides": str})
+    pd.testing.assert_frame_equal(written, summary, check_dtype=False)
+    for name in ["accuracy_vs_round.png", "accuracy_vs_bytes.png"]:
+        height, width, _ = matplotlib.image.imread(out_dir / name).shape
+        assert height > 100 and width > 100
+
+
+def test_report_writes_next_to_the_runs_by_default(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path / "run", three_rounds(0.9))
+
+    report(run_dir)
+
+    assert (run_dir / "report.csv").is_file()
+    assert (run_dir / "accuracy_vs_bytes.png").stat().st_size > 0
+
+
+def test_format_summary_rounds_numbers_and_prints_overrides_verbatim(tmp_path: Path) -> None:
+    summary = pd.DataFrame(
+        {
+            "run": ["0"],
+            "overrides": ["model.hidden=[64,64]"],
+            "accuracy": [0.912345],
+            "loss": [0.30001],
+            "bytes_sent_total": [2_500_000.0],
+            "rounds": [19],
+        }
+    )
+    console = Console(width=120, record=True)
+
+    console.print(format_summary(summary))
+
+    text = console.export_text()
+    for shown in ["model.hidden=[64,64]", "0.9123", "0.3", "2.50", "19", "bytes sent (MB)"]:
+        assert shown in text
+
+
+def test_plot_accuracy_names_the_legal_x_axes(tmp_path: Path) -> None:
+    runs = load_runs(write_run(tmp_path / "run", three_rounds(0.9)))
+
+    with pytest.raises(ValueError, match="x must be one of .*'round'.*got 'time'"):
+        plot_accuracy(runs, "time", tmp_path / "plot.png")

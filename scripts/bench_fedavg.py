@@ -31,6 +31,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from bare_fedavg import WORKLOADS, Workload
@@ -45,7 +46,11 @@ console = Console(stderr=True)
 
 @dataclass(frozen=True)
 class Measurement:
-    """One child run: the harness's wall time and peak RSS, the child's own numbers."""
+    """One child run: the harness's wall time, peak RSS and CPU time, the child's own numbers.
+
+    ``load_before`` (the 1-minute load average as the run starts) helps spot runs slowed
+    by other work on the machine.
+    """
 
     workload: str
     way: str
@@ -55,6 +60,8 @@ class Measurement:
     peak_rss_mib: float
     accuracy: float
     rounds: int
+    cpu_s: float
+    load_before: float
 
 
 def fedsim_command(workload: Workload, vectorise: bool, run_dir: Path) -> list[str]:
@@ -72,6 +79,7 @@ def fedsim_command(workload: Workload, vectorise: bool, run_dir: Path) -> list[s
         f"model.hidden=[{workload.hidden}]",
         "data=digits",
         f"data.tile={workload.tile}",
+        f"data.test_fraction={workload.test_fraction}",
         "partition=iid",
         f"partition.samples_per_node={workload.samples_per_node}",
         f"num_nodes={workload.num_nodes}",
@@ -83,8 +91,8 @@ def fedsim_command(workload: Workload, vectorise: bool, run_dir: Path) -> list[s
     ]
 
 
-def run_child(command: list[str], log_dir: Path) -> tuple[float, float, str]:
-    """Run ``command`` to completion; return its wall seconds, peak RSS in MiB and stdout.
+def run_child(command: list[str], log_dir: Path) -> tuple[float, os.struct_rusage, str]:
+    """Run ``command`` to completion; return its wall seconds, resource usage and stdout.
 
     Output goes to files rather than pipes so that nothing needs draining while
     ``os.wait4`` blocks; a non-zero exit raises with the tail of the child's stderr.
@@ -102,47 +110,61 @@ def run_child(command: list[str], log_dir: Path) -> tuple[float, float, str]:
         raise RuntimeError(
             f"child exited with {process.returncode}: {shlex.join(command)}\n" + "\n".join(tail)
         )
-    return wall_s, usage.ru_maxrss / 1024, stdout_path.read_text()
+    return wall_s, usage, stdout_path.read_text()
+
+
+def per_round_and_accuracy(
+    way: str, workload: Workload, stdout: str, run_dir: Path
+) -> tuple[float, float]:
+    """The child's own per-round seconds and final accuracy, from its JSON line or summary."""
+    if way == "bare":
+        record = json.loads(stdout.strip().splitlines()[-1])
+        return record["per_round_s"], record["accuracy"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    if summary["rounds_completed"] != workload.rounds:
+        raise RuntimeError(
+            f"{way} completed {summary['rounds_completed']} of {workload.rounds} rounds"
+        )
+    return summary["timings"]["train_s"] / workload.rounds, summary["final"]["accuracy"]
 
 
 def measure(workload_name: str, way: str, repeat: int) -> Measurement:
     """Run ``way`` once on ``workload_name`` in a fresh subprocess."""
     workload = WORKLOADS[workload_name]
+    load_before = os.getloadavg()[0]
     work_dir = Path(tempfile.mkdtemp(prefix=f"bench-{workload_name}-{way}-"))
+    run_dir = work_dir / "run"
+    if way == "bare":
+        script = str(SCRIPTS_DIR / "bare_fedavg.py")
+        command = [sys.executable, script, f"--workload={workload_name}", "--seed=0"]
+    else:
+        command = fedsim_command(workload, vectorise=way == "fedsim", run_dir=run_dir)
     try:
-        if way == "bare":
-            command = [
-                sys.executable,
-                str(SCRIPTS_DIR / "bare_fedavg.py"),
-                f"--workload={workload_name}",
-                "--seed=0",
-            ]
-            wall_s, rss_mib, stdout = run_child(command, work_dir)
-            record = json.loads(stdout.strip().splitlines()[-1])
-            per_round_s, accuracy = record["per_round_s"], record["accuracy"]
-        else:
-            run_dir = work_dir / "run"
-            command = fedsim_command(workload, way == "fedsim", run_dir)
-            wall_s, rss_mib, _ = run_child(command, work_dir)
-            summary = json.loads((run_dir / "summary.json").read_text())
-            if summary["rounds_completed"] != workload.rounds:
-                raise RuntimeError(
-                    f"{way} completed {summary['rounds_completed']} of {workload.rounds} rounds"
-                )
-            per_round_s = summary["timings"]["train_s"] / workload.rounds
-            accuracy = summary["final"]["accuracy"]
+        wall_s, usage, stdout = run_child(command, work_dir)
+        per_round_s, accuracy = per_round_and_accuracy(way, workload, stdout, run_dir)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     return Measurement(
-        workload_name, way, repeat, wall_s, per_round_s, rss_mib, accuracy, workload.rounds
+        workload=workload_name,
+        way=way,
+        repeat=repeat,
+        total_s=wall_s,
+        per_round_s=per_round_s,
+        peak_rss_mib=usage.ru_maxrss / 1024,  # KiB on Linux
+        accuracy=accuracy,
+        rounds=workload.rounds,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        load_before=load_before,
     )
 
 
-def summarise(runs: list[Measurement], workloads: list[str], ways: list[str]) -> list[dict]:
+def summarise(
+    runs: list[Measurement], workloads: list[str], ways: list[str]
+) -> list[dict[str, Any]]:
     """One row of medians per (workload, way), with ratios to bare's medians."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for workload in workloads:
-        medians = {}
+        medians: dict[str, dict[str, float]] = {}
         for way in ways:
             chosen = [run for run in runs if run.workload == workload and run.way == way]
             medians[way] = {
@@ -151,10 +173,18 @@ def summarise(runs: list[Measurement], workloads: list[str], ways: list[str]) ->
             }
         bare = medians.get("bare")
         for way in ways:
-            row = {"workload": workload, "way": way, **medians[way]}
-            row["total_vs_bare"] = row["total_s"] / bare["total_s"] if bare else None
-            row["per_round_vs_bare"] = row["per_round_s"] / bare["per_round_s"] if bare else None
-            rows.append(row)
+            own = medians[way]
+            rows.append(
+                {
+                    "workload": workload,
+                    "way": way,
+                    **own,
+                    "total_vs_bare": own["total_s"] / bare["total_s"] if bare else None,
+                    "per_round_vs_bare": (
+                        own["per_round_s"] / bare["per_round_s"] if bare else None
+                    ),
+                }
+            )
     return rows
 
 
@@ -162,15 +192,15 @@ HEADERS = (
     "workload",
     "way",
     "total s",
-    "per round ms",
-    "peak RSS MiB",
+    "ms/round",
+    "RSS MiB",
     "accuracy",
-    "total / bare",
-    "per round / bare",
+    "total/bare",
+    "round/bare",
 )
 
 
-def format_row(row: dict) -> list[str]:
+def format_row(row: dict[str, Any]) -> list[str]:
     """The table cells of one summary row."""
 
     def ratio(value: float | None) -> str:
@@ -188,14 +218,15 @@ def format_row(row: dict) -> list[str]:
     ]
 
 
-def print_table(rows: list[dict], repeats: int) -> None:
+def print_table(rows: list[dict[str, Any]], repeats: int) -> None:
     """Print the summary with rich, on stdout."""
     table = Table(title=f"FedAvg on digits, medians of {repeats} runs")
     for index, header in enumerate(HEADERS):
         table.add_column(header, justify="left" if index < 2 else "right")
     for row in rows:
         table.add_row(*format_row(row))
-    Console().print(table)
+    # Wide enough for every column even where stdout is not a terminal (rich assumes 80).
+    Console(width=max(Console().width, 100)).print(table)
 
 
 def cpu_description() -> str:
@@ -211,7 +242,7 @@ def cpu_description() -> str:
 
 
 def write_results(
-    rows: list[dict], runs: list[Measurement], repeats: int, results_dir: Path
+    rows: list[dict[str, Any]], runs: list[Measurement], repeats: int, results_dir: Path
 ) -> None:
     """Write the summary as markdown and the raw runs as CSV into ``results_dir``."""
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -259,7 +290,7 @@ def main() -> None:
     if args.repeats < 1:
         raise SystemExit(f"--repeats={args.repeats} must be >= 1")
 
-    runs = []
+    runs: list[Measurement] = []
     # Ways interleave within each repeat so that drift in machine load hits all alike.
     for repeat in range(args.repeats):
         for workload in workloads:
@@ -272,7 +303,8 @@ def main() -> None:
                     raise SystemExit(1) from error
                 console.log(
                     f"{workload:5} {way:11} #{repeat}: {run.total_s:6.2f} s total, "
-                    f"{run.per_round_s * 1e3:7.2f} ms/round, {run.peak_rss_mib:5.0f} MiB, "
+                    f"{run.per_round_s * 1e3:7.2f} ms/round, {run.cpu_s:6.2f} s CPU, "
+                    f"{run.peak_rss_mib:5.0f} MiB, "
                     f"accuracy {run.accuracy:.3f}"
                 )
                 runs.append(run)

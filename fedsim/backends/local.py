@@ -38,7 +38,7 @@ class LocalBackend:
         self.momentum = torch.zeros_like(self.params) if task.optimizer.momentum else None
         vectorise = task.prefers_vectorised() if self.vectorise == "auto" else self.vectorise
         trainer_class = VectorisedTrainer if vectorise else LoopTrainer
-        self.trainer = trainer_class(task.model, task.layout)
+        self.trainer = trainer_class(task.model, task.layout, task.optimizer)
         self._mixing: dict[int, tuple[sp.csr_array, torch.Tensor]] = {}
 
     def execute(self, plan: RoundPlan, round_idx: int) -> None:
@@ -71,7 +71,7 @@ class LocalBackend:
                 task.node_data, chunk, seed=task.seed, round_idx=round_idx,
                 batch_size=optimizer.batch_size, epochs=step.epochs, steps=step.steps,
             )
-            self.trainer.train(params, momentum, batches, task.dataset.train_x, task.dataset.train_y, optimizer)
+            self.trainer.train(params, momentum, batches, task.dataset.train_x, task.dataset.train_y)
             self.params[chunk] = params
             if self.momentum is not None:
                 self.momentum[chunk] = momentum

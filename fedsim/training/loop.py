@@ -16,13 +16,25 @@ from fedsim.training.sgd import SGD
 class LoopTrainer:
     """For each node: load its row into a model, run ``torch.optim.SGD`` over its batches, store it.
 
-    The same batches as :class:`~fedsim.training.vectorised.VectorisedTrainer`, the textbook
-    training loop.  Faster than vmap for compute-bound models (convolutions on CPU).
+    The same batches as :class:`~fedsim.training.vectorised.VectorisedTrainer`, with the
+    textbook training loop.  Faster than vmap for compute-bound models (convolutions on CPU).
+    The model's parameters (and SGD's momentum buffers) are views of one flat vector, so
+    loading and storing a node is one copy.
     """
 
-    def __init__(self, model: nn.Module, layout: ParameterLayout) -> None:
+    def __init__(self, model: nn.Module, layout: ParameterLayout, optimizer: SGD) -> None:
         self.model = copy.deepcopy(model)
-        self.layout = layout
+        self.weights = list(self.model.parameters())
+        self.flat = layout.flatten(self.model).clone()
+        for weight, view in zip(self.weights, layout.unflatten(self.flat).values(), strict=True):
+            weight.data = view
+        self.sgd = torch.optim.SGD(
+            self.weights, lr=optimizer.lr, momentum=optimizer.momentum, weight_decay=optimizer.weight_decay
+        )
+        self.flat_momentum = torch.zeros_like(self.flat) if optimizer.momentum else None
+        if self.flat_momentum is not None:
+            for weight, view in zip(self.weights, layout.unflatten(self.flat_momentum).values(), strict=True):
+                self.sgd.state[weight]["momentum_buffer"] = view
 
     def train(
         self,
@@ -31,27 +43,20 @@ class LoopTrainer:
         batches: Batches,
         train_x: torch.Tensor,
         train_y: torch.Tensor,
-        optimizer: SGD,
     ) -> None:
-        """Train the (nodes, d) ``params`` in place on ``batches`` of the train set."""
-        weights = list(self.model.parameters())
+        """Train the (nodes, d) ``params`` (and ``momentum``) in place on ``batches`` of the train set."""
         for node in range(params.shape[0]):
-            torch.nn.utils.vector_to_parameters(params[node], weights)
-            sgd = torch.optim.SGD(
-                weights, lr=optimizer.lr, momentum=optimizer.momentum, weight_decay=optimizer.weight_decay
-            )
-            if momentum is not None and optimizer.momentum:
-                buffers = self.layout.unflatten(momentum[node].clone())
-                for name, weight in self.model.named_parameters():
-                    sgd.state[weight]["momentum_buffer"] = buffers[name]
+            self.flat.copy_(params[node])
+            if self.flat_momentum is not None:
+                self.flat_momentum.copy_(momentum[node])
             for step in range(batches.num_steps):
                 real = batches.mask[node, step] > 0
                 if not real.any():
                     continue
                 indices = batches.indices[node, step][real]
-                sgd.zero_grad()
+                self.sgd.zero_grad()
                 F.cross_entropy(self.model(train_x[indices]), train_y[indices]).backward()
-                sgd.step()
-            params[node] = torch.nn.utils.parameters_to_vector(weights).detach()
-            if momentum is not None and optimizer.momentum:
-                momentum[node] = torch.cat([sgd.state[w]["momentum_buffer"].reshape(-1) for w in weights])
+                self.sgd.step()
+            params[node] = self.flat
+            if self.flat_momentum is not None:
+                momentum[node] = self.flat_momentum

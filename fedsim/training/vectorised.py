@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, vmap
 
 from fedsim.training.layout import ParameterLayout
 from fedsim.training.schedule import Batches
@@ -13,22 +12,34 @@ from fedsim.training.sgd import SGD
 
 
 class VectorisedTrainer:
-    """Runs every node's local SGD steps as one batched computation per step.
+    """Runs every node's local SGD step as one batched computation.
 
-    Each node's loss is the mean cross-entropy over the real examples of its mini-batch
-    (padding slots carry zero weight), so the result equals a per-node loop over the same
-    batches (see :class:`fedsim.training.loop.LoopTrainer`).
+    The forward pass is ``vmap`` of ``functional_call`` over the stacked (nodes, d)
+    parameters; one reverse pass of the summed node losses then gives every node's
+    gradient at once, since node k's loss depends on row k alone.  (This is the same
+    gradient as ``vmap(grad(loss))``, a little faster, and it avoids the second-long
+    import that ``torch.func.grad`` triggers on first use.)  Each node's loss is the mean
+    cross-entropy over the real examples of its mini-batch (padding slots weigh zero), so
+    the result equals the per-node loop of :class:`fedsim.training.loop.LoopTrainer`.
     """
 
-    def __init__(self, model: nn.Module, layout: ParameterLayout) -> None:
-        self.layout = layout
+    def __init__(self, model: nn.Module, layout: ParameterLayout, optimizer: SGD) -> None:
+        self.optimizer = optimizer
 
         def node_loss(flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
             logits = functional_call(model, layout.unflatten(flat), (x,))
-            losses = F.cross_entropy(logits, y, reduction="none")
+            # Cross-entropy spelled out: F.cross_entropy under vmap falls back to a slow decomposition.
+            losses = -logits.log_softmax(dim=-1).gather(-1, y[:, None])[:, 0]
             return (losses * weight).sum() / weight.sum().clamp_min(1.0)
 
-        self._grads = vmap(grad(node_loss))
+        self._losses = vmap(node_loss)
+
+    def gradients(self, params: torch.Tensor, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Each node's gradient, (nodes, d), of its weighted mean loss on its batch."""
+        with torch.enable_grad():
+            leaf = params.detach().requires_grad_()
+            (grads,) = torch.autograd.grad(self._losses(leaf, x, y, weight).sum(), leaf)
+        return grads
 
     def train(
         self,
@@ -37,11 +48,10 @@ class VectorisedTrainer:
         batches: Batches,
         train_x: torch.Tensor,
         train_y: torch.Tensor,
-        optimizer: SGD,
     ) -> None:
-        """Train the (nodes, d) ``params`` in place on ``batches`` of the train set."""
+        """Train the (nodes, d) ``params`` (and ``momentum``) in place on ``batches`` of the train set."""
         active = batches.active
         for step in range(batches.num_steps):
             indices = batches.indices[:, step]
-            grads = self._grads(params, train_x[indices], train_y[indices], batches.mask[:, step])
-            optimizer.step(params, grads, momentum, active[:, step])
+            grads = self.gradients(params, train_x[indices], train_y[indices], batches.mask[:, step])
+            self.optimizer.step(params, grads, momentum, active[:, step])

@@ -1,0 +1,104 @@
+"""`fedsim` as a user runs it: a real subprocess, real Hydra, real files."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+FEDSIM = [sys.executable, "-m", "fedsim.cli"]
+SMALL = ["num_nodes=10", "rounds=2", "eval_every=1", "strategy.sample_size=3", "progress=false"]
+
+
+def fedsim(*args, cwd):
+    environment = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([*FEDSIM, *args], cwd=cwd, capture_output=True, text=True, env=environment, timeout=300)
+
+
+@pytest.mark.slow
+def test_run_writes_metrics_and_summary(tmp_path):
+    result = fedsim("run", *SMALL, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "accuracy" in result.stdout
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["choices"]["strategy"] == "fedavg"
+    assert "strategy.sample_size=3" in summary["overrides"]
+    rows = pd.read_parquet(tmp_path / "run" / "metrics.parquet")
+    assert rows["round"].max() == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("strategy=fedprox", "strategy=fedprox is not an option; choose one of: dpsgd, fedavg"),
+        ("strategy.sample_sise=3", "strategy.sample_sise is not a setting; did you mean strategy.sample_size?"),
+        ("strategy.sample_size=11", "strategy.sample_size=11 must be <= num_nodes=10"),
+        ("optimizer.lr=-1", "optimizer.lr=-1 must be > 0"),
+        ("seed=0,1", "a sweep (a,b or range(...)) needs -m"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, override, message):
+    result = fedsim("run", *SMALL, override, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"fedsim: config error: {message}" or message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_an_earlier_run_is_never_written_over(tmp_path):
+    run_dir = tmp_path / "run"
+    assert fedsim("run", *SMALL, f"hydra.run.dir={run_dir}", cwd=tmp_path).returncode == 0
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    again = fedsim("run", *SMALL, "seed=5", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert again.returncode == 2
+    assert "already holds a run" in again.stderr
+    assert before == {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_multirun_sweep_then_report(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = fedsim(
+        "run", "-m", "num_nodes=10", "rounds=2", "progress=false", "strategy=fedavg,dpsgd", "seed=0,1", "topology=ring",
+        f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.parent.name for p in sweep.rglob("summary.json")) == ["0", "1", "2", "3"]
+
+    report = fedsim("report", str(sweep), cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    table = pd.read_csv(sweep / "report.csv", dtype={"run": str})
+    assert len(table) == 4
+    assert (sweep / "accuracy_vs_round.png").stat().st_size > 0
+    assert (sweep / "accuracy_vs_bytes.png").stat().st_size > 0
+    runs = pd.read_parquet(sweep / "0" / "metrics.parquet")
+    assert set(runs.metric) >= {"accuracy", "bytes_sent_total"}
+
+
+@pytest.mark.slow
+def test_list_shows_every_group_and_option(tmp_path):
+    result = fedsim("list", cwd=tmp_path)
+    assert result.returncode == 0
+    for name in ("strategy:", "fedavg", "dpsgd", "topology:", "erdos_renyi", "partition:", "dirichlet"):
+        assert name in result.stdout
+
+
+def test_unknown_command_is_refused(tmp_path):
+    result = fedsim("train", cwd=tmp_path)
+    assert result.returncode == 2 and "unknown command 'train'" in result.stderr
+
+
+def test_report_of_an_empty_directory_says_so(tmp_path):
+    result = fedsim("report", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2 and "no metrics.parquet" in result.stderr
+
+
+def test_console_script_is_installed():
+    assert (Path(sys.executable).parent / "fedsim").exists()

@@ -1,4 +1,5 @@
-"""fedsim: fast, reproducible simulation of federated, decentralized and semi-decentralized learning."""
+"""fedsim: fast, reproducible simulation of federated, decentralized and semi-decentralized
+learning."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    # pandas and matplotlib load only when reports are asked for, keeping `fedsim run` quick to start.
+    # pandas and matplotlib load only when reports are asked for: `fedsim run` starts faster.
     if name == "load_runs":
         from fedsim.metrics.report import load_runs
 

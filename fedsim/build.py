@@ -1,4 +1,4 @@
-"""From a composed config to a ready :class:`~fedsim.engine.Simulation`: the only place that instantiates."""
+"""From a composed config to a ready simulation: the only place that instantiates."""
 
 from __future__ import annotations
 
@@ -27,20 +27,26 @@ def build_simulation(cfg: DictConfig) -> Simulation:
     optimizer = instantiate(cfg.optimizer)
     backend = instantiate(cfg.backend)
     dataset = instantiate(cfg.data)
-    shards = instantiate(cfg.partition)(labels=dataset.train_y.numpy(), num_nodes=cfg.num_nodes, seed=cfg.seed)
-    graph = instantiate(cfg.topology)(num_nodes=cfg.num_nodes, seed=cfg.seed)
+    shards = instantiate(cfg.partition)(
+        labels=dataset.train_y.numpy(), num_nodes=cfg.num_nodes, seed=cfg.seed
+    )
+    graph = None
+    if strategy.uses_topology:
+        graph = instantiate(cfg.topology)(num_nodes=cfg.num_nodes, seed=cfg.seed)
     node_data = NodeData.from_shards(shards, device)
     federation = Federation(
         num_nodes=cfg.num_nodes,
         seed=cfg.seed,
         graph=graph,
-        mixing=metropolis_hastings(graph),
+        mixing=None if graph is None else metropolis_hastings(graph),
         num_examples=node_data.num_examples,
     )
     strategy.validate(federation)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = instantiate(cfg.model)(input_shape=dataset.input_shape, num_classes=dataset.num_classes)
+        model = instantiate(cfg.model)(
+            input_shape=dataset.input_shape, num_classes=dataset.num_classes
+        )
     task = Task(model.to(device), dataset.to(device), node_data, optimizer, cfg.seed)
     task.layout  # noqa: B018 - fails early for models fedsim cannot stack
     return Simulation(
@@ -56,7 +62,7 @@ def build_simulation(cfg: DictConfig) -> Simulation:
 
 
 def instantiate(node: DictConfig):
-    """Hydra's ``instantiate``, letting a :class:`ConfigError` raised by the target through unwrapped."""
+    """Hydra's ``instantiate``, passing a :class:`ConfigError` of the target through unwrapped."""
     try:
         return hydra_instantiate(node)
     except InstantiationException as error:
@@ -71,5 +77,7 @@ def _device(name: str) -> torch.device:
             raise ConfigError(f"device={name} but this machine has no CUDA device; use device=cpu")
         index = torch.device(name).index or 0
         if index >= torch.cuda.device_count():
-            raise ConfigError(f"device={name} but only {torch.cuda.device_count()} CUDA devices exist")
+            raise ConfigError(
+                f"device={name} but only {torch.cuda.device_count()} CUDA devices exist"
+            )
     return torch.device(name)

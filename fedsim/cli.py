@@ -85,7 +85,9 @@ def list_options(args: list[str]) -> int:
         for option in options(group):
             settings = OmegaConf.load(config_dir() / group / f"{option}.yaml")
             shown = {k: v for k, v in settings.items() if k not in ("_target_", "_partial_")}
-            described = ", ".join(f"{k}={json.dumps(OmegaConf.to_container(settings)[k])}" for k in shown)
+            described = ", ".join(
+                f"{k}={json.dumps(OmegaConf.to_container(settings)[k])}" for k in shown
+            )
             print(f"  {option:<14} {described}")
     return 0
 

@@ -77,15 +77,19 @@ def check_group(group: str, node: DictConfig) -> None:
         if key in ("_target_", "_partial_"):
             continue
         if key not in signature.parameters:
-            raise ConfigError(f"{group}.{key} is not a setting of this {group}{_suggest(key, settings)}")
+            raise ConfigError(
+                f"{group}.{key} is not a setting of this {group}{_suggest(key, settings)}"
+            )
         expected = hints.get(key)
         if expected is not None:
             plain = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-            check(_matches(plain, expected), f"{group}.{key}={plain!r} must be {_describe(expected)}")
+            check(
+                _matches(plain, expected), f"{group}.{key}={plain!r} must be {_describe(expected)}"
+            )
 
 
 def _matches(value: Any, expected: Any) -> bool:
-    """Whether a plain config value fits a type hint (ints pass for floats, bools for nothing else)."""
+    """Whether a plain config value fits a type hint (ints pass for floats, bools only for bool)."""
     origin = typing.get_origin(expected)
     if expected is Any:
         return True

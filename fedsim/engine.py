@@ -58,9 +58,10 @@ class Simulation:
 
     def run(self, recorder: Recorder, progress: bool = True) -> dict[str, float]:
         """Run every round, recording metrics; returns the last evaluation's aggregates."""
-        num_nodes = self.federation.num_nodes
         self.backend.start(self.task, self.num_rows)
-        self.evaluator = Evaluator(self.task.model, self.task.layout, self.task.dataset.test_x, self.task.dataset.test_y)
+        self.evaluator = Evaluator(
+            self.task.model, self.task.layout, self.task.dataset.test_x, self.task.dataset.test_y
+        )
         self.evaluated_nodes = self._evaluated_nodes()
         self.bytes_sent = np.zeros(self.num_rows, dtype=np.int64)
         self.start_time = time.perf_counter()
@@ -74,7 +75,10 @@ class Simulation:
                 self._account(plan)
                 self.timings["train_s"] += time.perf_counter() - started
                 self.rounds_completed = round_idx + 1
-                if self.rounds_completed % self.eval_every == 0 or self.rounds_completed == self.rounds:
+                if (
+                    self.rounds_completed % self.eval_every == 0
+                    or self.rounds_completed == self.rounds
+                ):
                     final = self._evaluate(self.rounds_completed, recorder)
                     bar.update(task_id, description=f"accuracy {final['accuracy']:.3f}")
                 bar.advance(task_id)
@@ -88,7 +92,9 @@ class Simulation:
         num_nodes = self.federation.num_nodes
         if num_nodes <= self.eval_nodes:
             return np.arange(num_nodes)
-        chosen = rng.generator(self.federation.seed, rng.EVALUATION).choice(num_nodes, self.eval_nodes, replace=False)
+        chosen = rng.generator(self.federation.seed, rng.EVALUATION).choice(
+            num_nodes, self.eval_nodes, replace=False
+        )
         return np.sort(chosen)
 
     def global_model(self) -> torch.Tensor:
@@ -102,7 +108,9 @@ class Simulation:
         started = time.perf_counter()
         num_nodes = self.federation.num_nodes
         accuracy, loss = self.evaluator.model(self.global_model())
-        node_accuracy = self.evaluator.accuracies(self.backend.rows(self.evaluated_nodes)).cpu().numpy()
+        node_accuracy = (
+            self.evaluator.accuracies(self.backend.rows(self.evaluated_nodes)).cpu().numpy()
+        )
         metrics = {
             "accuracy": accuracy,
             "loss": loss,

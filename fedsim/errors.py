@@ -2,7 +2,7 @@
 
 
 class ConfigError(ValueError):
-    """A setting has an impossible value; the message names the setting, the value and what is allowed."""
+    """A setting has an impossible value; the message names it, the value and what is allowed."""
 
 
 def check(condition: bool, message: str) -> None:

@@ -29,14 +29,14 @@ class Train:
 
 @dataclass(frozen=True, eq=False)
 class Gossip:
-    """Every node replaces its row by ``W @ X[:n]``: node j sends its model to each i with W[i, j] != 0."""
+    """Every node takes its row of ``W @ X[:n]``: j sends its model to each i with W[i, j] != 0."""
 
     weights: sp.csr_array
 
 
 @dataclass(frozen=True, eq=False)
 class Average:
-    """Each source sends its row to each target; every target becomes ``sum_k weights[k] X[sources[k]]``.
+    """Each source sends its row to each target; each target becomes ``sum_k w[k] X[sources[k]]``.
 
     A broadcast is an average with one source.  Weights sum to one.
     """

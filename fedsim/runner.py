@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import networkx as nx
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -26,7 +27,7 @@ METRICS = "metrics.parquet"
 
 
 def precheck(args: list[str]) -> None:
-    """Compose and build every job that ``fedsim run args`` would start; raise on the first bad one."""
+    """Compose and build every job that ``fedsim run args`` would start; raise on the first bad."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
     multirun = any(arg in ("-m", "--multirun") for arg in args)
@@ -37,10 +38,16 @@ def precheck(args: list[str]) -> None:
         raise ConfigError(_one_line(error)) from None
     for override in parsed:
         if override.key_or_group in GROUPS:
-            for choice in override.sweep_string_iterator() if override.is_sweep_override() else [override.value()]:
+            for choice in (
+                override.sweep_string_iterator()
+                if override.is_sweep_override()
+                else [override.value()]
+            ):
                 check_choice(override.key_or_group, str(choice))
     if not multirun and any(override.is_sweep_override() for override in parsed):
-        raise ConfigError("a sweep (a,b or range(...)) needs -m: fedsim run -m " + " ".join(overrides))
+        raise ConfigError(
+            "a sweep (a,b or range(...)) needs -m: fedsim run -m " + " ".join(overrides)
+        )
     jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="fedsim"):
         for job in jobs:
@@ -91,7 +98,9 @@ def _check_output_dir(cfg: DictConfig, multirun: bool) -> None:
     else:
         run_dir = Path(cfg.hydra.run.dir)
         if (run_dir / METRICS).exists():
-            raise ConfigError(f"hydra.run.dir={run_dir} already holds a run ({METRICS}); choose a new directory")
+            raise ConfigError(
+                f"hydra.run.dir={run_dir} already holds a run ({METRICS}); choose a new directory"
+            )
 
 
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
@@ -118,10 +127,7 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "choices": _choices(),
         "overrides": _overrides(),
         "config": OmegaConf.to_container(cfg, resolve=True),
-        "topology": {
-            "num_edges": simulation.federation.graph.number_of_edges(),
-            "mean_degree": 2 * simulation.federation.graph.number_of_edges() / cfg.num_nodes,
-        },
+        "topology": _topology_summary(simulation.federation.graph),
     }
     _write_summary(run_dir, summary)
     simulation.timings["setup_s"] = time.perf_counter() - started
@@ -142,6 +148,19 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         _write_summary(run_dir, summary)
     _print_summary(run_dir, summary)
     return summary
+
+
+def _topology_summary(graph: nx.Graph | None) -> dict[str, Any] | None:
+    """Edge count and degrees of the graph the nodes talk over (None if the strategy uses none)."""
+    if graph is None:
+        return None
+    degrees = [degree for _, degree in graph.degree()]
+    return {
+        "num_edges": graph.number_of_edges(),
+        "degree_mean": sum(degrees) / len(degrees),
+        "degree_min": min(degrees),
+        "degree_max": max(degrees),
+    }
 
 
 def _choices() -> dict[str, str]:

@@ -32,13 +32,16 @@ def zero_logreg_task(lr: float = 0.5) -> Task:
 
 
 def hand_gradient(x: torch.Tensor, label: int) -> torch.Tensor:
-    """Cross-entropy gradient at zero logits over 2 classes, flattened as [weight (2x2), bias (2)]."""
+    """Cross-entropy gradient at zero logits over 2 classes, as [weight (2x2), bias (2)]."""
     error = torch.tensor([0.5, 0.5]) - torch.nn.functional.one_hot(torch.tensor(label), 2)
     return torch.cat([torch.outer(error, x).flatten(), error])
 
 
 def path_federation(task: Task) -> Federation:
-    """Nodes 0 - 1 - 2 on a path: Metropolis-Hastings weights are [[2/3, 1/3, 0], [1/3, 1/3, 1/3], [0, 1/3, 2/3]]."""
+    """Nodes 0 - 1 - 2 on a path.
+
+    Metropolis-Hastings weights: [[2/3, 1/3, 0], [1/3, 1/3, 1/3], [0, 1/3, 2/3]].
+    """
     graph = nx.path_graph(3)
     return Federation(3, 0, graph, metropolis_hastings(graph), task.node_data.num_examples)
 

@@ -15,7 +15,9 @@ SMALL = ["num_nodes=10", "rounds=2", "eval_every=1", "strategy.sample_size=3", "
 
 def fedsim(*args, cwd):
     environment = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([*FEDSIM, *args], cwd=cwd, capture_output=True, text=True, env=environment, timeout=300)
+    return subprocess.run(
+        [*FEDSIM, *args], cwd=cwd, capture_output=True, text=True, env=environment, timeout=300
+    )
 
 
 @pytest.mark.slow
@@ -36,7 +38,10 @@ def test_run_writes_metrics_and_summary(tmp_path):
     "override, message",
     [
         ("strategy=fedprox", "strategy=fedprox is not an option; choose one of: dpsgd, fedavg"),
-        ("strategy.sample_sise=3", "strategy.sample_sise is not a setting; did you mean strategy.sample_size?"),
+        (
+            "strategy.sample_sise=3",
+            "strategy.sample_sise is not a setting; did you mean strategy.sample_size?",
+        ),
         ("strategy.sample_size=11", "strategy.sample_size=11 must be <= num_nodes=10"),
         ("optimizer.lr=-1", "optimizer.lr=-1 must be > 0"),
         ("seed=0,1", "a sweep (a,b or range(...)) needs -m"),
@@ -66,8 +71,16 @@ def test_an_earlier_run_is_never_written_over(tmp_path):
 def test_multirun_sweep_then_report(tmp_path):
     sweep = tmp_path / "sweep"
     result = fedsim(
-        "run", "-m", "num_nodes=10", "rounds=2", "progress=false", "strategy=fedavg,dpsgd", "seed=0,1", "topology=ring",
-        f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+        "run",
+        "-m",
+        "num_nodes=10",
+        "rounds=2",
+        "progress=false",
+        "strategy=fedavg,dpsgd",
+        "seed=0,1",
+        "topology=ring",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert sorted(p.parent.name for p in sweep.rglob("summary.json")) == ["0", "1", "2", "3"]
@@ -86,7 +99,15 @@ def test_multirun_sweep_then_report(tmp_path):
 def test_list_shows_every_group_and_option(tmp_path):
     result = fedsim("list", cwd=tmp_path)
     assert result.returncode == 0
-    for name in ("strategy:", "fedavg", "dpsgd", "topology:", "erdos_renyi", "partition:", "dirichlet"):
+    for name in (
+        "strategy:",
+        "fedavg",
+        "dpsgd",
+        "topology:",
+        "erdos_renyi",
+        "partition:",
+        "dirichlet",
+    ):
         assert name in result.stdout
 
 

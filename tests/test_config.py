@@ -10,7 +10,9 @@ from fedsim.errors import ConfigError
 
 @pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes_and_builds(group, option):
-    simulation = build_simulation(compose_config(f"{group}={option}", "num_nodes=12"))
+    extra = ["strategy=dpsgd", "topology.p=0.9"] if option == "erdos_renyi" else ["strategy=dpsgd"]
+    overrides = extra if group == "topology" else []
+    simulation = build_simulation(compose_config(f"{group}={option}", "num_nodes=12", *overrides))
     assert simulation.federation.num_nodes == 12
     assert simulation.task.layout.size > 0
 
@@ -26,7 +28,10 @@ def test_every_option_composes_and_builds(group, option):
         ("rounds=-2", "rounds=-2 must be >= 0"),
         ("eval_every=0", "eval_every=0 must be >= 1"),
         ("device=tpu", "device=tpu is not one of: cpu, cuda, cuda:N"),
-        ("backend.vectorise=sometimes", "backend.vectorise='sometimes' is not one of: auto, true, false"),
+        (
+            "backend.vectorise=sometimes",
+            "backend.vectorise='sometimes' is not one of: auto, true, false",
+        ),
         ("+strategy.momentum=0.9", "strategy.momentum is not a setting of this strategy"),
         ("+colour=red", "colour is not a setting"),
         ("seed=abc", "seed='abc' must be an integer"),
@@ -43,9 +48,15 @@ def test_bad_values_are_named(override, message):
     "overrides, message",
     [
         (["strategy=dpsgd", "num_nodes=1"], "strategy=dpsgd needs num_nodes >= 2"),
-        (["strategy=dpsgd", "topology=erdos_renyi", "topology.p=0.0"], "needs a connected topology"),
+        (
+            ["strategy=dpsgd", "topology=erdos_renyi", "topology.p=0.0"],
+            "needs a connected topology",
+        ),
         (["partition=dirichlet", "partition.alpha=0"], "partition.alpha=0 must be > 0"),
-        (["topology=regular", "topology.degree=3", "num_nodes=5"], "topology.degree=3 is impossible"),
+        (
+            ["strategy=dpsgd", "topology=regular", "topology.degree=3", "num_nodes=5"],
+            "topology.degree=3 is impossible",
+        ),
         (["partition.samples_per_node=100"], "exceeds the 1437 training examples"),
     ],
 )

@@ -2,12 +2,19 @@ import networkx as nx
 import numpy as np
 import pytest
 import torch
+from helpers import (
+    TRAIN_X,
+    TRAIN_Y,
+    hand_gradient,
+    path_federation,
+    started_backend,
+    zero_logreg_task,
+)
 
 from fedsim.errors import ConfigError
 from fedsim.plans import Gossip, RoundPlan, Train
 from fedsim.strategies import DPSGD, Federation
 from fedsim.topology import metropolis_hastings
-from helpers import TRAIN_X, TRAIN_Y, hand_gradient, path_federation, started_backend, zero_logreg_task
 
 W = torch.tensor([[2 / 3, 1 / 3, 0], [1 / 3, 1 / 3, 1 / 3], [0, 1 / 3, 2 / 3]])
 
@@ -16,7 +23,9 @@ def test_plan_trains_everyone_then_gossips():
     task = zero_logreg_task()
     federation = path_federation(task)
     train, gossip = DPSGD().plan(0, federation).steps
-    assert isinstance(train, Train) and train.nodes.tolist() == [0, 1, 2] and not train.fresh_optimizer
+    assert (
+        isinstance(train, Train) and train.nodes.tolist() == [0, 1, 2] and not train.fresh_optimizer
+    )
     assert isinstance(gossip, Gossip) and gossip.weights is federation.mixing
 
 
@@ -40,5 +49,7 @@ def test_one_round_by_hand():
 def test_disconnected_graph_is_rejected():
     graph = nx.Graph([(0, 1), (2, 3)])
     federation = Federation(4, 0, graph, metropolis_hastings(graph), np.ones(4))
-    with pytest.raises(ConfigError, match="strategy=dpsgd needs a connected topology.*2 components"):
+    with pytest.raises(
+        ConfigError, match="strategy=dpsgd needs a connected topology.*2 components"
+    ):
         DPSGD().validate(federation)

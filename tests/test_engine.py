@@ -10,15 +10,24 @@ from conftest import compose_config
 from fedsim.runner import run_job
 
 AGGREGATES = [
-    "accuracy", "loss", "node_accuracy_mean", "node_accuracy_min", "node_accuracy_max",
-    "consensus_distance", "bytes_sent_total", "bytes_sent_max_node", "wall_time_s",
+    "accuracy",
+    "loss",
+    "node_accuracy_mean",
+    "node_accuracy_min",
+    "node_accuracy_max",
+    "consensus_distance",
+    "bytes_sent_total",
+    "bytes_sent_max_node",
+    "wall_time_s",
 ]
 
 
 def run(tmp_path, name, *overrides):
     run_dir = tmp_path / name
     run_dir.mkdir()
-    summary = run_job(compose_config("num_nodes=10", "rounds=4", "eval_every=2", *overrides), run_dir)
+    summary = run_job(
+        compose_config("num_nodes=10", "rounds=4", "eval_every=2", *overrides), run_dir
+    )
     return pd.read_parquet(run_dir / "metrics.parquet"), summary
 
 
@@ -75,13 +84,25 @@ def test_same_seed_same_metrics(tmp_path, strategy):
 @pytest.mark.parametrize("strategy", ["fedavg", "dpsgd"])
 def test_vectorised_run_equals_loop_run(tmp_path, strategy):
     common = (f"strategy={strategy}", "optimizer.momentum=0.9", "partition=dirichlet")
-    vectorised, _ = run(tmp_path, "vectorised", *common, "backend.vectorise=true", "backend.chunk_size=3")
+    vectorised, _ = run(
+        tmp_path, "vectorised", *common, "backend.vectorise=true", "backend.chunk_size=3"
+    )
     looped, _ = run(tmp_path, "looped", *common, "backend.vectorise=false")
-    for metric in ("accuracy", "loss", "consensus_distance", "node_accuracy_mean", "bytes_sent_total"):
-        np.testing.assert_allclose(values(vectorised, metric), values(looped, metric), rtol=1e-4, atol=1e-6)
+    for metric in (
+        "accuracy",
+        "loss",
+        "consensus_distance",
+        "node_accuracy_mean",
+        "bytes_sent_total",
+    ):
+        np.testing.assert_allclose(
+            values(vectorised, metric), values(looped, metric), rtol=1e-4, atol=1e-6
+        )
 
 
 def test_training_learns_digits(tmp_path):
-    rows, _ = run(tmp_path, "run", "num_nodes=20", "rounds=30", "strategy.sample_size=10", "eval_every=30")
+    rows, _ = run(
+        tmp_path, "run", "num_nodes=20", "rounds=30", "strategy.sample_size=10", "eval_every=30"
+    )
     assert values(rows, "accuracy")[0] < 0.3
     assert values(rows, "accuracy")[30] > 0.7

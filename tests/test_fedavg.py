@@ -1,11 +1,18 @@
 import numpy as np
 import pytest
 import torch
+from helpers import (
+    TRAIN_X,
+    TRAIN_Y,
+    hand_gradient,
+    path_federation,
+    started_backend,
+    zero_logreg_task,
+)
 
 from fedsim.errors import ConfigError
 from fedsim.plans import Average, Train
 from fedsim.strategies import FedAvg
-from helpers import TRAIN_X, TRAIN_Y, hand_gradient, path_federation, started_backend, zero_logreg_task
 
 
 def test_plan_broadcasts_trains_and_averages_by_examples():

@@ -23,13 +23,19 @@ def test_iid_with_samples_per_node():
     shards = iid(LABELS, num_nodes=10, seed=0, samples_per_node=15)
     assert [len(s) for s in shards] == [15] * 10
     assert_disjoint(shards, 500)
-    with pytest.raises(ConfigError, match="partition.samples_per_node=60 x num_nodes=10 exceeds the 500"):
+    with pytest.raises(
+        ConfigError, match="partition.samples_per_node=60 x num_nodes=10 exceeds the 500"
+    ):
         iid(LABELS, num_nodes=10, seed=0, samples_per_node=60)
 
 
 def test_partitions_are_seeded():
-    assert all(np.array_equal(a, b) for a, b in zip(iid(LABELS, 5, 1), iid(LABELS, 5, 1), strict=True))
-    assert not all(np.array_equal(a, b) for a, b in zip(iid(LABELS, 5, 1), iid(LABELS, 5, 2), strict=True))
+    assert all(
+        np.array_equal(a, b) for a, b in zip(iid(LABELS, 5, 1), iid(LABELS, 5, 1), strict=True)
+    )
+    assert not all(
+        np.array_equal(a, b) for a, b in zip(iid(LABELS, 5, 1), iid(LABELS, 5, 2), strict=True)
+    )
 
 
 def test_dirichlet_covers_all_examples_and_skews_labels():

@@ -15,7 +15,9 @@ def test_average_counts_each_source_to_each_other_target():
     assert messages_sent(broadcast, 4).tolist() == [0, 0, 0, 2]
     upload = Average(sources=np.array([0, 2]), targets=np.array([3]), weights=np.array([0.5, 0.5]))
     assert messages_sent(upload, 4).tolist() == [1, 0, 1, 0]
-    among = Average(sources=np.array([0, 1]), targets=np.array([0, 1]), weights=np.array([0.5, 0.5]))
+    among = Average(
+        sources=np.array([0, 1]), targets=np.array([0, 1]), weights=np.array([0.5, 0.5])
+    )
     assert messages_sent(among, 4).tolist() == [1, 1, 0, 0]
 
 

@@ -15,7 +15,11 @@ def test_uniform_depends_only_on_its_coordinates():
 def test_uniform_changes_with_seed_round_and_stream():
     nodes, counters = torch.arange(2), torch.arange(4)
     base = rng.uniform(0, 1, 0, nodes, counters)
-    for other in (rng.uniform(1, 1, 0, nodes, counters), rng.uniform(0, 2, 0, nodes, counters), rng.uniform(0, 1, 1, nodes, counters)):
+    for other in (
+        rng.uniform(1, 1, 0, nodes, counters),
+        rng.uniform(0, 2, 0, nodes, counters),
+        rng.uniform(0, 1, 1, nodes, counters),
+    ):
         assert not torch.equal(base, other)
 
 

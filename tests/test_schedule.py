@@ -23,7 +23,9 @@ def test_each_epoch_visits_every_example_once_in_batches(data):
 
 
 def test_nodes_take_their_own_number_of_steps(data):
-    batches = local_batches(data, torch.tensor([0, 1, 2, 3]), seed=0, round_idx=0, batch_size=4, epochs=1)
+    batches = local_batches(
+        data, torch.tensor([0, 1, 2, 3]), seed=0, round_idx=0, batch_size=4, epochs=1
+    )
     assert batches.active.sum(dim=1).tolist() == [2, 1, 0, 5]
     assert batches.mask.sum(dim=(1, 2)).tolist() == [5, 3, 0, 20]
 
@@ -37,7 +39,9 @@ def test_fixed_steps_cycle_through_epochs(data):
 
 def test_a_nodes_batches_do_not_depend_on_its_companions(data):
     alone = local_batches(data, torch.tensor([3]), seed=4, round_idx=2, batch_size=3, epochs=2)
-    together = local_batches(data, torch.tensor([0, 3, 1]), seed=4, round_idx=2, batch_size=3, epochs=2)
+    together = local_batches(
+        data, torch.tensor([0, 3, 1]), seed=4, round_idx=2, batch_size=3, epochs=2
+    )
     assert torch.equal(together.indices[1, : alone.num_steps], alone.indices[0])
     assert torch.equal(together.mask[1, : alone.num_steps], alone.mask[0])
 

@@ -3,15 +3,26 @@ import numpy as np
 import pytest
 
 from fedsim.errors import ConfigError
-from fedsim.topology import complete, erdos_renyi, metropolis_hastings, regular, require_connected, ring
+from fedsim.topology import (
+    complete,
+    erdos_renyi,
+    metropolis_hastings,
+    regular,
+    require_connected,
+    ring,
+)
 
 
 def test_metropolis_hastings_on_a_path_by_hand():
     weights = metropolis_hastings(nx.path_graph(3)).toarray()
-    np.testing.assert_allclose(weights, [[2 / 3, 1 / 3, 0], [1 / 3, 1 / 3, 1 / 3], [0, 1 / 3, 2 / 3]])
+    np.testing.assert_allclose(
+        weights, [[2 / 3, 1 / 3, 0], [1 / 3, 1 / 3, 1 / 3], [0, 1 / 3, 2 / 3]]
+    )
 
 
-@pytest.mark.parametrize("graph", [complete(6, 0), ring(7, 0), regular(10, 1, degree=3), erdos_renyi(20, 2, p=0.3)])
+@pytest.mark.parametrize(
+    "graph", [complete(6, 0), ring(7, 0), regular(10, 1, degree=3), erdos_renyi(20, 2, p=0.3)]
+)
 def test_metropolis_hastings_is_symmetric_and_doubly_stochastic(graph):
     weights = metropolis_hastings(graph).toarray()
     np.testing.assert_allclose(weights, weights.T)

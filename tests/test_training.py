@@ -17,7 +17,13 @@ def federation(model, num_nodes=5, seed=0):
     generator = torch.Generator().manual_seed(seed)
     train_x = torch.rand(60, 8, generator=generator)
     train_y = torch.randint(0, 3, (60,), generator=generator)
-    shards = [np.arange(0, 7), np.arange(7, 10), np.arange(10, 30), np.arange(30, 31), np.arange(31, 60)]
+    shards = [
+        np.arange(0, 7),
+        np.arange(7, 10),
+        np.arange(10, 30),
+        np.arange(30, 31),
+        np.arange(31, 60),
+    ]
     layout = ParameterLayout.of(model)
     params = layout.flatten(model) + 0.1 * torch.randn(num_nodes, layout.size, generator=generator)
     return layout, params, NodeData.from_shards(shards[:num_nodes]), train_x, train_y
@@ -37,11 +43,15 @@ def test_vectorised_equals_loop(make_model, optimizer, work):
     model = make_model()
     layout, params, data, train_x, train_y = federation(model)
     nodes = torch.arange(5)
-    batches = local_batches(data, nodes, seed=1, round_idx=2, batch_size=optimizer.batch_size, **work)
+    batches = local_batches(
+        data, nodes, seed=1, round_idx=2, batch_size=optimizer.batch_size, **work
+    )
     momentum = 0.01 * torch.randn_like(params) if optimizer.momentum else None
 
     vectorised, vectorised_momentum = params.clone(), None if momentum is None else momentum.clone()
-    VectorisedTrainer(model, layout, optimizer).train(vectorised, vectorised_momentum, batches, train_x, train_y)
+    VectorisedTrainer(model, layout, optimizer).train(
+        vectorised, vectorised_momentum, batches, train_x, train_y
+    )
     looped, looped_momentum = params.clone(), None if momentum is None else momentum.clone()
     LoopTrainer(model, layout, optimizer).train(looped, looped_momentum, batches, train_x, train_y)
 
@@ -59,7 +69,9 @@ def test_one_sgd_step_by_hand():
     data = NodeData.from_shards([np.array([0])])
     train_x, train_y = torch.tensor([[1.0, 2.0]]), torch.tensor([1])
     batches = local_batches(data, torch.tensor([0]), seed=0, round_idx=0, batch_size=1, steps=1)
-    VectorisedTrainer(model, layout, SGD(lr=0.5, batch_size=1)).train(params, None, batches, train_x, train_y)
+    VectorisedTrainer(model, layout, SGD(lr=0.5, batch_size=1)).train(
+        params, None, batches, train_x, train_y
+    )
     # softmax of zero logits is (1/2, 1/2); gradient rows: class 0 +1/2 x, class 1 -1/2 x.
     weight = layout.unflatten(params[0])["1.weight"]
     bias = layout.unflatten(params[0])["1.bias"]
@@ -74,6 +86,10 @@ def test_nodes_without_steps_are_untouched():
     batches = local_batches(data, torch.arange(2), seed=0, round_idx=0, batch_size=2, epochs=1)
     momentum = torch.ones_like(params)
     trained = params.clone()
-    VectorisedTrainer(model, layout, SGD(lr=0.1, momentum=0.9)).train(trained, momentum, batches, train_x, train_y)
-    assert torch.equal(trained[0], params[0]) and torch.equal(momentum[0], torch.ones_like(params[0]))
+    VectorisedTrainer(model, layout, SGD(lr=0.1, momentum=0.9)).train(
+        trained, momentum, batches, train_x, train_y
+    )
+    assert torch.equal(trained[0], params[0]) and torch.equal(
+        momentum[0], torch.ones_like(params[0])
+    )
     assert not torch.equal(trained[1], params[1])

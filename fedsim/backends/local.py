@@ -28,7 +28,10 @@ class LocalBackend:
 
     def __init__(self, chunk_size: int = 256, vectorise: bool | str = "auto") -> None:
         check(chunk_size >= 1, f"backend.chunk_size={chunk_size} must be >= 1")
-        check(vectorise in (True, False, "auto"), f"backend.vectorise={vectorise!r} is not one of: auto, true, false")
+        check(
+            vectorise in (True, False, "auto"),
+            f"backend.vectorise={vectorise!r} is not one of: auto, true, false",
+        )
         self.chunk_size, self.vectorise = chunk_size, vectorise
 
     def start(self, task: Task, num_rows: int) -> None:
@@ -51,10 +54,16 @@ class LocalBackend:
             self._train(step, round_idx)
         elif isinstance(step, Gossip):
             num_nodes = step.weights.shape[0]
-            self.params[:num_nodes] = torch.sparse.mm(self._sparse(step.weights), self.params[:num_nodes])
+            self.params[:num_nodes] = torch.sparse.mm(
+                self._sparse(step.weights), self.params[:num_nodes]
+            )
         elif isinstance(step, Average):
-            weights = torch.as_tensor(step.weights, dtype=self.params.dtype, device=self.params.device)
-            average = weights @ self.params[torch.as_tensor(step.sources, device=self.params.device)]
+            weights = torch.as_tensor(
+                step.weights, dtype=self.params.dtype, device=self.params.device
+            )
+            average = (
+                weights @ self.params[torch.as_tensor(step.sources, device=self.params.device)]
+            )
             self.params[torch.as_tensor(step.targets, device=self.params.device)] = average
         else:
             raise TypeError(f"unknown plan step {step!r}")
@@ -66,12 +75,21 @@ class LocalBackend:
             params = self.params[chunk]
             momentum = None
             if self.momentum is not None:
-                momentum = torch.zeros_like(params) if step.fresh_optimizer else self.momentum[chunk]
+                momentum = (
+                    torch.zeros_like(params) if step.fresh_optimizer else self.momentum[chunk]
+                )
             batches = local_batches(
-                task.node_data, chunk, seed=task.seed, round_idx=round_idx,
-                batch_size=optimizer.batch_size, epochs=step.epochs, steps=step.steps,
+                task.node_data,
+                chunk,
+                seed=task.seed,
+                round_idx=round_idx,
+                batch_size=optimizer.batch_size,
+                epochs=step.epochs,
+                steps=step.steps,
             )
-            self.trainer.train(params, momentum, batches, task.dataset.train_x, task.dataset.train_y)
+            self.trainer.train(
+                params, momentum, batches, task.dataset.train_x, task.dataset.train_y
+            )
             self.params[chunk] = params
             if self.momentum is not None:
                 self.momentum[chunk] = momentum

@@ -24,7 +24,8 @@ def iid(
     if samples_per_node is None:
         check(
             total >= num_nodes,
-            f"partition=iid: {total} training examples cannot give each of num_nodes={num_nodes} nodes one",
+            f"partition=iid: {total} training examples cannot give each of "
+            f"num_nodes={num_nodes} nodes one",
         )
         samples_per_node_total = total
     else:
@@ -55,10 +56,14 @@ def dirichlet(
     least ``min_samples_per_node`` examples.
     """
     check(alpha > 0, f"partition.alpha={alpha} must be > 0")
-    check(min_samples_per_node >= 0, f"partition.min_samples_per_node={min_samples_per_node} must be >= 0")
+    check(
+        min_samples_per_node >= 0,
+        f"partition.min_samples_per_node={min_samples_per_node} must be >= 0",
+    )
     check(
         min_samples_per_node * num_nodes <= len(labels),
-        f"partition.min_samples_per_node={min_samples_per_node} x num_nodes={num_nodes} exceeds the "
+        f"partition.min_samples_per_node={min_samples_per_node} x num_nodes={num_nodes} "
+        "exceeds the "
         f"{len(labels)} training examples",
     )
     generator = rng.generator(seed, rng.PARTITION)

@@ -37,7 +37,9 @@ class Recorder:
         self._columns["round"].extend([round_idx] * len(values))
         self._columns["metric"].extend([metric] * len(values))
         self._columns["value"].extend(values.tolist())
-        self._columns["node"].extend([None] * len(values) if nodes is None else np.asarray(nodes).tolist())
+        self._columns["node"].extend(
+            [None] * len(values) if nodes is None else np.asarray(nodes).tolist()
+        )
 
     def flush(self) -> None:
         """Write the rows added since the last flush as a new part file."""

@@ -12,7 +12,10 @@ from fedsim.errors import check
 
 def mlp(input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (128,)) -> nn.Module:
     """Flatten, then ``Linear -> ReLU`` for each hidden width, then a linear classifier."""
-    check(all(width >= 1 for width in hidden), f"model.hidden={list(hidden)} must hold positive widths")
+    check(
+        all(width >= 1 for width in hidden),
+        f"model.hidden={list(hidden)} must hold positive widths",
+    )
     widths = [math.prod(input_shape), *hidden]
     layers: list[nn.Module] = [nn.Flatten()]
     for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):

@@ -1,4 +1,4 @@
-"""The strategy interface: a strategy turns a round index into a :class:`~fedsim.plans.RoundPlan`."""
+"""The strategy interface: a strategy turns a round index into a round plan."""
 
 from __future__ import annotations
 
@@ -16,12 +16,16 @@ from fedsim.plans import RoundPlan
 
 @dataclass(frozen=True, eq=False)
 class Federation:
-    """What a strategy may know about the federation: sizes, graph, data volumes, seed."""
+    """What a strategy may know about the federation: sizes, graph, data volumes, seed.
+
+    ``graph`` and ``mixing`` (its Metropolis-Hastings matrix) are None for strategies that
+    do not use a topology (``Strategy.uses_topology`` false), which then cost nothing to build.
+    """
 
     num_nodes: int
     seed: int
-    graph: nx.Graph
-    mixing: sp.csr_array
+    graph: nx.Graph | None
+    mixing: sp.csr_array | None
     num_examples: np.ndarray
 
 
@@ -29,13 +33,16 @@ class Strategy(ABC):
     """Decides who trains and who mixes with whom; never touches parameters.
 
     Subclasses set ``num_servers`` (rows after the nodes that hold server models; the first
-    server's row is the global model when there is one) and implement :meth:`plan`.
+    server's row is the global model when there is one), ``uses_topology`` (whether nodes
+    talk over the configured graph) and implement :meth:`plan`.
     """
 
     num_servers: ClassVar[int] = 0
+    uses_topology: ClassVar[bool] = False
 
     def validate(self, federation: Federation) -> None:
-        """Raise :class:`~fedsim.errors.ConfigError` if this strategy cannot run on ``federation``."""
+        """Raise :class:`~fedsim.errors.ConfigError` if it cannot run on ``federation``."""
+        return None
 
     @abstractmethod
     def plan(self, round_idx: int, federation: Federation) -> RoundPlan:

@@ -21,18 +21,28 @@ class DPSGD(Strategy):
     mixing (``W X - lr G``), which coincides for one local step when W = I.
     """
 
+    uses_topology = True
+
     def __init__(self, local_epochs: int | None = 1, local_steps: int | None = None) -> None:
         self.local_epochs, self.local_steps = local_work(local_epochs, local_steps)
 
     def validate(self, federation: Federation) -> None:
-        check(federation.num_nodes >= 2, f"strategy=dpsgd needs num_nodes >= 2, got {federation.num_nodes}")
+        check(
+            federation.num_nodes >= 2,
+            f"strategy=dpsgd needs num_nodes >= 2, got {federation.num_nodes}",
+        )
         require_connected(federation.graph, "strategy=dpsgd")
 
     def plan(self, round_idx: int, federation: Federation) -> RoundPlan:
         everyone = np.arange(federation.num_nodes)
         return RoundPlan(
             steps=(
-                Train(everyone, epochs=self.local_epochs, steps=self.local_steps, fresh_optimizer=False),
+                Train(
+                    everyone,
+                    epochs=self.local_epochs,
+                    steps=self.local_steps,
+                    fresh_optimizer=False,
+                ),
                 Gossip(federation.mixing),
             )
         )

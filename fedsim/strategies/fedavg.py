@@ -18,6 +18,7 @@ class FedAvg(Strategy):
     without replacement; they start from the global model, run local SGD with a fresh
     optimizer, and the server replaces the global model by their average weighted by number
     of examples (``weighting="num_examples"``) or uniformly (``weighting="uniform"``).
+    Clients talk to the server only, so the configured topology is not used.
     """
 
     num_servers = 1
@@ -35,8 +36,14 @@ class FedAvg(Strategy):
             f"strategy.sample_size={sample_size} and strategy.fraction={fraction}: "
             "set exactly one of them (the other to null)",
         )
-        check(sample_size is None or sample_size >= 1, f"strategy.sample_size={sample_size} must be >= 1")
-        check(fraction is None or 0 < fraction <= 1, f"strategy.fraction={fraction} must lie in (0, 1]")
+        check(
+            sample_size is None or sample_size >= 1,
+            f"strategy.sample_size={sample_size} must be >= 1",
+        )
+        check(
+            fraction is None or 0 < fraction <= 1,
+            f"strategy.fraction={fraction} must lie in (0, 1]",
+        )
         check(
             weighting in ("num_examples", "uniform"),
             f"strategy.weighting={weighting!r} is not one of: num_examples, uniform",
@@ -59,7 +66,11 @@ class FedAvg(Strategy):
     def plan(self, round_idx: int, federation: Federation) -> RoundPlan:
         server = np.array([federation.num_nodes])
         generator = rng.generator(federation.seed, rng.SAMPLING, round_idx)
-        sampled = np.sort(generator.choice(federation.num_nodes, self.num_sampled(federation.num_nodes), replace=False))
+        sampled = np.sort(
+            generator.choice(
+                federation.num_nodes, self.num_sampled(federation.num_nodes), replace=False
+            )
+        )
         if self.weighting == "num_examples" and federation.num_examples[sampled].sum() > 0:
             weights = federation.num_examples[sampled] / federation.num_examples[sampled].sum()
         else:
@@ -67,7 +78,9 @@ class FedAvg(Strategy):
         return RoundPlan(
             steps=(
                 Average(sources=server, targets=sampled, weights=np.ones(1)),
-                Train(sampled, epochs=self.local_epochs, steps=self.local_steps, fresh_optimizer=True),
+                Train(
+                    sampled, epochs=self.local_epochs, steps=self.local_steps, fresh_optimizer=True
+                ),
                 Average(sources=sampled, targets=server, weights=weights),
             )
         )

@@ -13,7 +13,14 @@ from fedsim.training.layout import ParameterLayout
 class Evaluator:
     """Accuracy and loss of flat parameter rows on a fixed test split."""
 
-    def __init__(self, model: nn.Module, layout: ParameterLayout, test_x: torch.Tensor, test_y: torch.Tensor, chunk_size: int = 256) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        layout: ParameterLayout,
+        test_x: torch.Tensor,
+        test_y: torch.Tensor,
+        chunk_size: int = 256,
+    ) -> None:
         self.test_x, self.test_y, self.chunk_size = test_x, test_y, chunk_size
 
         def logits(flat: torch.Tensor) -> torch.Tensor:

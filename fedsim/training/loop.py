@@ -29,11 +29,16 @@ class LoopTrainer:
         for weight, view in zip(self.weights, layout.unflatten(self.flat).values(), strict=True):
             weight.data = view
         self.sgd = torch.optim.SGD(
-            self.weights, lr=optimizer.lr, momentum=optimizer.momentum, weight_decay=optimizer.weight_decay
+            self.weights,
+            lr=optimizer.lr,
+            momentum=optimizer.momentum,
+            weight_decay=optimizer.weight_decay,
         )
         self.flat_momentum = torch.zeros_like(self.flat) if optimizer.momentum else None
         if self.flat_momentum is not None:
-            for weight, view in zip(self.weights, layout.unflatten(self.flat_momentum).values(), strict=True):
+            for weight, view in zip(
+                self.weights, layout.unflatten(self.flat_momentum).values(), strict=True
+            ):
                 self.sgd.state[weight]["momentum_buffer"] = view
 
     def train(
@@ -44,7 +49,7 @@ class LoopTrainer:
         train_x: torch.Tensor,
         train_y: torch.Tensor,
     ) -> None:
-        """Train the (nodes, d) ``params`` (and ``momentum``) in place on ``batches`` of the train set."""
+        """Train the (nodes, d) ``params`` (and ``momentum``) in place on ``batches``."""
         for node in range(params.shape[0]):
             self.flat.copy_(params[node])
             if self.flat_momentum is not None:

@@ -84,7 +84,9 @@ def local_batches(
     else:
         total_steps = torch.where(counts > 0, steps, 0)
     num_steps = int(total_steps.max()) if len(nodes) else 0
-    epochs_needed = int((total_steps / steps_per_epoch.clamp_min(1)).ceil().max()) if num_steps else 0
+    epochs_needed = (
+        int((total_steps / steps_per_epoch.clamp_min(1)).ceil().max()) if num_steps else 0
+    )
     width = data.table.shape[1]
 
     position = torch.arange(width, device=nodes.device)
@@ -99,7 +101,9 @@ def local_batches(
     slot = step_in_epoch[..., None] * batch_size + torch.arange(batch_size, device=nodes.device)
     valid = (slot < counts[:, None, None]) & (step < total_steps[:, None])[..., None]
     slot = slot.clamp(max=width - 1)
-    epoch_order = order.gather(1, step_epoch.clamp(max=max(epochs_needed - 1, 0))[..., None].expand(-1, -1, width))
+    epoch_order = order.gather(
+        1, step_epoch.clamp(max=max(epochs_needed - 1, 0))[..., None].expand(-1, -1, width)
+    )
     local = epoch_order.gather(2, slot)
     indices = data.table[nodes][:, None, :].expand(-1, num_steps, -1).gather(2, local)
     return Batches(indices=indices, mask=valid.to(torch.float32))

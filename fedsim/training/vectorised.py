@@ -26,15 +26,19 @@ class VectorisedTrainer:
     def __init__(self, model: nn.Module, layout: ParameterLayout, optimizer: SGD) -> None:
         self.optimizer = optimizer
 
-        def node_loss(flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        def node_loss(
+            flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
+        ) -> torch.Tensor:
             logits = functional_call(model, layout.unflatten(flat), (x,))
-            # Cross-entropy spelled out: F.cross_entropy under vmap falls back to a slow decomposition.
+            # Cross-entropy spelled out: under vmap F.cross_entropy takes a slow decomposition.
             losses = -logits.log_softmax(dim=-1).gather(-1, y[:, None])[:, 0]
             return (losses * weight).sum() / weight.sum().clamp_min(1.0)
 
         self._losses = vmap(node_loss)
 
-    def gradients(self, params: torch.Tensor, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def gradients(
+        self, params: torch.Tensor, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
+    ) -> torch.Tensor:
         """Each node's gradient, (nodes, d), of its weighted mean loss on its batch."""
         with torch.enable_grad():
             leaf = params.detach().requires_grad_()
@@ -49,9 +53,11 @@ class VectorisedTrainer:
         train_x: torch.Tensor,
         train_y: torch.Tensor,
     ) -> None:
-        """Train the (nodes, d) ``params`` (and ``momentum``) in place on ``batches`` of the train set."""
+        """Train the (nodes, d) ``params`` (and ``momentum``) in place on ``batches``."""
         active = batches.active
         for step in range(batches.num_steps):
             indices = batches.indices[:, step]
-            grads = self.gradients(params, train_x[indices], train_y[indices], batches.mask[:, step])
+            grads = self.gradients(
+                params, train_x[indices], train_y[indices], batches.mask[:, step]
+            )
             self.optimizer.step(params, grads, momentum, active[:, step])

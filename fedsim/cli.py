@@ -47,6 +47,9 @@ def run(args: list[str]) -> int:
         hydra_main()
     except SystemExit as exit_:
         return int(exit_.code or 0)
+    except KeyboardInterrupt:
+        print("fedsim: interrupted; the metrics recorded so far are kept", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -48,7 +48,7 @@ def plot_accuracy(runs: pd.DataFrame, x: str, path: str | Path) -> None:
         raise ValueError(f"x must be one of {sorted(X_AXES)}, got {x!r}")
     axis_label, scale = X_AXES[x]
     curves = _accuracy_curves(runs, x, scale)
-    labels, shared = _run_labels(runs)
+    labels, shared = run_labels(runs)
 
     figure = Figure(figsize=(7.5, 4.5), layout="constrained")
     axes = figure.subplots()
@@ -92,8 +92,11 @@ def _accuracy_curves(runs: pd.DataFrame, x: str, scale: float) -> pd.DataFrame:
     return curves.assign(x=curves["x"] * scale)
 
 
-def _run_labels(runs: pd.DataFrame) -> tuple[dict[str, str], str]:
-    """Legend label of each run, in run order, and the overrides shared by all runs."""
+def run_labels(runs: pd.DataFrame) -> tuple[dict[str, str], str]:
+    """Each run's distinguishing overrides (its label), in run order, and those all runs share.
+
+    ``runs`` needs the columns ``run`` and ``overrides``.
+    """
     overrides = runs.groupby("run", sort=False)["overrides"].first().fillna("")
     tokens = overrides.str.split()
     if tokens.empty:

@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from rich.table import Table
 from rich.text import Text
 
-from fedsim.metrics.plots import plot_accuracy
+from fedsim.metrics.plots import plot_accuracy, run_labels
 
 METRICS_FILE = "metrics.parquet"
 METRIC_DTYPES = {"round": "int64", "metric": "str", "value": "float64", "node": "Int64"}
@@ -183,7 +183,8 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
 
 def format_summary(summary: pd.DataFrame) -> Table:
     """Render the output of :func:`summarize` as a rich table for the terminal."""
-    table = Table(title="fedsim runs")
+    labels, shared = run_labels(summary)
+    table = Table(title=f"fedsim runs: {shared}" if shared else "fedsim runs")
     table.add_column("run")
     table.add_column("overrides")
     for header in ("final accuracy", "loss", "bytes sent (MB)", "rounds"):
@@ -191,7 +192,7 @@ def format_summary(summary: pd.DataFrame) -> Table:
     cells = pd.DataFrame(
         {
             "run": summary["run"].astype(str),
-            "overrides": summary["overrides"].fillna("").astype(str),
+            "overrides": summary["run"].map(labels).fillna("").astype(str),
             "accuracy": _format_numbers(summary, "accuracy", "{:.4f}"),
             "loss": _format_numbers(summary, "loss", "{:.4g}"),
             "bytes": _format_numbers(summary, "bytes_sent_total", "{:.2f}", scale=1e-6),

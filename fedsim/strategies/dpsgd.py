@@ -17,8 +17,8 @@ class DPSGD(Strategy):
     Every round every node runs local SGD (its optimizer state persists across rounds), then
     replaces its model by the W-weighted average of its own and its neighbours' models.
     fedsim uses the adapt-then-combine order ``X <- W (X - lr G)``, as decentralizepy and the
-    MoDeST paper's D-PSGD baseline do; Lian et al.'s Algorithm 1 applies the gradient after
-    mixing (``W X - lr G``), which coincides for one local step when W = I.
+    MoDeST paper's D-PSGD baseline do; Lian et al.'s Algorithm 1 instead adds the gradient,
+    taken at the unmixed model, after mixing (``W X - lr G``).
     """
 
     uses_topology = True

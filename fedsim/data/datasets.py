@@ -12,7 +12,11 @@ from fedsim.errors import check
 
 @dataclass(frozen=True)
 class Dataset:
-    """A labelled train split and a fixed held-out test split."""
+    """A labelled train split and a fixed held-out test split.
+
+    ``train_owners`` gives, for data sets with a natural split (e.g. the writer of each
+    FEMNIST character), the owner id of each train example; None otherwise.
+    """
 
     name: str
     train_x: torch.Tensor
@@ -20,6 +24,7 @@ class Dataset:
     test_x: torch.Tensor
     test_y: torch.Tensor
     num_classes: int
+    train_owners: np.ndarray | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -35,6 +40,7 @@ class Dataset:
             self.test_x.to(device),
             self.test_y.to(device),
             self.num_classes,
+            self.train_owners,
         )
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
+import numpy as np
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
@@ -9,10 +13,11 @@ from omegaconf import DictConfig
 
 from fedsim.config import check_config
 from fedsim.engine import Simulation
-from fedsim.errors import ConfigError
+from fedsim.errors import ConfigError, check
+from fedsim.partitions import label_histograms
 from fedsim.strategies.base import Federation
 from fedsim.task import Task
-from fedsim.topology.mixing import metropolis_hastings
+from fedsim.topology.base import Topology
 from fedsim.training.schedule import NodeData
 
 
@@ -27,27 +32,27 @@ def build_simulation(cfg: DictConfig) -> Simulation:
     optimizer = instantiate(cfg.optimizer)
     backend = instantiate(cfg.backend)
     dataset = instantiate(cfg.data)
-    shards = instantiate(cfg.partition)(
-        labels=dataset.train_y.numpy(), num_nodes=cfg.num_nodes, seed=cfg.seed
-    )
-    graph = None
-    if strategy.uses_topology:
-        graph = instantiate(cfg.topology)(num_nodes=cfg.num_nodes, seed=cfg.seed)
-    node_data = NodeData.from_shards(shards, device)
-    federation = Federation(
-        num_nodes=cfg.num_nodes,
-        seed=cfg.seed,
-        graph=graph,
-        mixing=None if graph is None else metropolis_hastings(graph),
-        num_examples=node_data.num_examples,
-    )
-    strategy.validate(federation)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = instantiate(cfg.model)(
-            input_shape=dataset.input_shape, num_classes=dataset.num_classes
+    partition = instantiate(cfg.partition)
+    topology = None
+    if strategy.uses_topology or "components" in inspect.signature(partition).parameters:
+        graphs = instantiate(cfg.topology)(num_nodes=cfg.num_nodes, seed=cfg.seed)
+        topology = Topology(
+            graphs, instantiate(cfg.mixing), name=f"topology={_choice(cfg.topology)}"
         )
-    task = Task(model.to(device), dataset.to(device), node_data, optimizer, cfg.seed)
+    shards = partition(**_partition_inputs(partition, dataset, topology, cfg))
+    node_data = NodeData.from_shards(shards, device)
+    federation = Federation(cfg.num_nodes, cfg.seed, topology, node_data.num_examples)
+    strategy.validate(federation)
+    model = instantiate(cfg.model)(input_shape=dataset.input_shape, num_classes=dataset.num_classes)
+    task = Task(
+        model.to(device),
+        dataset.to(device),
+        node_data,
+        optimizer,
+        cfg.seed,
+        cfg.init,
+        cfg.init_scheme,
+    )
     task.layout  # noqa: B018 - fails early for models fedsim cannot stack
     return Simulation(
         strategy=strategy,
@@ -58,10 +63,37 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         eval_every=cfg.eval_every,
         eval_nodes=cfg.eval_nodes,
         header_bytes=cfg.header_bytes,
+        label_histograms=label_histograms(dataset.train_y.numpy(), shards, dataset.num_classes),
     )
 
 
-def instantiate(node: DictConfig):
+def _partition_inputs(
+    partition: Any, dataset: Any, topology: Topology | None, cfg: DictConfig
+) -> dict:
+    """A partitioner's arguments: labels, sizes, seed, and owners or components if it takes them."""
+    inputs: dict[str, Any] = {
+        "labels": dataset.train_y.numpy(),
+        "num_nodes": cfg.num_nodes,
+        "seed": cfg.seed,
+    }
+    parameters = inspect.signature(partition).parameters
+    if "owners" in parameters:
+        check(
+            dataset.train_owners is not None,
+            f"partition=natural needs a data set with a natural split (e.g. femnist, synthetic), "
+            f"not data={dataset.name}",
+        )
+        inputs["owners"] = np.asarray(dataset.train_owners)
+    if "components" in parameters:
+        inputs["components"] = topology.components()
+    return inputs
+
+
+def _choice(node: DictConfig) -> str:
+    return str(node._target_).rsplit(".", 1)[-1]
+
+
+def instantiate(node: DictConfig) -> Any:
     """Hydra's ``instantiate``, passing a :class:`ConfigError` of the target through unwrapped."""
     try:
         return hydra_instantiate(node)

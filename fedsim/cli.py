@@ -7,7 +7,6 @@ one line on stderr with exit status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from fedsim.errors import ConfigError
 
 USAGE = """usage: fedsim run [-m] [key=value ...]   run a simulation (Hydra overrides; -m sweeps)
        fedsim report PATH [--out DIR]    summarise a run or a sweep: table, report.csv, plots
-       fedsim list                       config groups, their options and settings"""
+       fedsim list [--markdown]          config groups, their options and settings"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,23 +74,10 @@ def report(args: list[str]) -> int:
 
 
 def list_options(args: list[str]) -> int:
-    """``fedsim list``: every config group with its options and their settings."""
-    from omegaconf import OmegaConf
+    """``fedsim list [--markdown]``: every config group with its options, one line each."""
+    from fedsim import catalogue
 
-    from fedsim.config import GROUPS, TOP_LEVEL, config_dir, options
-
-    defaults = OmegaConf.load(config_dir() / "config.yaml")
-    print("run settings:")
-    print("  " + ", ".join(f"{name}={json.dumps(defaults[name])}" for name in TOP_LEVEL))
-    for group in GROUPS:
-        print(f"{group}:")
-        for option in options(group):
-            settings = OmegaConf.load(config_dir() / group / f"{option}.yaml")
-            shown = {k: v for k, v in settings.items() if k not in ("_target_", "_partial_")}
-            described = ", ".join(
-                f"{k}={json.dumps(OmegaConf.to_container(settings)[k])}" for k in shown
-            )
-            print(f"  {option:<14} {described}")
+    print(catalogue.markdown() if "--markdown" in args else catalogue.text() + "\n", end="")
     return 0
 
 

@@ -19,7 +19,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from fedsim.errors import ConfigError, check
 
-GROUPS = ("strategy", "topology", "data", "partition", "model", "optimizer", "backend")
+GROUPS = ("strategy", "topology", "mixing", "data", "partition", "model", "optimizer", "backend")
+# Arguments that the engine passes at run time, never settings of a config file.
+RUNTIME_INPUTS: dict[str, frozenset[str]] = {
+    "topology": frozenset({"num_nodes", "seed"}),
+    "mixing": frozenset({"graph"}),
+    "partition": frozenset({"labels", "num_nodes", "seed", "owners", "components"}),
+    "model": frozenset({"input_shape", "num_classes"}),
+}
 TOP_LEVEL: dict[str, type | tuple[type, ...]] = {
     "num_nodes": int,
     "rounds": int,
@@ -29,6 +36,8 @@ TOP_LEVEL: dict[str, type | tuple[type, ...]] = {
     "eval_nodes": int,
     "header_bytes": int,
     "progress": bool,
+    "init": str,
+    "init_scheme": str,
 }
 
 
@@ -72,11 +81,12 @@ def check_group(group: str, node: DictConfig) -> None:
     target: Callable[..., Any] = get_object(node._target_)
     signature = inspect.signature(target)
     hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
-    settings = [name for name in signature.parameters if name not in ("self", "num_nodes", "seed")]
+    runtime = RUNTIME_INPUTS.get(group, frozenset()) | {"self"}
+    settings = [name for name in signature.parameters if name not in runtime]
     for key, value in node.items():
         if key in ("_target_", "_partial_"):
             continue
-        if key not in signature.parameters:
+        if key not in settings:
             raise ConfigError(
                 f"{group}.{key} is not a setting of this {group}{_suggest(key, settings)}"
             )

@@ -38,6 +38,7 @@ class Simulation:
     eval_every: int = 1
     eval_nodes: int = 100
     header_bytes: int = 0
+    label_histograms: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=lambda: {"train_s": 0.0, "eval_s": 0.0})
     rounds_completed: int = 0
 

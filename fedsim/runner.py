@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import networkx as nx
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -120,6 +122,7 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if (run_dir / METRICS).exists():
         raise ConfigError(f"{run_dir} already holds a run ({METRICS}); choose a new hydra.run.dir")
     recorder = Recorder(run_dir / METRICS)
+    topology = simulation.federation.topology
     summary: dict[str, Any] = {
         "status": "running",
         "rounds_completed": 0,
@@ -127,8 +130,9 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "choices": _choices(),
         "overrides": _overrides(),
         "config": OmegaConf.to_container(cfg, resolve=True),
-        "topology": _topology_summary(simulation.federation.graph),
+        "topology": None if topology is None else topology.summary(),
     }
+    _write_label_histograms(run_dir, simulation.label_histograms)
     _write_summary(run_dir, summary)
     simulation.timings["setup_s"] = time.perf_counter() - started
     try:
@@ -150,17 +154,13 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return summary
 
 
-def _topology_summary(graph: nx.Graph | None) -> dict[str, Any] | None:
-    """Edge count and degrees of the graph the nodes talk over (None if the strategy uses none)."""
-    if graph is None:
-        return None
-    degrees = [degree for _, degree in graph.degree()]
-    return {
-        "num_edges": graph.number_of_edges(),
-        "degree_mean": sum(degrees) / len(degrees),
-        "degree_min": min(degrees),
-        "degree_max": max(degrees),
-    }
+def _write_label_histograms(run_dir: Path, histograms: np.ndarray | None) -> None:
+    """Each node's examples per class as tidy rows (node, label, count): ``partition.parquet``."""
+    if histograms is None:
+        return
+    nodes, labels = np.nonzero(histograms)
+    table = pa.table({"node": nodes, "label": labels, "count": histograms[nodes, labels]})
+    pq.write_table(table, run_dir / "partition.parquet")
 
 
 def _choices() -> dict[str, str]:

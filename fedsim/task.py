@@ -8,7 +8,10 @@ from functools import cached_property
 import torch
 from torch import nn
 
+from fedsim import rng
 from fedsim.data.datasets import Dataset
+from fedsim.errors import check
+from fedsim.models.init import initialize
 from fedsim.training.layout import ParameterLayout
 from fedsim.training.schedule import NodeData
 from fedsim.training.sgd import SGD
@@ -18,8 +21,9 @@ from fedsim.training.sgd import SGD
 class Task:
     """Everything local training needs, on one device.
 
-    ``model`` is a template: its parameters are the common initial model, and training
-    runs it functionally on rows of the federation tensor.
+    ``model`` is a template whose parameters are overwritten by each row's initial model:
+    ``init="same"`` gives every row one model (the FL convention), ``"independent"`` a
+    model of its own (gossip-learning studies), drawn with ``init_scheme`` from the seed.
     """
 
     model: nn.Module
@@ -27,6 +31,14 @@ class Task:
     node_data: NodeData
     optimizer: SGD
     seed: int
+    init: str = "same"
+    init_scheme: str = "default"
+
+    def __post_init__(self) -> None:
+        check(
+            self.init in ("same", "independent"),
+            f"init={self.init} is not one of: same, independent",
+        )
 
     @cached_property
     def layout(self) -> ParameterLayout:
@@ -36,8 +48,22 @@ class Task:
     def device(self) -> torch.device:
         return self.dataset.train_x.device
 
-    def initial_params(self) -> torch.Tensor:
-        """The model's initial parameters as one flat vector."""
+    def initial_rows(self, num_rows: int) -> torch.Tensor:
+        """The initial model of every row, shape (num_rows, d)."""
+        if self.init == "same":
+            return (
+                self._initial_model(rng.generator(self.seed, rng.INIT)).expand(num_rows, -1).clone()
+            )
+        return torch.stack(
+            [
+                self._initial_model(rng.generator(self.seed, rng.INIT, row))
+                for row in range(num_rows)
+            ]
+        )
+
+    def _initial_model(self, source) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(int(source.integers(1 << 62)))
+        initialize(self.model, self.init_scheme, generator)
         return self.layout.flatten(self.model).to(self.device)
 
     def prefers_vectorised(self) -> bool:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 import torch
-from torch import nn
 
 from fedsim.backends.local import LocalBackend
 from fedsim.data.datasets import Dataset
 from fedsim.models import logreg
 from fedsim.strategies.base import Federation
 from fedsim.task import Task
-from fedsim.topology.mixing import metropolis_hastings
+from fedsim.topology import Topology, metropolis_hastings
 from fedsim.training.schedule import NodeData
 from fedsim.training.sgd import SGD
 
@@ -23,10 +22,8 @@ SHARDS = [np.array([0]), np.array([1]), np.array([2, 3])]
 
 
 def zero_logreg_task(lr: float = 0.5) -> Task:
-    """Logistic regression from all-zero weights on the three nodes above."""
+    """Logistic regression on the three nodes above (start with ``started_backend(zero=True)``)."""
     model = logreg((2,), 2)
-    for weight in model.parameters():
-        nn.init.zeros_(weight)
     dataset = Dataset("hand", TRAIN_X, TRAIN_Y, TRAIN_X, TRAIN_Y, num_classes=2)
     return Task(model, dataset, NodeData.from_shards(SHARDS), SGD(lr=lr, batch_size=4), seed=0)
 
@@ -42,11 +39,15 @@ def path_federation(task: Task) -> Federation:
 
     Metropolis-Hastings weights: [[2/3, 1/3, 0], [1/3, 1/3, 1/3], [0, 1/3, 2/3]].
     """
-    graph = nx.path_graph(3)
-    return Federation(3, 0, graph, metropolis_hastings(graph), task.node_data.num_examples)
+    return Federation(
+        3, 0, Topology(nx.path_graph(3), metropolis_hastings), task.node_data.num_examples
+    )
 
 
-def started_backend(task: Task, num_rows: int, **options) -> LocalBackend:
+def started_backend(task: Task, num_rows: int, zero: bool = False, **options) -> LocalBackend:
+    """A local backend holding ``num_rows`` rows, all zero when ``zero`` (for hand computations)."""
     backend = LocalBackend(**options)
     backend.start(task, num_rows)
+    if zero:
+        backend.params.zero_()
     return backend

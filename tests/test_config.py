@@ -1,18 +1,70 @@
 """Every config option composes and builds; bad values stop with one line naming the setting."""
 
+import numpy as np
 import pytest
 from conftest import compose_config
+from sklearn.datasets import dump_svmlight_file
 
 from fedsim.build import build_simulation
 from fedsim.config import GROUPS, options
 from fedsim.errors import ConfigError
 
+NEEDS_FILES = {"mnist", "fashion_mnist", "cifar10", "femnist"}
+
+
+def option_overrides(group: str, option: str, tmp_path) -> list[str]:
+    """What an option needs beside itself to build on 12 nodes of the embedded data."""
+    if group == "topology":
+        if option == "components":  # disconnected: built for a partition that needs components
+            return ["partition=by_component"]
+        extra = {
+            "erdos_renyi": ["topology.p=0.9"],
+            "file": [f"topology.path={ring_file(tmp_path)}"],
+        }
+        return ["strategy=dpsgd", *extra.get(option, [])]
+    if group == "mixing":
+        extra = {"matrix": [f"mixing.path={uniform_matrix(tmp_path)}"]}
+        return ["strategy=dpsgd", *extra.get(option, [])]
+    if (group, option) == ("data", "svmlight"):
+        return [f"data.path={svmlight_file(tmp_path)}"]
+    if (group, option) == ("data", "synthetic") or option == "natural":
+        return ["data=synthetic", "data.num_users=24", "data.dimension=8"]
+    if option == "by_component":
+        return ["topology=components"]
+    if group == "model" and option not in ("mlp", "logreg"):
+        return ["data.image_size=32"]
+    return []
+
+
+def ring_file(tmp_path):
+    path = tmp_path / "ring.txt"
+    path.write_text("".join(f"{i} {(i + 1) % 12}\n" for i in range(12)))
+    return path
+
+
+def uniform_matrix(tmp_path):
+    np.save(tmp_path / "w.npy", np.full((12, 12), 1 / 12))
+    return tmp_path / "w.npy"
+
+
+def svmlight_file(tmp_path):
+    features = np.random.default_rng(0).random((60, 5))
+    dump_svmlight_file(features, np.arange(60) % 2, str(tmp_path / "train.svm"))
+    return tmp_path / "train.svm"
+
 
 @pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in options(g)])
-def test_every_option_composes_and_builds(group, option):
-    extra = ["strategy=dpsgd", "topology.p=0.9"] if option == "erdos_renyi" else ["strategy=dpsgd"]
-    overrides = extra if group == "topology" else []
-    simulation = build_simulation(compose_config(f"{group}={option}", "num_nodes=12", *overrides))
+def test_every_option_composes_and_builds(group, option, tmp_path):
+    overrides = [f"{group}={option}", "num_nodes=12", "strategy.sample_size=4"]
+    overrides += option_overrides(group, option, tmp_path)
+    if any(o == "strategy=dpsgd" for o in overrides):
+        overrides.remove("strategy.sample_size=4")
+    config = compose_config(*overrides)
+    if option in NEEDS_FILES:  # real data sets: without their files, one clear line
+        with pytest.raises(ConfigError, match="torchvision|data.root|does not exist|download"):
+            build_simulation(config)
+        return
+    simulation = build_simulation(config)
     assert simulation.federation.num_nodes == 12
     assert simulation.task.layout.size > 0
 
@@ -52,7 +104,7 @@ def test_bad_values_are_named(override, message):
             ["strategy=dpsgd", "topology=erdos_renyi", "topology.p=0.0"],
             "needs a connected topology",
         ),
-        (["partition=dirichlet", "partition.alpha=0"], "partition.alpha=0 must be > 0"),
+        (["partition=dirichlet_per_node", "partition.alpha=0"], "partition.alpha=0 must be > 0"),
         (
             ["strategy=dpsgd", "topology=regular", "topology.degree=3", "num_nodes=5"],
             "topology.degree=3 is impossible",

@@ -1,6 +1,10 @@
+import pytest
 import torch
+from conftest import compose_config
 
+from fedsim.build import build_simulation
 from fedsim.data.datasets import digits
+from fedsim.errors import ConfigError
 
 
 def test_digits_is_scaled_and_split_the_same_way_every_time():
@@ -18,3 +22,30 @@ def test_tiling_repeats_the_train_split():
     assert len(tiled.train_y) == 3 * len(data.train_y)
     assert torch.equal(tiled.train_x[len(data.train_y) :][: len(data.train_y)], data.train_x)
     assert torch.equal(tiled.test_x, data.test_x)
+
+
+def test_image_size_gives_resized_images_of_the_same_examples():
+    flat, images = digits(), digits(image_size=28)
+    assert images.input_shape == (1, 28, 28)
+    assert images.train_x.dtype == torch.float32
+    assert images.train_x.min() >= 0 and images.train_x.max() <= 1
+    assert torch.equal(images.train_y, flat.train_y) and torch.equal(images.test_y, flat.test_y)
+    # At the original size the images are the flat features, row by row.
+    assert torch.equal(digits(image_size=8).train_x, flat.train_x.reshape(-1, 1, 8, 8))
+    # Doubling bilinearly (half-pixel centres): output (1, 1) sits a quarter of the way
+    # from input (0, 0) to input (1, 1), so its weights are (3/4, 1/4) along each axis.
+    doubled, pixels = digits(image_size=16).test_x, flat.test_x.reshape(-1, 8, 8)
+    expected = (
+        9 * pixels[:, 0, 0] + 3 * pixels[:, 0, 1] + 3 * pixels[:, 1, 0] + pixels[:, 1, 1]
+    ) / 16
+    assert torch.allclose(doubled[:, 0, 1, 1], expected, atol=1e-6)
+
+
+def test_bad_image_size_is_named():
+    with pytest.raises(ConfigError, match=r"data.image_size=0 must be null .* or an integer >= 1"):
+        digits(image_size=0)
+
+
+def test_image_digits_compose_with_the_default_mlp():
+    simulation = build_simulation(compose_config("++data.image_size=28", "num_nodes=12"))
+    assert simulation.task.dataset.input_shape == (1, 28, 28)

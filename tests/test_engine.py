@@ -83,7 +83,7 @@ def test_same_seed_same_metrics(tmp_path, strategy):
 
 @pytest.mark.parametrize("strategy", ["fedavg", "dpsgd"])
 def test_vectorised_run_equals_loop_run(tmp_path, strategy):
-    common = (f"strategy={strategy}", "optimizer.momentum=0.9", "partition=dirichlet")
+    common = (f"strategy={strategy}", "optimizer.momentum=0.9", "partition=quantity_skew")
     vectorised, _ = run(
         tmp_path, "vectorised", *common, "backend.vectorise=true", "backend.chunk_size=3"
     )

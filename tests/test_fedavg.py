@@ -31,7 +31,7 @@ def test_plan_broadcasts_trains_and_averages_by_examples():
 def test_one_round_by_hand():
     task = zero_logreg_task(lr=0.5)
     federation = path_federation(task)
-    backend = started_backend(task, num_rows=4)
+    backend = started_backend(task, num_rows=4, zero=True)
     backend.execute(FedAvg(sample_size=3, local_epochs=1).plan(0, federation), round_idx=0)
     # From zero weights each node takes one step on its (one distinct) example.
     local = [-0.5 * hand_gradient(TRAIN_X[i], int(TRAIN_Y[i])) for i in (0, 1, 2)]

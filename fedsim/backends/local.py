@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -37,12 +39,30 @@ class LocalBackend:
     def start(self, task: Task, num_rows: int) -> None:
         """Give every row the task's initial model and set up the trainer."""
         self.task = task
-        self.params = task.initial_params().expand(num_rows, -1).clone()
+        self.params = task.initial_rows(num_rows)
         self.momentum = torch.zeros_like(self.params) if task.optimizer.momentum else None
         vectorise = task.prefers_vectorised() if self.vectorise == "auto" else self.vectorise
-        trainer_class = VectorisedTrainer if vectorise else LoopTrainer
-        self.trainer = trainer_class(task.model, task.layout, task.optimizer)
+        self.trainer = (
+            self._trainer(task)
+            if vectorise
+            else LoopTrainer(task.model, task.layout, task.optimizer)
+        )
         self._mixing: dict[int, tuple[sp.csr_array, torch.Tensor]] = {}
+
+    def _trainer(self, task: Task) -> VectorisedTrainer | LoopTrainer:
+        """The vectorised trainer, or the loop with a warning if vmap cannot run this model."""
+        trainer = VectorisedTrainer(task.model, task.layout, task.optimizer)
+        x, y = task.dataset.train_x[:1], task.dataset.train_y[:1]
+        try:
+            trainer.gradients(self.params[:1], x[None], y[None], torch.ones(1, 1, device=x.device))
+        except RuntimeError as error:
+            warnings.warn(
+                f"the model cannot be trained under vmap ({str(error).splitlines()[0]}); "
+                "fedsim trains its nodes one by one instead (backend.vectorise=false)",
+                stacklevel=2,
+            )
+            return LoopTrainer(task.model, task.layout, task.optimizer)
+        return trainer
 
     def execute(self, plan: RoundPlan, round_idx: int) -> None:
         """Run the plan's steps in order."""

@@ -44,18 +44,25 @@ class Dataset:
         )
 
 
-def digits(test_fraction: float = 0.2, tile: int = 1) -> Dataset:
+def digits(test_fraction: float = 0.2, tile: int = 1, image_size: int | None = None) -> Dataset:
     """scikit-learn's bundled 8x8 digits (1797 images, 10 classes), features scaled to [0, 1].
 
     The test split is stratified and fixed (independent of the run's seed), so runs with
     different seeds are evaluated on the same examples.  ``tile`` repeats the train split
-    that many times, to simulate many nodes on a small data set.
+    that many times, to simulate many nodes on a small data set.  With ``image_size`` the
+    examples are images of shape ``(1, image_size, image_size)``, bilinearly resized from
+    8x8 (so that models for 28x28 inputs can run on a bundled data set); otherwise they are
+    64 flat features.
     """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     check(0 < test_fraction < 1, f"data.test_fraction={test_fraction} must lie in (0, 1)")
     check(tile >= 1, f"data.tile={tile} must be an integer >= 1")
+    check(
+        image_size is None or image_size >= 1,
+        f"data.image_size={image_size} must be null (64 flat features) or an integer >= 1",
+    )
     features, labels = load_digits(return_X_y=True)
     train_x, test_x, train_y, test_y = train_test_split(
         features / 16.0, labels, test_size=test_fraction, stratify=labels, random_state=0
@@ -63,9 +70,21 @@ def digits(test_fraction: float = 0.2, tile: int = 1) -> Dataset:
     train_x, train_y = np.tile(train_x, (tile, 1)), np.tile(train_y, tile)
     return Dataset(
         name="digits",
-        train_x=torch.as_tensor(train_x, dtype=torch.float32),
+        train_x=_as_images(torch.as_tensor(train_x, dtype=torch.float32), image_size),
         train_y=torch.as_tensor(train_y, dtype=torch.int64),
-        test_x=torch.as_tensor(test_x, dtype=torch.float32),
+        test_x=_as_images(torch.as_tensor(test_x, dtype=torch.float32), image_size),
         test_y=torch.as_tensor(test_y, dtype=torch.int64),
         num_classes=10,
     )
+
+
+def _as_images(features: torch.Tensor, image_size: int | None) -> torch.Tensor:
+    """Flat 8x8 digits as ``(N, 1, image_size, image_size)`` images; unchanged for None."""
+    if image_size is None:
+        return features
+    images = features.reshape(-1, 1, 8, 8)
+    resized = torch.nn.functional.interpolate(
+        images, size=(image_size, image_size), mode="bilinear", align_corners=False
+    )
+    # Bilinear weights are convex, so this only removes float rounding outside [0, 1].
+    return resized.clamp(0.0, 1.0).contiguous()

@@ -6,26 +6,24 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
-import networkx as nx
 import numpy as np
-import scipy.sparse as sp
 
 from fedsim.errors import check
 from fedsim.plans import RoundPlan
+from fedsim.topology.base import Topology
 
 
 @dataclass(frozen=True, eq=False)
 class Federation:
-    """What a strategy may know about the federation: sizes, graph, data volumes, seed.
+    """What a strategy may know about the federation: sizes, topology, data volumes, seed.
 
-    ``graph`` and ``mixing`` (its Metropolis-Hastings matrix) are None for strategies that
-    do not use a topology (``Strategy.uses_topology`` false), which then cost nothing to build.
+    ``topology`` is None for strategies that do not use one (``Strategy.uses_topology``
+    false) unless the partition needs it, so it costs nothing to build otherwise.
     """
 
     num_nodes: int
     seed: int
-    graph: nx.Graph | None
-    mixing: sp.csr_array | None
+    topology: Topology | None
     num_examples: np.ndarray
 
 

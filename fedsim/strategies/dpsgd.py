@@ -7,7 +7,6 @@ import numpy as np
 from fedsim.errors import check
 from fedsim.plans import Gossip, RoundPlan, Train
 from fedsim.strategies.base import Federation, Strategy, local_work
-from fedsim.topology.graphs import require_connected
 
 
 class DPSGD(Strategy):
@@ -31,7 +30,7 @@ class DPSGD(Strategy):
             federation.num_nodes >= 2,
             f"strategy=dpsgd needs num_nodes >= 2, got {federation.num_nodes}",
         )
-        require_connected(federation.graph, "strategy=dpsgd")
+        federation.topology.require("strategy=dpsgd", connected=True, doubly_stochastic=True)
 
     def plan(self, round_idx: int, federation: Federation) -> RoundPlan:
         everyone = np.arange(federation.num_nodes)
@@ -43,6 +42,6 @@ class DPSGD(Strategy):
                     steps=self.local_steps,
                     fresh_optimizer=False,
                 ),
-                Gossip(federation.mixing),
+                Gossip(federation.topology.mixing(round_idx)),
             )
         )

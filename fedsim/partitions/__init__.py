@@ -1,0 +1,28 @@
+"""Partitioners: which training examples each node holds.
+
+A partitioner is a function ``name(labels, num_nodes, seed, **settings)`` returning one
+sorted int64 index array per node, with randomness only from
+``fedsim.rng.generator(seed, fedsim.rng.PARTITION, ...)``.  Two keyword-only inputs are
+passed by the engine only to partitioners that declare them: ``owners`` (the owner id of
+each train example) and ``components`` (the node ids of each connected component of the
+topology).  One algorithm per module; each option is a YAML file in ``configs/partition``.
+"""
+
+from fedsim.partitions.by_component import by_component
+from fedsim.partitions.dirichlet import dirichlet_per_class, dirichlet_per_node
+from fedsim.partitions.histogram import label_histograms
+from fedsim.partitions.iid import iid
+from fedsim.partitions.natural import natural
+from fedsim.partitions.quantity_skew import quantity_skew
+from fedsim.partitions.shards import shards
+
+__all__ = [
+    "by_component",
+    "dirichlet_per_class",
+    "dirichlet_per_node",
+    "iid",
+    "label_histograms",
+    "natural",
+    "quantity_skew",
+    "shards",
+]

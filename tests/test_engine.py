@@ -106,3 +106,17 @@ def test_training_learns_digits(tmp_path):
     )
     assert values(rows, "accuracy")[0] < 0.3
     assert values(rows, "accuracy")[30] > 0.7
+
+
+def test_run_records_label_histograms_and_topology(tmp_path):
+    _, summary = run(tmp_path, "run", "strategy=dpsgd", "topology=ring", "partition=shards")
+    histograms = pd.read_parquet(tmp_path / "run" / "partition.parquet")
+    assert set(histograms.columns) == {"node", "label", "count"}
+    assert histograms.groupby("node")["label"].nunique().max() <= 3
+    assert summary["topology"]["degree_min"] == summary["topology"]["degree_max"] == 2
+    assert 0 < summary["topology"]["spectral_gap"] < 1
+
+
+def test_fedavg_builds_no_topology(tmp_path):
+    _, summary = run(tmp_path, "run", "topology=ring")
+    assert summary["topology"] is None

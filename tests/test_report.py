@@ -64,6 +64,7 @@ def write_run(run_dir: Path, metrics: pd.DataFrame, seed: int = 0) -> Path:
         "overrides": ["strategy=fedavg", f"seed={seed}"],
         "config": config(seed),
         "final": {"accuracy": float(metrics["value"].iloc[-3])},
+        "topology": {"spectral_gap": 0.25, "degree_mean": 2.0, "num_components": 1},
     }
     (run_dir / "summary.json").write_text(json.dumps(summary))
     return run_dir
@@ -231,3 +232,13 @@ def test_plot_accuracy_names_the_legal_x_axes(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="x must be one of .*'round'.*got 'time'"):
         plot_accuracy(runs, "time", tmp_path / "plot.png")
+
+
+def test_topology_metadata_and_label_histograms_are_reported(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path / "run", three_rounds(0.9))
+    histograms = pd.DataFrame({"node": [0, 0, 1], "label": [0, 1, 1], "count": [3, 1, 4]})
+    histograms.to_parquet(run_dir / "partition.parquet")
+    summary = report(run_dir)
+    assert summary["graph.spectral_gap"].tolist() == [0.25]
+    assert summary["graph.degree_mean"].tolist() == [2.0]
+    assert matplotlib.image.imread(run_dir / "label_histograms.png").shape[0] > 100

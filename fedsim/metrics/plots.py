@@ -108,3 +108,28 @@ def run_labels(runs: pd.DataFrame) -> tuple[dict[str, str], str]:
     }
     shared_text = " ".join(token for token in tokens.iloc[0] if token in shared)
     return labels, shared_text
+
+
+def plot_label_histograms(histograms: pd.DataFrame, path: str | Path, max_nodes: int = 100) -> None:
+    """Each node's examples per class as stacked bars (``partition.parquet`` of a run).
+
+    ``histograms`` has the columns ``node``, ``label`` and ``count``; with more than
+    ``max_nodes`` nodes an evenly spaced subset is drawn.
+    """
+    table = histograms.pivot_table(index="node", columns="label", values="count", fill_value=0)
+    if len(table) > max_nodes:
+        table = table.iloc[:: -(-len(table) // max_nodes)]
+    figure = Figure(figsize=(7.5, 4.0), layout="constrained")
+    axes = figure.subplots()
+    bottom = pd.Series(0, index=table.index)
+    for index, label in enumerate(table.columns):
+        colour = f"C{index % 10}"
+        axes.bar(table.index, table[label], bottom=bottom, color=colour, width=0.9, label=str(label))
+        bottom = bottom + table[label]
+    shown = len(table) < histograms["node"].nunique()
+    axes.set_xlabel(f"node ({len(table)} of {histograms['node'].nunique()} shown)" if shown else "node")
+    axes.set_ylabel("training examples")
+    axes.set_title("examples per class on each node")
+    if len(table.columns) <= 20:
+        axes.legend(title="class", fontsize="small", ncols=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    figure.savefig(path, dpi=120)

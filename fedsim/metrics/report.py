@@ -19,13 +19,15 @@ from omegaconf.errors import OmegaConfBaseException
 from rich.table import Table
 from rich.text import Text
 
-from fedsim.metrics.plots import plot_accuracy, run_labels
+from fedsim.metrics.plots import plot_accuracy, plot_label_histograms, run_labels
 
 METRICS_FILE = "metrics.parquet"
 METRIC_DTYPES = {"round": "int64", "metric": "str", "value": "float64", "node": "Int64"}
 CHOICE_GROUPS = ("strategy", "topology", "data", "partition", "model", "backend", "optimizer")
 """Config groups that always get a column, empty when a run does not record its choice."""
 SKIPPED_KEYS = frozenset({"_target_", "_partial_"})
+GRAPH_COLUMNS = ("graph.spectral_gap", "graph.degree_mean", "graph.num_components")
+"""Topology metadata (``summary.json``'s ``topology``) that the summary carries along."""
 HEADLINE_METRICS = ("accuracy", "loss", "consensus_distance", "bytes_sent_total")
 """Summary columns that come first; other aggregate metrics follow alphabetically."""
 
@@ -109,7 +111,9 @@ def _run_config(run_dir: Path) -> dict[str, Any]:
         choices = summary.get("choices") or {}
         overrides = summary.get("overrides") or []
         config = summary.get("config") or {}
+        graph = {f"graph.{key}": value for key, value in (summary.get("topology") or {}).items()}
     else:
+        graph = {}
         hydra_dir = run_dir / ".hydra"
         choices = _read_yaml(hydra_dir / "hydra.yaml", "hydra.runtime.choices") or {}
         overrides = _read_yaml(hydra_dir / "overrides.yaml") or []
@@ -119,6 +123,7 @@ def _run_config(run_dir: Path) -> dict[str, Any]:
         **{group: None for group in CHOICE_GROUPS},
         **{group: choice for group, choice in choices.items() if not group.startswith("hydra/")},
         **_flatten(config),
+        **graph,
     }
 
 
@@ -178,6 +183,9 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         overrides=("overrides", "first"), rounds=("round", "max")
     )
     summary = per_run[["overrides"]].join(final[headline + others]).join(per_run["rounds"])
+    graph = [column for column in GRAPH_COLUMNS if column in runs]
+    if graph:
+        summary = summary.join(runs.groupby("run", sort=False)[graph].first())
     return summary.rename_axis(index="run", columns=None).reset_index()
 
 
@@ -187,7 +195,7 @@ def format_summary(summary: pd.DataFrame) -> Table:
     table = Table(title=f"fedsim runs: {shared}" if shared else "fedsim runs")
     table.add_column("run")
     table.add_column("overrides")
-    for header in ("final accuracy", "loss", "bytes sent (MB)", "rounds"):
+    for header in ("final accuracy", "loss", "bytes sent (MB)", "rounds", "spectral gap"):
         table.add_column(header, justify="right")
     cells = pd.DataFrame(
         {
@@ -197,6 +205,7 @@ def format_summary(summary: pd.DataFrame) -> Table:
             "loss": _format_numbers(summary, "loss", "{:.4g}"),
             "bytes": _format_numbers(summary, "bytes_sent_total", "{:.2f}", scale=1e-6),
             "rounds": _format_numbers(summary, "rounds", "{:.0f}"),
+            "gap": _format_numbers(summary, "graph.spectral_gap", "{:.3g}"),
         }
     )
     for row in cells.itertuples(index=False):
@@ -230,4 +239,8 @@ def report(path: str | Path, out_dir: str | Path | None = None) -> pd.DataFrame:
     summary.to_csv(target / "report.csv", index=False)
     plot_accuracy(runs, "round", target / "accuracy_vs_round.png")
     plot_accuracy(runs, "bytes_sent_total", target / "accuracy_vs_bytes.png")
+    run_dirs = find_run_dirs(Path(path))
+    if len(run_dirs) == 1 and (run_dirs[0] / "partition.parquet").is_file():
+        histograms = pd.read_parquet(run_dirs[0] / "partition.parquet")
+        plot_label_histograms(histograms, target / "label_histograms.png")
     return summary

@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fedsim.backends.local import LocalBackend
+from fedsim.data.datasets import digits
+from fedsim.task import Task
+from fedsim.training.loop import LoopTrainer
+from fedsim.training.schedule import NodeData
+from fedsim.training.sgd import SGD
+from fedsim.training.vectorised import VectorisedTrainer
+
+
+class DataDependent(nn.Module):
+    """A model whose forward branches on the data, which vmap cannot trace."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.linear(x) if x.sum() > 0 else -self.linear(x)
+
+
+def task(model):
+    shards = [np.arange(5 * i, 5 * i + 5) for i in range(3)]
+    return Task(model, digits(), NodeData.from_shards(shards), SGD(batch_size=2), seed=0)
+
+
+def test_vectorised_trainer_is_chosen_for_matrix_models():
+    backend = LocalBackend(vectorise="auto")
+    backend.start(task(nn.Sequential(nn.Linear(64, 10))), num_rows=3)
+    assert isinstance(backend.trainer, VectorisedTrainer)
+
+
+def test_a_model_vmap_cannot_run_falls_back_to_the_loop_with_a_warning():
+    backend = LocalBackend(vectorise=True)
+    with pytest.warns(UserWarning, match="cannot be trained under vmap"):
+        backend.start(task(DataDependent()), num_rows=3)
+    assert isinstance(backend.trainer, LoopTrainer)
+
+
+def test_convolutions_on_cpu_use_the_loop_under_auto():
+    model = nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 10))
+    backend = LocalBackend(vectorise="auto")
+    backend.start(task(model), num_rows=3)
+    assert isinstance(backend.trainer, LoopTrainer)
+    assert backend.params.shape == (3, sum(p.numel() for p in model.parameters()))
+    assert torch.equal(backend.params[0], backend.params[2])

@@ -50,6 +50,7 @@ class Workload:
     batch_size: int = 16
     learning_rate: float = 0.05
     hidden: int = 128
+    model: str = "mlp"  # mlp (64-hidden-10) or lenet5 (on digits resized to 28x28)
 
     def __post_init__(self) -> None:
         if not 1 <= self.sample_size <= self.num_nodes:
@@ -61,13 +62,30 @@ class Workload:
 WORKLOADS = {
     "small": Workload(num_nodes=100, sample_size=10, rounds=50, tile=1),
     "large": Workload(num_nodes=1000, sample_size=100, rounds=20, tile=10),
+    "cnn": Workload(num_nodes=100, sample_size=100, rounds=10, tile=1, model="lenet5"),
 }
+
+
+def lenet5() -> nn.Module:
+    """LeNet-5 with ReLU and max-pooling on (1, 28, 28) inputs (the first conv padded by 2)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10),
+    )  # fmt: skip
+
+
+def as_images(features: np.ndarray) -> torch.Tensor:
+    """8x8 digits resized to 28x28 (bilinear), as fedsim's ``digits(image_size=28)`` does."""
+    images = torch.as_tensor(features, dtype=torch.float32).view(-1, 1, 8, 8)
+    resized = nn.functional.interpolate(images, size=(28, 28), mode="bilinear", align_corners=False)
+    return resized.clamp(0.0, 1.0)
 
 
 def load_client_data(
     workload: Workload, generator: np.random.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Client inputs ``[nodes, samples, 64]``, client labels ``[nodes, samples]``, test x, y.
+    """Client inputs ``[nodes, samples, ...]``, client labels ``[nodes, samples]``, test x, y.
 
     The test split is stratified and fixed; the (tiled) train split is shuffled and node
     ``i`` gets rows ``[i * samples_per_node, (i + 1) * samples_per_node)``.
@@ -79,12 +97,16 @@ def load_client_data(
     train_x, train_y = np.tile(train_x, (workload.tile, 1)), np.tile(train_y, workload.tile)
     used = workload.num_nodes * workload.samples_per_node
     order = generator.permutation(len(train_y))[:used]
-    client_x = torch.as_tensor(train_x[order], dtype=torch.float32)
     client_y = torch.as_tensor(train_y[order], dtype=torch.int64)
+    if workload.model == "lenet5":
+        client_x, test_inputs = as_images(train_x[order]), as_images(test_x)
+    else:
+        client_x = torch.as_tensor(train_x[order], dtype=torch.float32)
+        test_inputs = torch.as_tensor(test_x, dtype=torch.float32)
     return (
-        client_x.view(workload.num_nodes, workload.samples_per_node, -1),
+        client_x.view(workload.num_nodes, workload.samples_per_node, *client_x.shape[1:]),
         client_y.view(workload.num_nodes, workload.samples_per_node),
-        torch.as_tensor(test_x, dtype=torch.float32),
+        test_inputs,
         torch.as_tensor(test_y, dtype=torch.int64),
     )
 
@@ -156,11 +178,12 @@ def main() -> None:
     generator = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
     client_x, client_y, test_x, test_y = load_client_data(workload, generator)
-    model = nn.Sequential(
-        nn.Linear(client_x.shape[-1], workload.hidden),
-        nn.ReLU(),
-        nn.Linear(workload.hidden, 10),
-    )
+    if workload.model == "lenet5":
+        model = lenet5()
+    else:
+        model = nn.Sequential(
+            nn.Linear(client_x.shape[-1], workload.hidden), nn.ReLU(), nn.Linear(workload.hidden, 10)
+        )
     # Built before the clock starts: its first construction imports torch._dynamo (~1 s).
     optimizer = torch.optim.SGD(model.parameters(), lr=workload.learning_rate)
 

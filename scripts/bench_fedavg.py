@@ -7,7 +7,7 @@ in ``summary.json``, the bare script's ``per_round_s``).
 
 Usage::
 
-    python scripts/bench_fedavg.py [--workloads small,large] [--ways fedsim,fedsim_loop,bare]
+    python scripts/bench_fedavg.py [--workloads small,large,cnn] [--ways fedsim,fedsim_loop,bare]
                                    [--repeats 3] [--results-dir scripts/results]
 
 Prints a table of medians and ratios to bare, and writes it as markdown
@@ -75,8 +75,11 @@ def fedsim_command(workload: Workload, vectorise: bool, run_dir: Path) -> list[s
         f"optimizer.lr={workload.learning_rate}",
         "optimizer.momentum=0",
         f"optimizer.batch_size={workload.batch_size}",
-        "model=mlp",
-        f"model.hidden=[{workload.hidden}]",
+        *(
+            ["model=lenet5", "data.image_size=28"]
+            if workload.model == "lenet5"
+            else ["model=mlp", f"model.hidden=[{workload.hidden}]"]
+        ),
         "data=digits",
         f"data.tile={workload.tile}",
         f"data.test_fraction={workload.test_fraction}",
@@ -86,6 +89,7 @@ def fedsim_command(workload: Workload, vectorise: bool, run_dir: Path) -> list[s
         f"rounds={workload.rounds}",
         f"eval_every={workload.rounds}",
         "seed=0",
+        "eval_nodes=1",  # the bare script evaluates only the global model
         f"backend.vectorise={str(vectorise).lower()}",
         f"hydra.run.dir={run_dir}",
     ]
@@ -280,7 +284,7 @@ def parse_choices(text: str, legal: tuple[str, ...] | list[str], option: str) ->
 def main() -> None:
     """Parse the CLI, run every (repeat, workload, way) in turn and report."""
     parser = argparse.ArgumentParser(description="Benchmark FedAvg: fedsim vs bare torch.")
-    parser.add_argument("--workloads", default="small,large", help="comma-separated")
+    parser.add_argument("--workloads", default="small,large,cnn", help="comma-separated")
     parser.add_argument("--ways", default=",".join(WAYS), help="comma-separated")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--results-dir", type=Path, default=SCRIPTS_DIR / "results")

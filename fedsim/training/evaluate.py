@@ -11,7 +11,11 @@ from fedsim.training.layout import ParameterLayout
 
 
 class Evaluator:
-    """Accuracy and loss of flat parameter rows on a fixed test split."""
+    """Accuracy and loss of flat parameter rows on a fixed test split.
+
+    Many rows are evaluated under vmap in chunks of at most ``budget`` (model, example)
+    pairs, which bounds the memory of the activations.
+    """
 
     def __init__(
         self,
@@ -19,9 +23,10 @@ class Evaluator:
         layout: ParameterLayout,
         test_x: torch.Tensor,
         test_y: torch.Tensor,
-        chunk_size: int = 256,
+        budget: int = 16_384,
     ) -> None:
-        self.test_x, self.test_y, self.chunk_size = test_x, test_y, chunk_size
+        self.test_x, self.test_y = test_x, test_y
+        self.chunk_size = max(1, budget // max(1, len(test_y)))
 
         def logits(flat: torch.Tensor) -> torch.Tensor:
             return functional_call(model, layout.unflatten(flat), (test_x,))

@@ -182,7 +182,9 @@ def main() -> None:
         model = lenet5()
     else:
         model = nn.Sequential(
-            nn.Linear(client_x.shape[-1], workload.hidden), nn.ReLU(), nn.Linear(workload.hidden, 10)
+            nn.Linear(client_x.shape[-1], workload.hidden),
+            nn.ReLU(),
+            nn.Linear(workload.hidden, 10),
         )
     # Built before the clock starts: its first construction imports torch._dynamo (~1 s).
     optimizer = torch.optim.SGD(model.parameters(), lr=workload.learning_rate)

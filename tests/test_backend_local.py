@@ -42,7 +42,9 @@ def test_a_model_vmap_cannot_run_falls_back_to_the_loop_with_a_warning():
 
 
 def test_convolutions_on_cpu_use_the_loop_under_auto():
-    model = nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 10))
+    model = nn.Sequential(
+        nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 10)
+    )
     backend = LocalBackend(vectorise="auto")
     backend.start(task(model), num_rows=3)
     assert isinstance(backend.trainer, LoopTrainer)

@@ -51,3 +51,10 @@ def test_shuffles_differ_between_rounds(data):
     second = local_batches(data, torch.tensor([3]), seed=0, round_idx=1, batch_size=20, epochs=1)
     assert not torch.equal(first.indices, second.indices)
     assert sorted(first.indices.flatten().tolist()) == sorted(second.indices.flatten().tolist())
+
+
+def test_real_examples_fill_a_prefix_of_each_batch(data):
+    batches = local_batches(data, torch.arange(4), seed=0, round_idx=0, batch_size=3, epochs=2)
+    counts = batches.mask.sum(dim=-1, keepdim=True)
+    slots = torch.arange(3)
+    assert torch.equal(batches.mask, (slots < counts).float())

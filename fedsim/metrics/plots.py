@@ -124,12 +124,18 @@ def plot_label_histograms(histograms: pd.DataFrame, path: str | Path, max_nodes:
     bottom = pd.Series(0, index=table.index)
     for index, label in enumerate(table.columns):
         colour = f"C{index % 10}"
-        axes.bar(table.index, table[label], bottom=bottom, color=colour, width=0.9, label=str(label))
+        axes.bar(
+            table.index, table[label], bottom=bottom, color=colour, width=0.9, label=str(label)
+        )
         bottom = bottom + table[label]
     shown = len(table) < histograms["node"].nunique()
-    axes.set_xlabel(f"node ({len(table)} of {histograms['node'].nunique()} shown)" if shown else "node")
+    axes.set_xlabel(
+        f"node ({len(table)} of {histograms['node'].nunique()} shown)" if shown else "node"
+    )
     axes.set_ylabel("training examples")
     axes.set_title("examples per class on each node")
     if len(table.columns) <= 20:
-        axes.legend(title="class", fontsize="small", ncols=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        axes.legend(
+            title="class", fontsize="small", ncols=2, loc="upper left", bbox_to_anchor=(1.0, 1.0)
+        )
     figure.savefig(path, dpi=120)

@@ -50,15 +50,17 @@ class LoopTrainer:
         train_y: torch.Tensor,
     ) -> None:
         """Train the (nodes, d) ``params`` (and ``momentum``) in place on ``batches``."""
-        for node in range(params.shape[0]):
+        # Real examples fill a prefix of each batch (fedsim.training.schedule), so one
+        # host-side count per (node, step) replaces boolean indexing in the loop.
+        counts = batches.mask.sum(dim=-1).to(torch.int64).tolist()
+        for node, node_counts in enumerate(counts):
             self.flat.copy_(params[node])
             if self.flat_momentum is not None:
                 self.flat_momentum.copy_(momentum[node])
-            for step in range(batches.num_steps):
-                real = batches.mask[node, step] > 0
-                if not real.any():
+            for step, count in enumerate(node_counts):
+                if count == 0:
                     continue
-                indices = batches.indices[node, step][real]
+                indices = batches.indices[node, step, :count]
                 self.sgd.zero_grad()
                 F.cross_entropy(self.model(train_x[indices]), train_y[indices]).backward()
                 self.sgd.step()

@@ -46,8 +46,8 @@ class Batches:
     """Mini-batches of a group of nodes: ``indices[k, s]`` is node k's batch at local step s.
 
     ``mask[k, s, b]`` is 1.0 where slot b holds a real example and 0.0 where it is padding
-    (short last batches, or steps past the node's own number of steps); ``active[k, s]``
-    says whether node k takes step s at all.
+    (short last batches, or steps past the node's own number of steps); real examples
+    always fill a prefix of the batch.  ``active[k, s]`` says whether node k takes step s.
     """
 
     indices: torch.Tensor

@@ -9,14 +9,14 @@ import json
 
 from omegaconf import OmegaConf
 
-from fedsim.config import GROUPS, TOP_LEVEL, config_dir, options
+from fedsim.config import GROUPS, PRESETS, TOP_LEVEL, config_dir, options
 
 
 def describe(group: str, option: str) -> tuple[str, dict]:
     """(description, settings with defaults) of one option."""
     path = config_dir() / group / f"{option}.yaml"
-    first = path.read_text().splitlines()[0]
-    description = first.lstrip("# ").strip() if first.startswith("#") else ""
+    lines = [line for line in path.read_text().splitlines() if not line.startswith("# @package")]
+    description = lines[0].lstrip("# ").strip() if lines and lines[0].startswith("#") else ""
     settings = OmegaConf.to_container(OmegaConf.load(path))
     return description, {
         k: v for k, v in settings.items() if k not in ("_target_", "_partial_", "defaults")
@@ -36,7 +36,7 @@ def run_settings() -> dict:
 def text() -> str:
     """The catalogue as plain text: one line per option."""
     lines = ["run settings: " + _settings_text(run_settings())]
-    for group in GROUPS:
+    for group in (*GROUPS, *PRESETS):
         lines.append(f"{group}:")
         for option in options(group):
             description, settings = describe(group, option)
@@ -57,7 +57,7 @@ def markdown() -> str:
         "",
         "Run settings: " + ", ".join(f"`{k}={json.dumps(v)}`" for k, v in run_settings().items()),
     ]
-    for group in GROUPS:
+    for group in (*GROUPS, *PRESETS):
         lines += ["", f"## {group}", "", "| option | what it is | settings |", "|---|---|---|"]
         for option in options(group):
             description, settings = describe(group, option)

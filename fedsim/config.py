@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from fedsim.errors import ConfigError, check
 
 GROUPS = ("strategy", "topology", "mixing", "data", "partition", "model", "optimizer", "backend")
+PRESETS = ("experiment",)  # groups of @package _global_ presets: chosen, never a config key
 # Arguments that the engine passes at run time, never settings of a config file.
 RUNTIME_INPUTS: dict[str, frozenset[str]] = {
     "topology": frozenset({"num_nodes", "seed"}),

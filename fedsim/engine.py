@@ -13,12 +13,13 @@ from fedsim import rng
 from fedsim.backends.local import LocalBackend
 from fedsim.errors import check
 from fedsim.metrics.recorder import Recorder
-from fedsim.plans import RoundPlan, messages_sent
+from fedsim.plans import RoundPlan, channel, messages_sent
 from fedsim.strategies.base import Federation, Strategy
 from fedsim.task import Task
 from fedsim.training.evaluate import Evaluator
 
 FLOAT_BYTES = 4
+CHANNELS = ("d2d", "uplink", "downlink")
 
 
 @dataclass
@@ -65,6 +66,8 @@ class Simulation:
         )
         self.evaluated_nodes = self._evaluated_nodes()
         self.bytes_sent = np.zeros(self.num_rows, dtype=np.int64)
+        self.bytes_by_channel = dict.fromkeys(CHANNELS, 0)
+        self.components = self._evaluated_components()
         self.start_time = time.perf_counter()
         final = self._evaluate(0, recorder)
         with _progress_bar(progress) as bar:
@@ -87,7 +90,22 @@ class Simulation:
 
     def _account(self, plan: RoundPlan) -> None:
         for step in plan.steps:
-            self.bytes_sent += messages_sent(step, self.num_rows) * self.message_bytes
+            sent = messages_sent(step, self.num_rows) * self.message_bytes
+            self.bytes_sent += sent
+            link = channel(step, self.federation.num_nodes)
+            if link is not None:
+                self.bytes_by_channel[link] += int(sent.sum())
+
+    def _evaluated_components(self) -> list[np.ndarray]:
+        """Per component of the topology (if there are several): its evaluated nodes' positions."""
+        topology = self.federation.topology
+        if topology is None or len(topology.components()) < 2:
+            return []
+        membership = np.empty(self.federation.num_nodes, dtype=np.int64)
+        for index, members in enumerate(topology.components()):
+            membership[members] = index
+        evaluated = membership[self.evaluated_nodes]
+        return [np.flatnonzero(evaluated == index) for index in range(len(topology.components()))]
 
     def _evaluated_nodes(self) -> np.ndarray:
         num_nodes = self.federation.num_nodes
@@ -99,9 +117,9 @@ class Simulation:
         return np.sort(chosen)
 
     def global_model(self) -> torch.Tensor:
-        """The server's model when the strategy has one, else the average of the nodes' models."""
+        """The server's model when it holds the global one (FedAvg), else the nodes' average."""
         num_nodes = self.federation.num_nodes
-        if self.strategy.num_servers:
+        if self.strategy.server_holds_global_model:
             return self.backend.rows(slice(num_nodes, num_nodes + 1))[0]
         return self.backend.node_mean(num_nodes)
 
@@ -121,6 +139,12 @@ class Simulation:
             "consensus_distance": self.backend.consensus_distance(num_nodes),
             "bytes_sent_total": float(self.bytes_sent.sum()),
             "bytes_sent_max_node": float(self.bytes_sent[:num_nodes].max()),
+            **{f"bytes_{link}_total": float(sent) for link, sent in self.bytes_by_channel.items()},
+            **{
+                f"component_{index}_accuracy": float(node_accuracy[positions].mean())
+                for index, positions in enumerate(self.components)
+                if len(positions)
+            },
             "wall_time_s": time.perf_counter() - self.start_time,
         }
         for name, value in metrics.items():

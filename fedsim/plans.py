@@ -66,3 +66,17 @@ def messages_sent(step: Step, num_rows: int) -> np.ndarray:
         per_source = len(step.targets) - np.isin(step.sources, step.targets).astype(np.int64)
         return np.bincount(step.sources, weights=per_source, minlength=num_rows).astype(np.int64)
     return np.zeros(num_rows, dtype=np.int64)
+
+
+def channel(step: Step, num_nodes: int) -> str | None:
+    """Which link a step's messages use: ``d2d`` between nodes, ``uplink`` node to server,
+    ``downlink`` server to node (None for training)."""
+    if isinstance(step, Gossip):
+        return "d2d"
+    if isinstance(step, Average):
+        if (step.sources >= num_nodes).all():
+            return "downlink"
+        if (step.targets >= num_nodes).all():
+            return "uplink"
+        return "d2d"
+    return None

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fedsim.build import build_simulation
-from fedsim.config import GROUPS, check_choice, config_dir
+from fedsim.config import GROUPS, PRESETS, check_choice, config_dir
 from fedsim.errors import ConfigError
 from fedsim.metrics.recorder import Recorder
 
@@ -39,7 +39,7 @@ def precheck(args: list[str]) -> None:
     except HydraException as error:
         raise ConfigError(_one_line(error)) from None
     for override in parsed:
-        if override.key_or_group in GROUPS:
+        if override.key_or_group in (*GROUPS, *PRESETS):
             for choice in (
                 override.sweep_string_iterator()
                 if override.is_sweep_override()
@@ -165,7 +165,7 @@ def _write_label_histograms(run_dir: Path, histograms: np.ndarray | None) -> Non
 
 def _choices() -> dict[str, str]:
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    return {group: choices[group] for group in GROUPS if group in choices}
+    return {group: choices[group] for group in (*GROUPS, *PRESETS) if choices.get(group)}
 
 
 def _overrides() -> list[str]:

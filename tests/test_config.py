@@ -9,6 +9,12 @@ from fedsim.build import build_simulation
 from fedsim.config import GROUPS, options
 from fedsim.errors import ConfigError
 
+STRATEGY_SIZE = {
+    "fedavg": "strategy.sample_size=4",
+    "dpsgd": "strategy.local_epochs=1",
+    "s2s": "strategy.num_sampled=4",
+    "s2a": "strategy.num_sampled=4",
+}
 NEEDS_FILES = {"mnist", "fashion_mnist", "cifar10", "femnist"}
 
 
@@ -55,10 +61,9 @@ def svmlight_file(tmp_path):
 
 @pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes_and_builds(group, option, tmp_path):
-    overrides = [f"{group}={option}", "num_nodes=12", "strategy.sample_size=4"]
-    overrides += option_overrides(group, option, tmp_path)
-    if any(o == "strategy=dpsgd" for o in overrides):
-        overrides.remove("strategy.sample_size=4")
+    overrides = [f"{group}={option}", "num_nodes=12", *option_overrides(group, option, tmp_path)]
+    strategy = next((o.split("=")[1] for o in overrides if o.startswith("strategy=")), "fedavg")
+    overrides.append(STRATEGY_SIZE[strategy])
     config = compose_config(*overrides)
     if option in NEEDS_FILES:  # real data sets: without their files, one clear line
         with pytest.raises(ConfigError, match="torchvision|data.root|does not exist|download"):

@@ -18,6 +18,9 @@ AGGREGATES = [
     "consensus_distance",
     "bytes_sent_total",
     "bytes_sent_max_node",
+    "bytes_d2d_total",
+    "bytes_uplink_total",
+    "bytes_downlink_total",
     "wall_time_s",
 ]
 
@@ -54,6 +57,12 @@ def test_fedavg_bytes_equal_the_plan(tmp_path):
     # Each round: the server sends 3 models, 3 clients send one each.
     assert values(rows, "bytes_sent_total").tolist() == [0, 2 * 6 * message, 4 * 6 * message]
     assert values(rows, "bytes_sent_max_node")[4] <= 4 * message
+    assert (
+        values(rows, "bytes_uplink_total")[4]
+        == values(rows, "bytes_downlink_total")[4]
+        == 4 * 3 * message
+    )
+    assert values(rows, "bytes_d2d_total")[4] == 0
 
 
 def test_dpsgd_bytes_equal_the_plan(tmp_path):

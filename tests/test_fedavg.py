@@ -53,7 +53,7 @@ def test_sampling_is_uniform_without_replacement_and_seeded():
 
 
 def test_fraction_picks_a_share_of_nodes():
-    assert FedAvg(sample_size=None, fraction=0.1).num_sampled(100) == 10
+    assert FedAvg(sample_size=None, fraction=0.1).sampling.of(100) == 10
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,7 @@ class Dataset:
         )
 
 
+@functools.lru_cache(maxsize=8)  # sweeps build many runs from it; its tensors are never modified
 def digits(test_fraction: float = 0.2, tile: int = 1, image_size: int | None = None) -> Dataset:
     """scikit-learn's bundled 8x8 digits (1797 images, 10 classes), features scaled to [0, 1].
 

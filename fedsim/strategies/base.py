@@ -30,12 +30,14 @@ class Federation:
 class Strategy(ABC):
     """Decides who trains and who mixes with whom; never touches parameters.
 
-    Subclasses set ``num_servers`` (rows after the nodes that hold server models; the first
-    server's row is the global model when there is one), ``uses_topology`` (whether nodes
-    talk over the configured graph) and implement :meth:`plan`.
+    Subclasses set ``num_servers`` (rows after the nodes that hold server models),
+    ``server_holds_global_model`` (the first server's row is the model to evaluate, as in
+    FedAvg; otherwise the nodes' average is), ``uses_topology`` (whether nodes talk over
+    the configured graph) and implement :meth:`plan`.
     """
 
     num_servers: ClassVar[int] = 0
+    server_holds_global_model: ClassVar[bool] = False
     uses_topology: ClassVar[bool] = False
 
     def validate(self, federation: Federation) -> None:
@@ -57,3 +59,42 @@ def local_work(local_epochs: int | None, local_steps: int | None) -> tuple[int |
     for name, value in (("local_epochs", local_epochs), ("local_steps", local_steps)):
         check(value is None or value >= 1, f"strategy.{name}={value} must be an integer >= 1")
     return local_epochs, local_steps
+
+
+@dataclass(frozen=True)
+class SampleSize:
+    """How many nodes a server samples each time: a ``count``, or a ``rate`` of all nodes.
+
+    ``names`` are the two settings as the strategy calls them, for error messages.
+    """
+
+    count: int | None
+    rate: float | None
+    names: tuple[str, str]
+
+    def __post_init__(self) -> None:
+        count_name, rate_name = self.names
+        check(
+            (self.count is None) != (self.rate is None),
+            f"strategy.{count_name}={self.count} and strategy.{rate_name}={self.rate}: "
+            "set exactly one of them (the other to null)",
+        )
+        check(
+            self.count is None or self.count >= 1,
+            f"strategy.{count_name}={self.count} must be >= 1",
+        )
+        check(
+            self.rate is None or 0 < self.rate <= 1,
+            f"strategy.{rate_name}={self.rate} must lie in (0, 1]",
+        )
+
+    def of(self, num_nodes: int) -> int:
+        """The number of nodes sampled out of ``num_nodes``."""
+        return self.count if self.count is not None else max(1, round(self.rate * num_nodes))
+
+    def check_fits(self, num_nodes: int) -> None:
+        """Raise :class:`ConfigError` if more nodes would be sampled than exist."""
+        check(
+            self.of(num_nodes) <= num_nodes,
+            f"strategy.{self.names[0]}={self.of(num_nodes)} must be <= num_nodes={num_nodes}",
+        )

@@ -7,7 +7,7 @@ import numpy as np
 from fedsim import rng
 from fedsim.errors import check
 from fedsim.plans import Average, RoundPlan, Train
-from fedsim.strategies.base import Federation, Strategy, local_work
+from fedsim.strategies.base import Federation, SampleSize, Strategy, local_work
 
 
 class FedAvg(Strategy):
@@ -22,6 +22,7 @@ class FedAvg(Strategy):
     """
 
     num_servers = 1
+    server_holds_global_model = True
 
     def __init__(
         self,
@@ -31,44 +32,23 @@ class FedAvg(Strategy):
         local_steps: int | None = None,
         weighting: str = "num_examples",
     ) -> None:
-        check(
-            (sample_size is None) != (fraction is None),
-            f"strategy.sample_size={sample_size} and strategy.fraction={fraction}: "
-            "set exactly one of them (the other to null)",
-        )
-        check(
-            sample_size is None or sample_size >= 1,
-            f"strategy.sample_size={sample_size} must be >= 1",
-        )
-        check(
-            fraction is None or 0 < fraction <= 1,
-            f"strategy.fraction={fraction} must lie in (0, 1]",
-        )
+        self.sampling = SampleSize(sample_size, fraction, ("sample_size", "fraction"))
         check(
             weighting in ("num_examples", "uniform"),
             f"strategy.weighting={weighting!r} is not one of: num_examples, uniform",
         )
-        self.sample_size, self.fraction, self.weighting = sample_size, fraction, weighting
+        self.weighting = weighting
         self.local_epochs, self.local_steps = local_work(local_epochs, local_steps)
 
-    def num_sampled(self, num_nodes: int) -> int:
-        """Clients per round."""
-        if self.sample_size is not None:
-            return self.sample_size
-        return max(1, round(self.fraction * num_nodes))
-
     def validate(self, federation: Federation) -> None:
-        check(
-            self.num_sampled(federation.num_nodes) <= federation.num_nodes,
-            f"strategy.sample_size={self.sample_size} must be <= num_nodes={federation.num_nodes}",
-        )
+        self.sampling.check_fits(federation.num_nodes)
 
     def plan(self, round_idx: int, federation: Federation) -> RoundPlan:
         server = np.array([federation.num_nodes])
         generator = rng.generator(federation.seed, rng.SAMPLING, round_idx)
         sampled = np.sort(
             generator.choice(
-                federation.num_nodes, self.num_sampled(federation.num_nodes), replace=False
+                federation.num_nodes, self.sampling.of(federation.num_nodes), replace=False
             )
         )
         if self.weighting == "num_examples" and federation.num_examples[sampled].sum() > 0:

@@ -63,6 +63,7 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         eval_every=cfg.eval_every,
         eval_nodes=cfg.eval_nodes,
         header_bytes=cfg.header_bytes,
+        checkpoint_every=cfg.checkpoint_every,
         label_histograms=label_histograms(dataset.train_y.numpy(), shards, dataset.num_classes),
     )
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from fedsim.errors import ConfigError
 
 USAGE = """usage: fedsim run [-m] [key=value ...]   run a simulation (Hydra overrides; -m sweeps)
+       fedsim resume RUN_DIR             continue a run from its last checkpoint
        fedsim report PATH [--out DIR]    summarise a run or a sweep: table, report.csv, plots
        fedsim list [--markdown]          config groups, their options and settings"""
 
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     command, rest = args[0], args[1:]
-    commands = {"run": run, "report": report, "list": list_options}
+    commands = {"run": run, "resume": resume, "report": report, "list": list_options}
     if command not in commands:
         print(f"fedsim: unknown command {command!r}\n{USAGE}", file=sys.stderr)
         return 2
@@ -52,24 +53,58 @@ def run(args: list[str]) -> int:
     return 0
 
 
+def resume(args: list[str]) -> int:
+    """``fedsim resume RUN_DIR``: continue a run from its last checkpoint, same overrides."""
+    from omegaconf import OmegaConf
+
+    if len(args) != 1:
+        print("usage: fedsim resume RUN_DIR", file=sys.stderr)
+        return 2
+    run_dir = Path(args[0])
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"{run_dir} is not a fedsim run directory (no .hydra/overrides.yaml)")
+    overrides = [
+        str(override)
+        for override in OmegaConf.load(saved)
+        if not str(override).startswith(("hydra.run.dir=", "resume="))
+    ]
+    return run([*overrides, "resume=true", f"hydra.run.dir={run_dir}"])
+
+
 def report(args: list[str]) -> int:
-    """``fedsim report PATH``: print the per-run summary; write report.csv and plots."""
+    """``fedsim report PATH [--out DIR] [--target ACCURACY]``: print the per-run summary
+    (and the per-configuration one when seeds repeat); write report*.csv and figures."""
     from rich.console import Console
 
-    from fedsim.metrics.report import format_summary
+    from fedsim.metrics.report import format_by_config, format_summary
     from fedsim.metrics.report import report as write_report
 
     parser = argparse.ArgumentParser(prog="fedsim report")
     parser.add_argument("path", type=Path, help="a run directory or a sweep directory")
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: PATH)")
+    parser.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        metavar="ACCURACY",
+        help="also report the round, bytes and seconds at which accuracy first reaches this",
+    )
     options = parser.parse_args(args)
+    if options.target is not None and not 0 < options.target <= 1:
+        parser.error(f"--target must be an accuracy in (0, 1], got {options.target}")
     try:
-        summary = write_report(options.path, options.out)
+        written = write_report(options.path, options.out, target=options.target)
     except FileNotFoundError as error:
         print(f"fedsim: {error}", file=sys.stderr)
         return 2
-    Console().print(format_summary(summary))
-    print(f"wrote {(options.out or options.path) / 'report.csv'} and plots")
+    # A pipe or file has no width: do not squeeze the tables into rich's default 80 columns.
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console.print(format_summary(written.summary))
+    if written.by_config is not None:
+        console.print(format_by_config(written.by_config))
+    names = ", ".join(file.name for file in written.files)
+    print(f"wrote {names} to {options.out or options.path}")
     return 0
 
 

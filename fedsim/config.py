@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 import types
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import get_object
+from hydra._internal.utils import _locate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from fedsim.errors import ConfigError, check
 
@@ -28,6 +30,7 @@ RUNTIME_INPUTS: dict[str, frozenset[str]] = {
     "partition": frozenset({"labels", "num_nodes", "seed", "owners", "components"}),
     "model": frozenset({"input_shape", "num_classes"}),
 }
+OPTIONAL_INPUTS = frozenset({"owners", "components"})  # passed only to targets that declare them
 TOP_LEVEL: dict[str, type | tuple[type, ...]] = {
     "num_nodes": int,
     "rounds": int,
@@ -39,7 +42,11 @@ TOP_LEVEL: dict[str, type | tuple[type, ...]] = {
     "progress": bool,
     "init": str,
     "init_scheme": str,
+    "checkpoint_every": int,
+    "resume": bool,
 }
+INT64 = 1 << 63  # integer settings reach numpy and torch, which hold at most 64 bits
+DEVICE = re.compile(r"cpu|cuda(:[0-9]+)?")
 
 
 def config_dir() -> Path:
@@ -62,27 +69,51 @@ def check_choice(group: str, choice: str) -> None:
 
 def check_config(cfg: DictConfig) -> None:
     """Check top-level settings and every group's keys and value types."""
+    _check_resolves(cfg)
     for name, expected in TOP_LEVEL.items():
+        check(name in cfg, f"{name} is missing; it must be {_describe(expected)}")
         value = cfg.get(name)
         check(_matches(value, expected), f"{name}={value!r} must be {_describe(expected)}")
+        _check_range(name, value)
     unknown = set(cfg.keys()) - set(TOP_LEVEL) - set(GROUPS) - {"hydra"}
     for name in sorted(unknown):
         raise ConfigError(f"{name} is not a setting{_suggest(name, [*TOP_LEVEL, *GROUPS])}")
     check(cfg.num_nodes >= 1, f"num_nodes={cfg.num_nodes} must be >= 1")
+    check(cfg.seed >= 0, f"seed={cfg.seed} must be >= 0")
     check(
-        cfg.device == "cpu" or cfg.device == "cuda" or cfg.device.startswith("cuda:"),
+        DEVICE.fullmatch(cfg.device) is not None,
         f"device={cfg.device} is not one of: cpu, cuda, cuda:N",
     )
+    from fedsim.models.init import SCHEMES  # imports torch: only when a run is checked
+
+    check(
+        cfg.init_scheme in SCHEMES,
+        f"init_scheme={cfg.init_scheme} is not one of: {', '.join(SCHEMES)}",
+    )
     for group in GROUPS:
-        check_group(group, cfg[group])
+        node = cfg.get(group)
+        check(
+            isinstance(node, DictConfig),
+            f"{group} is missing; choose one of: {', '.join(options(group))} ({group}=OPTION)",
+        )
+        check_group(group, node)
 
 
 def check_group(group: str, node: DictConfig) -> None:
     """Every key of a group must be a typed parameter of its ``_target_``."""
-    target: Callable[..., Any] = get_object(node._target_)
-    signature = inspect.signature(target)
-    hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
+    _, signature, hints = _target(group, node)
     runtime = RUNTIME_INPUTS.get(group, frozenset()) | {"self"}
+    partial = node.get("_partial_", False)
+    check(
+        partial is (group in RUNTIME_INPUTS),
+        f"{group}._partial_={partial!r} must be {str(group in RUNTIME_INPUTS).lower()}: "
+        + (
+            f"fedsim passes {', '.join(sorted(RUNTIME_INPUTS[group]))} when it runs"
+            if group in RUNTIME_INPUTS
+            else f"fedsim builds the {group} itself"
+        ),
+    )
+    _check_parameters(group, node, signature, runtime)
     settings = [name for name in signature.parameters if name not in runtime]
     for key, value in node.items():
         if key in ("_target_", "_partial_"):
@@ -91,12 +122,75 @@ def check_group(group: str, node: DictConfig) -> None:
             raise ConfigError(
                 f"{group}.{key} is not a setting of this {group}{_suggest(key, settings)}"
             )
+        plain = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
         expected = hints.get(key)
         if expected is not None:
-            plain = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
             check(
                 _matches(plain, expected), f"{group}.{key}={plain!r} must be {_describe(expected)}"
             )
+        _check_range(f"{group}.{key}", plain)
+
+
+def _target(group: str, node: DictConfig) -> tuple[Callable[..., Any], inspect.Signature, dict]:
+    """The group's ``_target_``, its signature and its type hints; a ConfigError if unusable."""
+    name = node.get("_target_")
+    check(
+        isinstance(name, str) and name != "",
+        f"{group}._target_={name!r} must name a class or function (e.g. one from {group}=OPTION)",
+    )
+    try:
+        target: Callable[..., Any] = _locate(name)  # hydra's get_object, without its log line
+        signature = inspect.signature(target)
+        hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
+    except Exception as error:  # any import or introspection failure of a user-given name
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise ConfigError(f"{group}._target_={name} cannot be used: {reason}") from None
+    return target, signature, hints
+
+
+def _check_parameters(
+    group: str, node: DictConfig, signature: inspect.Signature, runtime: frozenset[str]
+) -> None:
+    """The target takes what fedsim passes it, and the config sets what it has no default for."""
+    parameters = signature.parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    passed = sorted(RUNTIME_INPUTS.get(group, frozenset()) - OPTIONAL_INPUTS - set(parameters))
+    check(
+        takes_any or not passed,
+        f"{group}._target_={node._target_} does not take {', '.join(passed)}, "
+        f"which fedsim passes to every {group}",
+    )
+    unset = [
+        name
+        for name, parameter in parameters.items()
+        if parameter.default is inspect.Parameter.empty
+        and parameter.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        and name not in runtime
+        and name not in node
+    ]
+    check(
+        not unset,
+        f"{group} needs {', '.join(f'{group}.{name}' for name in unset)}: "
+        f"{group}._target_={node._target_} has no default for it",
+    )
+
+
+def _check_resolves(cfg: DictConfig) -> None:
+    """Every ``${...}`` interpolation must resolve."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None) or "an interpolation"
+        reason = (getattr(error, "msg", None) or str(error)).splitlines()[0]
+        raise ConfigError(f"{key} cannot be resolved: {reason}") from None
+
+
+def _check_range(name: str, value: Any) -> None:
+    """Integers, also inside lists, must fit in 64 bits."""
+    values = value if isinstance(value, list | tuple) else [value]
+    for item in values:
+        if isinstance(item, int) and not isinstance(item, bool):
+            check(-INT64 <= item < INT64, f"{name}={value!r} is out of range (at most 2^63 - 1)")
 
 
 def _matches(value: Any, expected: Any) -> bool:

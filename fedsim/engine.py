@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,6 +44,7 @@ class Simulation:
     eval_every: int = 1
     eval_nodes: int = 100
     header_bytes: int = 0
+    checkpoint_every: int = 0
     label_histograms: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=lambda: {"train_s": 0.0, "eval_s": 0.0})
     rounds_completed: int = 0
@@ -48,6 +54,7 @@ class Simulation:
         check(self.eval_every >= 1, f"eval_every={self.eval_every} must be >= 1")
         check(self.eval_nodes >= 1, f"eval_nodes={self.eval_nodes} must be >= 1")
         check(self.header_bytes >= 0, f"header_bytes={self.header_bytes} must be >= 0")
+        check(self.checkpoint_every >= 0, f"checkpoint_every={self.checkpoint_every} must be >= 0")
 
     @property
     def num_rows(self) -> int:
@@ -58,21 +65,33 @@ class Simulation:
         """Size of one model message: d float32 values plus the modelled header."""
         return self.task.layout.size * FLOAT_BYTES + self.header_bytes
 
-    def run(self, recorder: Recorder, progress: bool = True) -> dict[str, float]:
-        """Run every round, recording metrics; returns the last evaluation's aggregates."""
+    def run(
+        self,
+        recorder: Recorder,
+        progress: bool = True,
+        checkpoint: Callable[[dict[str, Any]], None] | None = None,
+        resume: dict[str, Any] | None = None,
+    ) -> dict[str, float]:
+        """Run the remaining rounds, recording metrics; returns the last evaluation's aggregates.
+
+        Every ``checkpoint_every`` rounds, after the last round, and when Ctrl-C stops the run
+        (between two rounds), :meth:`state` is handed to ``checkpoint``.  With ``resume`` (a saved state) the run
+        continues after that state's round and records exactly what an uninterrupted run
+        would have, since all randomness derives from (seed, round, node).
+        """
         self.backend.start(self.task, self.num_rows)
         self.evaluator = Evaluator(
             self.task.model, self.task.layout, self.task.dataset.test_x, self.task.dataset.test_y
         )
         self.evaluated_nodes = self._evaluated_nodes()
+        self.components = self._evaluated_components()
         self.bytes_sent = np.zeros(self.num_rows, dtype=np.int64)
         self.bytes_by_channel = dict.fromkeys(CHANNELS, 0)
-        self.components = self._evaluated_components()
         self.start_time = time.perf_counter()
-        final = self._evaluate(0, recorder)
-        with _progress_bar(progress) as bar:
-            task_id = bar.add_task("rounds", total=self.rounds)
-            for round_idx in range(self.rounds):
+        final = self._evaluate(0, recorder) if resume is None else self.restore(resume)
+        with _progress_bar(progress) as bar, _deferred_interrupt() as interrupted:
+            task_id = bar.add_task("rounds", total=self.rounds, completed=self.rounds_completed)
+            for round_idx in range(self.rounds_completed, self.rounds):
                 started = time.perf_counter()
                 plan = self.strategy.plan(round_idx, self.federation)
                 self.backend.execute(plan, round_idx)
@@ -86,7 +105,39 @@ class Simulation:
                     final = self._evaluate(self.rounds_completed, recorder)
                     bar.update(task_id, description=f"accuracy {final['accuracy']:.3f}")
                 bar.advance(task_id)
+                due = self.rounds_completed == self.rounds or (
+                    self.checkpoint_every and self.rounds_completed % self.checkpoint_every == 0
+                )
+                if checkpoint is not None and (due or interrupted()):
+                    checkpoint(self.state(final))
+                if interrupted():
+                    raise KeyboardInterrupt
         return final
+
+    def state(self, final: dict[str, float]) -> dict[str, Any]:
+        """Everything needed to continue after the last completed round."""
+        return {
+            "rounds_completed": self.rounds_completed,
+            "params": self.backend.params.cpu(),
+            "momentum": None if self.backend.momentum is None else self.backend.momentum.cpu(),
+            "bytes_sent": self.bytes_sent.copy(),
+            "bytes_by_channel": dict(self.bytes_by_channel),
+            "timings": dict(self.timings),
+            "elapsed_s": time.perf_counter() - self.start_time,
+            "final": dict(final),
+        }
+
+    def restore(self, state: dict[str, Any]) -> dict[str, float]:
+        """Continue from a :meth:`state`; returns the metrics of its last evaluation."""
+        self.rounds_completed = state["rounds_completed"]
+        self.backend.params.copy_(state["params"])
+        if state["momentum"] is not None:
+            self.backend.momentum.copy_(state["momentum"])
+        self.bytes_sent = state["bytes_sent"].copy()
+        self.bytes_by_channel = dict(state["bytes_by_channel"])
+        self.timings.update(state["timings"])
+        self.start_time -= state["elapsed_s"]
+        return dict(state["final"])
 
     def _account(self, plan: RoundPlan) -> None:
         for step in plan.steps:
@@ -153,6 +204,20 @@ class Simulation:
         recorder.flush()
         self.timings["eval_s"] += time.perf_counter() - started
         return metrics
+
+
+@contextlib.contextmanager
+def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
+    """Turn Ctrl-C into a flag checked between rounds, so a round is never cut in half."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    caught: list[bool] = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield lambda: bool(caught)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _progress_bar(enabled: bool) -> Progress:

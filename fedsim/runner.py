@@ -22,7 +22,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from fedsim.build import build_simulation
 from fedsim.config import GROUPS, PRESETS, check_choice, config_dir
-from fedsim.errors import ConfigError
+from fedsim import checkpoint
+from fedsim.errors import ConfigError, check
 from fedsim.metrics.recorder import Recorder
 
 METRICS = "metrics.parquet"
@@ -92,7 +93,16 @@ def _setting_names(cfg: DictConfig, prefix: str = "") -> list[str]:
 
 
 def _check_output_dir(cfg: DictConfig, multirun: bool) -> None:
-    """Never write over an earlier run's results."""
+    """Never write over an earlier run's results; resume only a run of the same config."""
+    if cfg.resume:
+        check(not multirun, "resume=true continues one run: fedsim resume RUN_DIR (not -m)")
+        run_dir = Path(cfg.hydra.run.dir)
+        check(
+            checkpoint.exists(run_dir),
+            f"resume=true but hydra.run.dir={run_dir} holds no {checkpoint.CHECKPOINT}",
+        )
+        _check_same_config(run_dir, cfg)
+        return
     if multirun:
         sweep = Path(cfg.hydra.sweep.dir)
         if sweep.exists() and any(sweep.rglob(METRICS)):
@@ -103,6 +113,18 @@ def _check_output_dir(cfg: DictConfig, multirun: bool) -> None:
             raise ConfigError(
                 f"hydra.run.dir={run_dir} already holds a run ({METRICS}); choose a new directory"
             )
+
+
+def _check_same_config(run_dir: Path, cfg: DictConfig) -> None:
+    saved = json.loads((run_dir / "summary.json").read_text())["config"]
+    job = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    current = OmegaConf.to_container(job, resolve=True)
+    ignored = {"resume", "progress", "checkpoint_every"}
+    changed = sorted(k for k in set(saved) | set(current) if k not in ignored and saved.get(k) != current.get(k))
+    check(
+        not changed,
+        f"resume=true with other settings than the run in {run_dir}: {', '.join(changed)} differ",
+    )
 
 
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
@@ -119,9 +141,15 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Run the simulation described by ``cfg`` in ``run_dir``; returns the summary it writes."""
     started = time.perf_counter()
     simulation = build_simulation(cfg)
-    if (run_dir / METRICS).exists():
+    check(
+        not cfg.resume or checkpoint.exists(run_dir),
+        f"resume=true but {run_dir} holds no {checkpoint.CHECKPOINT}",
+    )
+    resume = checkpoint.load(run_dir) if cfg.resume else None
+    if resume is None and (run_dir / METRICS).exists():
         raise ConfigError(f"{run_dir} already holds a run ({METRICS}); choose a new hydra.run.dir")
-    recorder = Recorder(run_dir / METRICS)
+    keep = None if resume is None else resume["rounds_completed"]
+    recorder = Recorder(run_dir / METRICS, keep_through_round=keep)
     topology = simulation.federation.topology
     summary: dict[str, Any] = {
         "status": "running",
@@ -136,7 +164,12 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     _write_summary(run_dir, summary)
     simulation.timings["setup_s"] = time.perf_counter() - started
     try:
-        summary["final"] = simulation.run(recorder, progress=cfg.progress)
+        summary["final"] = simulation.run(
+            recorder,
+            progress=cfg.progress,
+            checkpoint=lambda state: checkpoint.save(run_dir, state),
+            resume=resume,
+        )
         summary["status"] = "completed"
     except KeyboardInterrupt:
         summary["status"] = "interrupted"

@@ -11,8 +11,16 @@ import pytest
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from fedsim.metrics.plots import plot_accuracy
-from fedsim.metrics.report import format_summary, load_runs, report, summarize
+from fedsim.cli import main
+from fedsim.metrics.report import (
+    aggregate_seeds,
+    format_by_config,
+    format_summary,
+    load_runs,
+    reach_target,
+    report,
+    summarize,
+)
 
 
 def tidy(*records: tuple[int, str, float, int | None]) -> pd.DataFrame:
@@ -51,7 +59,13 @@ def config(seed: int) -> dict[str, object]:
     }
 
 
-def write_run(run_dir: Path, metrics: pd.DataFrame, seed: int = 0) -> Path:
+def write_run(
+    run_dir: Path,
+    metrics: pd.DataFrame,
+    seed: int = 0,
+    strategy: str = "fedavg",
+    spectral_gap: float = 0.25,
+) -> Path:
     """A finished run as ``fedsim run`` leaves it: metrics.parquet and summary.json."""
     run_dir.mkdir(parents=True)
     metrics.to_parquet(run_dir / "metrics.parquet")
@@ -60,11 +74,11 @@ def write_run(run_dir: Path, metrics: pd.DataFrame, seed: int = 0) -> Path:
         "rounds_completed": 3,
         "wall_time_s": 1.5,
         "num_parameters": 10,
-        "choices": {"strategy": "fedavg", "topology": "complete", "data": "digits"},
-        "overrides": ["strategy=fedavg", f"seed={seed}"],
+        "choices": {"strategy": strategy, "topology": "complete", "data": "digits"},
+        "overrides": [f"strategy={strategy}", f"seed={seed}"],
         "config": config(seed),
         "final": {"accuracy": float(metrics["value"].iloc[-3])},
-        "topology": {"spectral_gap": 0.25, "degree_mean": 2.0, "num_components": 1},
+        "topology": {"spectral_gap": spectral_gap, "degree_mean": 2.0, "num_components": 1},
     }
     (run_dir / "summary.json").write_text(json.dumps(summary))
     return run_dir
@@ -186,25 +200,33 @@ def test_a_directory_without_runs_is_an_error(tmp_path: Path) -> None:
         load_runs(tmp_path)
 
 
-def test_report_writes_csv_and_two_pngs(tmp_path: Path) -> None:
+def test_report_writes_csv_and_figures(tmp_path: Path) -> None:
     out_dir = tmp_path / "report"
 
-    summary = report(write_sweep(tmp_path / "sweep"), out_dir=out_dir)
+    written = report(write_sweep(tmp_path / "sweep"), out_dir=out_dir)
 
-    written = pd.read_csv(out_dir / "report.csv", dtype={"run": str, "overrides": str})
-    pd.testing.assert_frame_equal(written, summary, check_dtype=False)
-    for name in ["accuracy_vs_round.png", "accuracy_vs_bytes.png"]:
-        height, width, _ = matplotlib.image.imread(out_dir / name).shape
+    table = pd.read_csv(out_dir / "report.csv", dtype={"run": str, "overrides": str})
+    assert table["run"].tolist() == written.summary["run"].tolist()
+    assert table["accuracy"].tolist() == written.summary["accuracy"].tolist() == [0.8, 0.85, 0.9]
+    assert table.columns.tolist() == written.summary.columns.tolist()
+    figures = ["accuracy_vs_round", "accuracy_vs_bytes", "consensus_distance_vs_round"]
+    assert [file.name for file in written.files] == ["report.csv", "report_by_config.csv"] + [
+        f"{name}.png" for name in figures
+    ]
+    for name in figures:  # no node_accuracy_min/max or sim_time_s recorded: no such figures
+        height, width, _ = matplotlib.image.imread(out_dir / f"{name}.png").shape
         assert height > 100 and width > 100
 
 
 def test_report_writes_next_to_the_runs_by_default(tmp_path: Path) -> None:
     run_dir = write_run(tmp_path / "run", three_rounds(0.9))
 
-    report(run_dir)
+    written = report(run_dir)
 
     assert (run_dir / "report.csv").is_file()
     assert (run_dir / "accuracy_vs_bytes.png").stat().st_size > 0
+    assert written.by_config is None  # one seed: no table across seeds
+    assert not (run_dir / "report_by_config.csv").exists()
 
 
 def test_format_summary_rounds_numbers_and_prints_overrides_verbatim(tmp_path: Path) -> None:
@@ -227,18 +249,180 @@ def test_format_summary_rounds_numbers_and_prints_overrides_verbatim(tmp_path: P
         assert shown in text
 
 
-def test_plot_accuracy_names_the_legal_x_axes(tmp_path: Path) -> None:
-    runs = load_runs(write_run(tmp_path / "run", three_rounds(0.9)))
-
-    with pytest.raises(ValueError, match="x must be one of .*'round'.*got 'time'"):
-        plot_accuracy(runs, "time", tmp_path / "plot.png")
-
-
 def test_topology_metadata_and_label_histograms_are_reported(tmp_path: Path) -> None:
     run_dir = write_run(tmp_path / "run", three_rounds(0.9))
     histograms = pd.DataFrame({"node": [0, 0, 1], "label": [0, 1, 1], "count": [3, 1, 4]})
     histograms.to_parquet(run_dir / "partition.parquet")
-    summary = report(run_dir)
+    summary = report(run_dir).summary
     assert summary["graph.spectral_gap"].tolist() == [0.25]
     assert summary["graph.degree_mean"].tolist() == [2.0]
     assert matplotlib.image.imread(run_dir / "label_histograms.png").shape[0] > 100
+
+
+def accuracy_rounds(
+    accuracies: list[float], megabytes: float = 1.0, sim_seconds: float | None = None
+) -> pd.DataFrame:
+    """Round r: the given accuracy, ``r * megabytes`` MB sent, ``0.5 * (r + 1)`` wall seconds
+    and, if given, ``r * sim_seconds`` simulated seconds."""
+    rows: list[tuple[int, str, float, int | None]] = []
+    for round_idx, accuracy in enumerate(accuracies):
+        rows += [
+            (round_idx, "accuracy", accuracy, None),
+            (round_idx, "bytes_sent_total", round_idx * megabytes * 1e6, None),
+            (round_idx, "wall_time_s", 0.5 * (round_idx + 1), None),
+        ]
+        if sim_seconds is not None:
+            rows.append((round_idx, "sim_time_s", round_idx * sim_seconds, None))
+    return tidy(*rows)
+
+
+FEDAVG = [[0.5, 0.7, 0.8], [0.5, 0.7, 0.85], [0.5, 0.7, 0.9]]
+DPSGD = [[0.4, 0.6, 0.6], [0.4, 0.5, 0.7], [0.4, 0.6, 0.8]]
+
+
+def two_strategy_sweep(root: Path) -> Path:
+    """FedAvg (1 MB a round) and D-PSGD (4 MB a round), three seeds each; the graph's
+    spectral gap differs between seeds, as a random topology's would."""
+    for strategy, accuracies, megabytes in [("fedavg", FEDAVG, 1.0), ("dpsgd", DPSGD, 4.0)]:
+        for seed, curve in enumerate(accuracies):
+            metrics = accuracy_rounds(curve, megabytes)
+            gap = 0.2 + 0.1 * seed
+            write_run(root / strategy / str(seed), metrics, seed, strategy, spectral_gap=gap)
+    return root
+
+
+def test_summarize_carries_each_run_settings(tmp_path: Path) -> None:
+    summary = summarize(load_runs(write_sweep(tmp_path / "sweep")))
+
+    assert summary["seed"].tolist() == [0, 1, 2]
+    assert summary["strategy"].tolist() == ["fedavg"] * 3
+    assert summary["strategy.sample_size"].tolist() == [2] * 3
+    assert summary["config.rounds"].tolist() == [3] * 3  # the setting; "rounds" is measured
+    assert summary["rounds"].tolist() == [2] * 3
+    assert summary.columns[:3].tolist() == ["run", "overrides", "accuracy"]
+
+
+def test_aggregate_seeds_gives_mean_and_std_per_configuration(tmp_path: Path) -> None:
+    summary = summarize(load_runs(two_strategy_sweep(tmp_path)))
+
+    table = aggregate_seeds(summary)
+
+    assert table.columns[:4].tolist() == ["overrides", "strategy", "seeds", "runs"]
+    assert table["overrides"].tolist() == ["strategy=dpsgd", "strategy=fedavg"]
+    assert table["seeds"].tolist() == [3, 3]
+    assert table["runs"].tolist() == ["dpsgd/0 dpsgd/1 dpsgd/2", "fedavg/0 fedavg/1 fedavg/2"]
+    assert table["accuracy_mean"].tolist() == pytest.approx([0.7, 0.85])
+    assert table["accuracy_std"].tolist() == pytest.approx([0.1, 0.05])
+    assert table["bytes_sent_total_mean"].tolist() == [8e6, 2e6]
+    assert table["bytes_sent_total_std"].tolist() == [0.0, 0.0]
+    assert table["graph.spectral_gap_mean"].tolist() == pytest.approx([0.3, 0.3])
+    assert "seed" not in table and "seed_mean" not in table
+    assert table["optimizer.lr"].tolist() == [0.05, 0.05]
+    columns = table.columns.tolist()
+    assert columns.index("optimizer.lr") > columns.index("accuracy_std")  # shared ones last
+
+
+def test_one_seed_per_configuration_has_no_std(tmp_path: Path) -> None:
+    write_run(tmp_path / "a", accuracy_rounds([0.5, 0.6]), seed=0, strategy="fedavg")
+    write_run(tmp_path / "b", accuracy_rounds([0.5, 0.7]), seed=0, strategy="dpsgd")
+
+    table = aggregate_seeds(summarize(load_runs(tmp_path)))
+
+    assert table["seeds"].tolist() == [1, 1]
+    assert table["accuracy_mean"].tolist() == [0.6, 0.7]
+    assert table["accuracy_std"].isna().all()
+
+
+def test_reach_target_gives_the_first_round_and_its_bytes_and_seconds(tmp_path: Path) -> None:
+    runs = load_runs(two_strategy_sweep(tmp_path))
+
+    reached = reach_target(runs, 0.85)
+
+    assert reached.columns.tolist() == ["rounds_to_target", "bytes_to_target", "seconds_to_target"]
+    fedavg = reached.loc[["fedavg/0", "fedavg/1", "fedavg/2"]]
+    assert fedavg["rounds_to_target"].tolist()[1:] == [2, 2]  # 0.85 counts as reached
+    assert fedavg["bytes_to_target"].tolist()[1:] == [2e6, 2e6]
+    assert fedavg["seconds_to_target"].tolist()[1:] == [1.5, 1.5]
+    assert fedavg.loc["fedavg/0"].isna().all()
+    assert reached.loc[["dpsgd/0", "dpsgd/1", "dpsgd/2"]].isna().all(axis=None)
+
+
+def test_reach_target_reads_simulated_time_when_recorded(tmp_path: Path) -> None:
+    write_run(tmp_path / "0", accuracy_rounds([0.5, 0.9, 0.95], sim_seconds=30.0))
+
+    reached = reach_target(load_runs(tmp_path), 0.9)
+
+    assert reached.loc["0"].to_dict() == {
+        "rounds_to_target": 1,
+        "bytes_to_target": 1e6,
+        "seconds_to_target": 1.0,
+        "sim_seconds_to_target": 30.0,
+    }
+
+
+@pytest.mark.parametrize("target", [0.0, 1.5, -0.2])
+def test_reach_target_names_the_legal_range(tmp_path: Path, target: float) -> None:
+    runs = load_runs(write_run(tmp_path / "run", three_rounds(0.9)))
+
+    with pytest.raises(ValueError, match=rf"target={target} must be an accuracy in \(0, 1\]"):
+        reach_target(runs, target)
+
+
+def test_targets_per_configuration_count_the_seeds_that_reached(tmp_path: Path) -> None:
+    runs = load_runs(two_strategy_sweep(tmp_path))
+
+    table = aggregate_seeds(summarize(runs, target=0.6)).set_index("strategy")
+
+    # D-PSGD reaches 0.6 in rounds 1, 2, 1 (4, 8, 4 MB; 1.0, 1.5, 1.0 s); FedAvg in round 1.
+    assert table.loc["dpsgd", "rounds_to_target_mean"] == pytest.approx(4 / 3)
+    assert table.loc["dpsgd", "rounds_to_target_std"] == pytest.approx((1 / 3) ** 0.5)
+    assert table.loc["dpsgd", "bytes_to_target_mean"] == pytest.approx(16e6 / 3)
+    assert table.loc["dpsgd", "seconds_to_target_mean"] == pytest.approx(3.5 / 3)
+    assert table.loc["fedavg", "rounds_to_target_mean"] == 1
+    assert table["reached_target"].tolist() == [3, 3]
+    partly = aggregate_seeds(summarize(runs, target=0.85)).set_index("strategy")
+    assert partly["reached_target"].to_dict() == {"dpsgd": 0, "fedavg": 2}
+    assert partly[["rounds_to_target_mean", "bytes_to_target_mean"]].isna().all(axis=None)
+
+
+def test_format_by_config_shows_mean_std_and_who_reached(tmp_path: Path) -> None:
+    summary = summarize(load_runs(two_strategy_sweep(tmp_path)), target=0.85)
+    console = Console(width=200, record=True)
+
+    console.print(format_by_config(aggregate_seeds(summary)))
+
+    text = console.export_text()
+    for shown in ["strategy=fedavg", "0.8500 ± 0.05", "0.7000 ± 0.1", "reached by 2/3"]:
+        assert shown in text
+    assert "not reached" in text
+
+
+def test_cli_report_with_target_prints_and_writes_both_tables(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep, out_dir = two_strategy_sweep(tmp_path / "sweep"), tmp_path / "out"
+
+    assert main(["report", str(sweep), "--out", str(out_dir), "--target", "0.6"]) == 0
+
+    printed = capsys.readouterr().out
+    assert "fedsim configurations, mean ± std over seeds" in printed
+    assert "rounds to target" in printed
+    assert "report_by_config.csv" in printed and "accuracy_vs_round.png" in printed
+    per_run = pd.read_csv(out_dir / "report.csv", dtype={"run": str}).set_index("run")
+    assert per_run.loc["dpsgd/1", ["rounds_to_target", "bytes_to_target"]].tolist() == [2, 8e6]
+    by_config = pd.read_csv(out_dir / "report_by_config.csv")
+    assert by_config["rounds_to_target_mean"].tolist() == pytest.approx([4 / 3, 1.0])
+    assert not (sweep / "report.csv").exists()
+
+
+def test_cli_report_refuses_a_target_outside_0_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = write_run(tmp_path / "run", three_rounds(0.9))
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", str(run_dir), "--target", "80"])
+
+    assert exit_.value.code == 2
+    assert "--target must be an accuracy in (0, 1], got 80.0" in capsys.readouterr().err
+    assert not (run_dir / "report.csv").exists()

@@ -1,113 +1,167 @@
-"""Accuracy curves of one run or a sweep, drawn to PNG files.
+"""Curves of runs grouped into configurations, drawn with matplotlib's ``Figure`` API.
 
-The input is the tidy frame of :func:`fedsim.metrics.report.load_runs`. The figure is
-built on :class:`matplotlib.figure.Figure` directly, so no pyplot state or GUI backend
-is involved and nothing needs closing.
+The input is the tidy frame of :func:`fedsim.metrics.report.load_runs`. Runs that differ
+only in their seed (or in settings that do not change results, :data:`RUN_IDENTITY`) form
+one configuration, drawn as one line: the mean over its seeds, with a band. Figures are
+built on :class:`matplotlib.figure.Figure` directly, so no pyplot state or GUI backend is
+involved and nothing needs closing.
 """
 
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-X_AXES: dict[str, tuple[str, float]] = {
-    "round": ("round", 1.0),
-    "bytes_sent_total": ("bytes sent (total, MB)", 1e-6),
-}
-"""Legal ``x`` of :func:`plot_accuracy`: axis label and the factor that scales the values."""
-
+RUN_IDENTITY = frozenset({"run", "overrides", "seed", "progress", "resume", "checkpoint_every"})
+"""Columns that tell apart the runs of one configuration, or do not change its results."""
+TIDY_COLUMNS = frozenset({"run", "round", "metric", "value", "node"})
 LINE_STYLES = ("-", "--", ":", "-.")
-MANY_RUNS = 8
-"""Above this many runs the legend moves outside the axes, in a smaller font."""
+MANY_LINES = 8
+"""Above this many lines the legend moves outside the axes, in a smaller font."""
 
 
-def plot_accuracy(runs: pd.DataFrame, x: str, path: str | Path) -> None:
-    """Draw accuracy against rounds or bytes sent, one line per run, into a PNG file.
+def distinguishing(overrides: pd.Series) -> tuple[pd.Series, str]:
+    """The overrides that tell each entry apart from the others, and those all entries share.
 
-    Parameters
-    ----------
-    runs
-        Tidy metrics of one or more runs, as returned by ``load_runs``.
-    x
-        ``"round"``, or ``"bytes_sent_total"`` to pair each accuracy row with the
-        total bytes sent by the same run in the same round (plotted in MB).
-    path
-        Where the PNG is written.
-
-    Notes
-    -----
-    A line is labelled by the overrides that tell its run apart from the others; the
-    overrides shared by every run go into the title. A run without distinguishing
-    overrides is labelled by its directory name.
+    An entry whose overrides are all shared gets an empty label.
     """
-    if x not in X_AXES:
-        raise ValueError(f"x must be one of {sorted(X_AXES)}, got {x!r}")
-    axis_label, scale = X_AXES[x]
-    curves = _accuracy_curves(runs, x, scale)
-    labels, shared = run_labels(runs)
-
-    figure = Figure(figsize=(7.5, 4.5), layout="constrained")
-    axes = figure.subplots()
-    for index, (run, label) in enumerate(labels.items()):
-        curve = curves[curves["run"] == run].sort_values("x", kind="stable")
-        # The colour cycle has 10 colours; later runs differ by line style instead.
-        style = LINE_STYLES[index // 10 % len(LINE_STYLES)]
-        if not curve.empty:
-            axes.plot(curve["x"], curve["accuracy"], style, marker=".", label=label)
-    if x == "round":
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_xlabel(axis_label)
-    axes.set_ylabel("accuracy")
-    axes.grid(alpha=0.3)
-    title = f"accuracy vs {axis_label}"
-    if shared:
-        title += "\n" + textwrap.fill(shared, width=90)
-    axes.set_title(title, fontsize="medium")
-    if curves.empty:
-        axes.text(0.5, 0.5, "no accuracy recorded", transform=axes.transAxes, ha="center")
-    elif len(labels) > MANY_RUNS:
-        figure.legend(loc="outside right upper", fontsize="x-small")
-    else:
-        axes.legend(fontsize="small")
-    figure.savefig(path, dpi=120)
+    tokens = overrides.fillna("").str.split()
+    if tokens.empty:
+        return pd.Series(dtype="str"), ""
+    shared = set.intersection(*map(set, tokens)) if len(tokens) > 1 else set()
+    labels = tokens.map(lambda entry: " ".join(token for token in entry if token not in shared))
+    return labels, " ".join(token for token in tokens.iloc[0] if token in shared)
 
 
-def _aggregate_metric(runs: pd.DataFrame, metric: str, name: str) -> pd.DataFrame:
-    """Rows ``run, round, <name>`` of one aggregate (not per-node) metric."""
-    rows = runs[(runs["metric"] == metric) & runs["node"].isna()]
-    return rows[["run", "round", "value"]].rename(columns={"value": name})
-
-
-def _accuracy_curves(runs: pd.DataFrame, x: str, scale: float) -> pd.DataFrame:
-    """Columns ``run, x, accuracy``, with ``x`` already scaled for the axis."""
-    accuracy = _aggregate_metric(runs, "accuracy", "accuracy")
-    if x == "round":
-        curves = accuracy.assign(x=accuracy["round"])
-    else:
-        curves = accuracy.merge(_aggregate_metric(runs, x, "x"), on=["run", "round"])
-    return curves.assign(x=curves["x"] * scale)
+def setting_overrides(overrides: str) -> str:
+    """``overrides`` without those of :data:`RUN_IDENTITY` keys (``seed=3``, ``progress=false``)."""
+    tokens = str(overrides).split() if pd.notna(overrides) else []
+    return " ".join(token for token in tokens if token.split("=")[0] not in RUN_IDENTITY)
 
 
 def run_labels(runs: pd.DataFrame) -> tuple[dict[str, str], str]:
-    """Each run's distinguishing overrides (its label), in run order, and those all runs share.
+    """Each run's distinguishing overrides (its directory name if none), in run order, and
+    the overrides all runs share. ``runs`` needs the columns ``run`` and ``overrides``."""
+    labels, shared = distinguishing(runs.groupby("run", sort=False)["overrides"].first())
+    return {run: label or str(run) for run, label in labels.items()}, shared
 
-    ``runs`` needs the columns ``run`` and ``overrides``.
+
+def configurations(runs: pd.DataFrame) -> tuple[pd.Series, str]:
+    """Each run's configuration label, indexed by run in run order, and the shared overrides.
+
+    Runs belong to one configuration when every column of ``runs`` but the metric columns,
+    :data:`RUN_IDENTITY` and the graph metadata (``graph.*``, which a random topology
+    draws per seed) is equal. A configuration is labelled by its distinguishing overrides,
+    seeds left out; a configuration without any, by its run names.
     """
-    overrides = runs.groupby("run", sort=False)["overrides"].first().fillna("")
-    tokens = overrides.str.split()
-    if tokens.empty:
-        return {}, ""
-    shared = set.intersection(*map(set, tokens)) if len(tokens) > 1 else set()
-    labels = {
-        run: " ".join(token for token in run_tokens if token not in shared) or str(run)
-        for run, run_tokens in tokens.items()
-    }
-    shared_text = " ".join(token for token in tokens.iloc[0] if token in shared)
-    return labels, shared_text
+    settings = [
+        column
+        for column in runs
+        if column not in TIDY_COLUMNS | RUN_IDENTITY and not column.startswith("graph.")
+    ]
+    per_run = runs.groupby("run", sort=False)[[*settings, "overrides"]].first()
+    if settings:
+        config_ids = per_run.groupby(settings, dropna=False, sort=False).ngroup()
+    else:
+        config_ids = pd.Series(0, index=per_run.index)
+    first_runs = config_ids.drop_duplicates()
+    seedless = per_run.loc[first_runs.index, "overrides"].map(setting_overrides)
+    labels, shared = distinguishing(seedless.set_axis(first_runs.to_numpy()))
+    names = pd.Series(per_run.index, index=per_run.index).groupby(config_ids).agg(", ".join)
+    labels = labels.where(labels != "", names)
+    if labels.duplicated().any():  # configurations that no override tells apart
+        labels = labels + " [" + names + "]"
+    return config_ids.map(labels), shared
+
+
+def curves(
+    runs: pd.DataFrame, y: str, x: str = "round", band: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """One curve per configuration of aggregate metric ``y`` against ``round`` or a metric.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``configuration, round, x, y, lower, upper, seeds``: per configuration and
+        round, the means over its seeds of ``x`` and ``y``, and the band: ``y`` +- the
+        standard deviation over seeds (ddof=1; NaN with one seed) or, with ``band``, the
+        means of those two metrics (``("node_accuracy_min", "node_accuracy_max")``).
+    """
+    metrics = [y, *([x] if x != "round" else []), *(band or ())]
+    rows = runs[runs["node"].isna() & runs["metric"].isin(metrics)]
+    wide = (
+        rows.drop_duplicates(["run", "round", "metric"], keep="last")
+        .pivot(index=["run", "round"], columns="metric", values="value")
+        .reindex(columns=metrics)
+        .reset_index()
+    )
+    labels, _ = configurations(runs)
+    # pivot sorted the runs as strings ("10" < "2"); the lines follow the runs' order instead.
+    rank = {run: index for index, run in enumerate(labels.index)}
+    wide = wide.sort_values("run", key=lambda names: names.map(rank), kind="stable")
+    wide = wide.assign(configuration=wide["run"].map(labels), x=wide[x]).dropna(subset=["x", y])
+    groups = wide.groupby(["configuration", "round"], sort=False)
+    mean, spread = groups[y].mean(), groups[y].std()
+    table = pd.DataFrame({"x": groups["x"].mean(), "y": mean, "seeds": groups[y].size()})
+    if band:
+        table["lower"], table["upper"] = groups[band[0]].mean(), groups[band[1]].mean()
+    else:
+        table["lower"], table["upper"] = mean - spread, mean + spread
+    columns = ["configuration", "round", "x", "y", "lower", "upper", "seeds"]
+    return table.reset_index()[columns]
+
+
+def draw_curves(
+    table: pd.DataFrame,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    band_label: str | None = None,
+    log_y: bool = False,
+) -> Figure:
+    """A figure with one line per configuration of ``table`` (from :func:`curves`) and its band.
+
+    ``band_label`` titles the legend; where some configuration has several seeds, the title
+    says so ("mean ± std over 3 seeds" without ``band_label``).
+    """
+    figure = Figure(figsize=(7.5, 4.5), layout="constrained")
+    axes = figure.subplots()
+    for index, (label, curve) in enumerate(table.groupby("configuration", sort=False)):
+        curve = curve.sort_values("round", kind="stable")
+        # The colour cycle has 10 colours; later lines differ by line style instead.
+        colour, style = f"C{index % 10}", LINE_STYLES[index // 10 % len(LINE_STYLES)]
+        axes.plot(curve["x"], curve["y"], style, color=colour, marker=".", label=label)
+        if curve[["lower", "upper"]].notna().all(axis=1).any():
+            axes.fill_between(
+                curve["x"], curve["lower"], curve["upper"], color=colour, alpha=0.2, linewidth=0
+            )
+    if xlabel == "round":
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if log_y:
+        axes.set_yscale("log")
+    axes.set(xlabel=xlabel, ylabel=ylabel)
+    axes.grid(alpha=0.3)
+    wrapped = "\n".join(textwrap.fill(line, width=70) for line in title.splitlines())
+    axes.set_title(wrapped, fontsize="medium")
+    seeds = table["seeds"].max()
+    if seeds > 1:
+        over_seeds = f"over {seeds} seeds" if table["seeds"].min() == seeds else "over seeds"
+        band_label = (
+            f"{band_label}; mean {over_seeds}" if band_label else f"mean ± std {over_seeds}"
+        )
+    if table["configuration"].nunique() > MANY_LINES:
+        figure.legend(
+            loc="outside right upper", fontsize="x-small", title=band_label, title_fontsize="small"
+        )
+    else:
+        axes.legend(fontsize="small", title=band_label, title_fontsize="small")
+    return figure
 
 
 def plot_label_histograms(histograms: pd.DataFrame, path: str | Path, max_nodes: int = 100) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - registers pa.compute
 import pyarrow.parquet as pq
 
 SCHEMA = pa.schema(
@@ -21,11 +22,20 @@ class Recorder:
     read with ``pandas.read_parquet(path)``.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, keep_through_round: int | None = None) -> None:
+        """Start a new data set at ``path``, or, with ``keep_through_round``, continue an
+        existing one from which rows recorded after that round are dropped (a resumed run)."""
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=False)
         self._columns: dict[str, list] = {name: [] for name in SCHEMA.names}
         self._parts = 0
+        if keep_through_round is None:
+            self.path.mkdir(parents=True, exist_ok=False)
+            return
+        parts = sorted(self.path.glob("part-*.parquet"))
+        tables = [pq.read_table(part, schema=SCHEMA) for part in parts]
+        kept = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+        kept = kept.filter(pa.compute.less_equal(kept["round"], keep_through_round))
+        self._replace(parts, kept)
 
     def add(self, round_idx: int, metric: str, value: float, node: int | None = None) -> None:
         """One row; ``node`` is None for an aggregate metric."""
@@ -55,12 +65,16 @@ class Recorder:
         self.flush()
         parts = sorted(self.path.glob("part-*.parquet"))
         if len(parts) > 1:
-            merged = pa.concat_tables([pq.read_table(part, schema=SCHEMA) for part in parts])
-            hidden = self.path / ".merged.parquet"  # readers skip dot files
-            self._write(merged, hidden)
-            for part in parts:
-                part.unlink()
-            hidden.rename(self.path / "part-00000.parquet")
+            self._replace(parts, pa.concat_tables([pq.read_table(p, schema=SCHEMA) for p in parts]))
+
+    def _replace(self, parts: list[Path], table: pa.Table) -> None:
+        """Swap ``parts`` for one part file holding ``table``."""
+        hidden = self.path / ".merged.parquet"  # readers skip dot files
+        self._write(table, hidden)
+        for part in parts:
+            part.unlink()
+        hidden.rename(self.path / "part-00000.parquet")
+        self._parts = 1
 
     @staticmethod
     def _write(table: pa.Table, path: Path) -> None:

@@ -1,0 +1,372 @@
+"""How much memory a run needs, checked before it starts, and the chunk size that fits.
+
+The estimate is an upper bound computed from the run's shapes, not a measurement:
+
+- ``parameters``: the (rows, d) float32 federation tensor; ``momentum`` as much again
+  when ``optimizer.momentum > 0``.
+- ``data``: the data set tensors and the nodes' index table (already loaded when the run
+  is checked, so :func:`check_memory` does not count them as still needed).
+- ``training``: per node of a chunk, the gathered rows, their gradients, with momentum
+  the chunk's momentum and its update, with weight decay one more temporary (``d x 4``
+  bytes each), the activations of vectorised training and the chunk's mini-batch
+  schedule.  A chunk holds ``backend.chunk_size`` nodes, at most those trained in a round.
+- ``communication``: the new (nodes, d) tensor of a gossip step ``W X``, or the rows an
+  average gathers (from the plan of round 0).
+- ``evaluation``: the evaluated rows and the activations of their test-set forward passes.
+- ``initialisation``: the list of per-row models that ``init=independent`` stacks.
+
+Activations come from one forward pass of one example with forward hooks on every
+module.  Autograd keeps at most the input and every module's output for the backward
+pass, which then holds gradients as large as the largest of them (two at a time), so a
+training chunk needs at most ``chunk_size x batch_size x (sum + 2 x largest)`` float32
+values; functional calls inside a module's ``forward`` (an inline ReLU) are not seen,
+which the double counting of container outputs more than covers for the bundled models.
+The peak is the resident part (parameters, momentum, data) plus the largest transient
+part: training, communication, evaluation and initialisation never overlap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from fedsim.errors import ConfigError
+from fedsim.plans import Average, Gossip, Step, Train
+from fedsim.training.evaluate import Evaluator
+
+if TYPE_CHECKING:
+    from fedsim.engine import Simulation
+    from fedsim.task import Task
+
+FLOAT_BYTES = 4
+SAFETY = 0.9  # refuse a run that needs more than this share of the available memory
+# fedsim.training.schedule.local_batches, per node: random keys and their order (32 bytes
+# per epoch and example), each step's epoch order (8 bytes per step and example), then
+# indices, slots, validity and mask (29 bytes per step and batch slot).
+KEY_BYTES, ORDER_BYTES, SLOT_BYTES = 32, 8, 29
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes a run needs at its peak, by part (see the module docstring).
+
+    ``training`` is ``training_fixed + chunk_size x training_per_node``; no other part
+    depends on the chunk size.
+    """
+
+    parameters: int
+    momentum: int
+    data: int
+    training_per_node: int
+    training_fixed: int
+    communication: int
+    evaluation: int
+    initialisation: int
+    chunk_size: int
+    max_chunk_size: int
+    num_nodes: int
+    num_rows: int
+    num_parameters: int
+
+    @property
+    def training(self) -> int:
+        """Bytes of one training chunk."""
+        return self.training_fixed + self.chunk_size * self.training_per_node
+
+    @property
+    def total(self) -> int:
+        """Peak bytes of the run: the resident parts plus the largest transient one."""
+        transient = max(self.training, self.communication, self.evaluation, self.initialisation)
+        return self.parameters + self.momentum + self.data + transient
+
+    @property
+    def to_allocate(self) -> int:
+        """Peak bytes beyond the data set, which is loaded before the run is checked."""
+        return self.total - self.data
+
+    def with_chunk_size(self, chunk_size: int) -> MemoryEstimate:
+        """The same run trained in chunks of ``chunk_size`` nodes (at most those trained)."""
+        return dataclasses.replace(self, chunk_size=max(1, min(chunk_size, self.max_chunk_size)))
+
+    def describe(self) -> str:
+        """The parts as one line: ``parameters 1.2 GiB (101 rows x 7,000 x 4 bytes), ...``."""
+        parts = [
+            f"parameters {format_bytes(self.parameters)} "
+            f"({self.num_rows:,} rows x {self.num_parameters:,} x {FLOAT_BYTES} bytes)",
+            f"momentum {format_bytes(self.momentum)}",
+            f"data {format_bytes(self.data)}",
+            f"training chunks of {self.chunk_size:,} nodes {format_bytes(self.training)}",
+            f"communication {format_bytes(self.communication)}",
+            f"evaluation {format_bytes(self.evaluation)}",
+            f"initialisation {format_bytes(self.initialisation)}",
+        ]
+        return ", ".join(part for part in parts if not part.endswith(" 0 B"))
+
+
+def estimate_memory(simulation: Simulation, chunk_size: int | None = None) -> MemoryEstimate:
+    """The memory ``simulation`` will need, trained in chunks of ``chunk_size`` nodes.
+
+    ``chunk_size`` defaults to the backend's, or to every trained node when that is not
+    an integer (``"auto"``).  Cheap: one forward pass of one example and the plan of
+    round 0, which says who trains and how models are combined.
+    """
+    task, backend = simulation.task, simulation.backend
+    num_nodes, row_bytes = simulation.federation.num_nodes, task.layout.size * FLOAT_BYTES
+    plan = simulation.strategy.plan(0, simulation.federation)
+    trains = [step for step in plan.steps if isinstance(step, Train)]
+    saved, largest = activation_sizes(task.model, task.dataset.train_x[:1])
+    vectorise = getattr(backend, "vectorise", True)
+    vectorised = task.prefers_vectorised() if vectorise == "auto" else bool(vectorise)
+    per_node, fixed = _training_bytes(task, trains, saved + 2 * largest, vectorised)
+    evaluated = min(simulation.eval_nodes, num_nodes)
+    budget = inspect.signature(Evaluator).parameters["budget"].default
+    examples = max(budget, len(task.dataset.test_y))  # (row, example) pairs of a chunk
+    rows_bytes = simulation.num_rows * row_bytes
+    estimate = MemoryEstimate(
+        parameters=rows_bytes,
+        momentum=rows_bytes if task.optimizer.momentum > 0 else 0,
+        data=_data_bytes(task),
+        training_per_node=per_node,
+        training_fixed=fixed,
+        communication=max([_rows_made(step, num_nodes) for step in plan.steps], default=0)
+        * row_bytes,
+        evaluation=evaluated * row_bytes + examples * 2 * largest * FLOAT_BYTES,
+        initialisation=rows_bytes if task.init == "independent" else 0,
+        chunk_size=1,
+        max_chunk_size=max([len(step.nodes) for step in trains], default=0) or num_nodes,
+        num_nodes=num_nodes,
+        num_rows=simulation.num_rows,
+        num_parameters=task.layout.size,
+    )
+    if chunk_size is None:
+        configured = getattr(backend, "chunk_size", None)
+        chunk_size = configured if isinstance(configured, int) else estimate.max_chunk_size
+    return estimate.with_chunk_size(chunk_size)
+
+
+def _training_bytes(
+    task: Task, trains: list[Train], activations_per_example: int, vectorised: bool
+) -> tuple[int, int]:
+    """(bytes per node of a chunk, bytes per chunk whatever its size) of local training."""
+    optimizer, row_bytes = task.optimizer, task.layout.size * FLOAT_BYTES
+    momentum = optimizer.momentum > 0
+    copies = 2 + 2 * momentum + (optimizer.weight_decay > 0)
+    activations = optimizer.batch_size * activations_per_example * FLOAT_BYTES
+    counts = [int(count) for count in task.node_data.num_examples]
+    schedule = max(
+        [schedule_bytes(counts, optimizer.batch_size, s.epochs, s.steps) for s in trains],
+        default=0,
+    )
+    if vectorised:
+        return copies * row_bytes + activations + schedule, 0
+    # The loop gathers the chunk's rows (and momentum), then trains one model at a time.
+    return (1 + momentum) * row_bytes + schedule, copies * row_bytes + activations
+
+
+def _data_bytes(task: Task) -> int:
+    dataset, node_data = task.dataset, task.node_data
+    tensors = (dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y)
+    tensors += (node_data.table, node_data.counts)
+    return sum(tensor.nelement() * tensor.element_size() for tensor in tensors)
+
+
+def _rows_made(step: Step, num_nodes: int) -> int:
+    """Rows of new memory a plan step makes: ``W X`` for gossip, the gathered sources of an
+    average."""
+    if isinstance(step, Gossip):
+        return num_nodes
+    if isinstance(step, Average):
+        return len(step.sources)
+    return 0
+
+
+def activation_sizes(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
+    """(sum, largest) of the float counts of the input and of every module's output, for one
+    example.
+
+    ``example`` is a batch of one; it runs through ``model`` once, without gradients.  A
+    model that cannot take it raises :class:`ConfigError`.
+    """
+    sizes = [example[0].nelement()]
+
+    def record(module: nn.Module, inputs: object, output: object) -> None:
+        sizes.extend(tensor[0].nelement() for tensor in _tensors(output) if tensor.dim() > 0)
+
+    handles = [module.register_forward_hook(record) for module in model.modules()]
+    try:
+        with torch.no_grad():
+            model(example)
+    except RuntimeError as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(
+            f"the model cannot take the data's inputs of shape {tuple(example.shape[1:])}: {reason}"
+        ) from None
+    finally:
+        for handle in handles:
+            handle.remove()
+    return sum(sizes), max(sizes)
+
+
+def _tensors(output: object) -> list[torch.Tensor]:
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, list | tuple):
+        return [tensor for item in output for tensor in _tensors(item)]
+    if isinstance(output, dict):
+        return [tensor for item in output.values() for tensor in _tensors(item)]
+    return []
+
+
+def schedule_bytes(
+    counts: Iterable[int], batch_size: int, epochs: int | None, steps: int | None
+) -> int:
+    """Bytes of one node's mini-batch schedule in a chunk (an upper bound over the nodes).
+
+    ``counts`` are every node's numbers of examples: a chunk's schedule is as wide as its
+    largest node, and in ``steps`` mode takes as many epochs as its smallest needs.
+    """
+    counts = list(counts)
+    width = max(1, max(counts, default=1))
+    if epochs is not None:
+        num_epochs, num_steps = epochs, epochs * math.ceil(width / batch_size)
+    else:
+        smallest = min((count for count in counts if count > 0), default=1)
+        num_steps = steps or 0
+        num_epochs = math.ceil(num_steps / math.ceil(smallest / batch_size))
+    return (
+        KEY_BYTES * num_epochs * width
+        + ORDER_BYTES * num_steps * width
+        + SLOT_BYTES * num_steps * batch_size
+    )
+
+
+def check_memory(estimate: MemoryEstimate, device: torch.device) -> None:
+    """Raise :class:`ConfigError` when the run needs more than 90 % of the available memory.
+
+    The data set counts as loaded already.  Nothing is checked where the available memory
+    cannot be read.
+    """
+    available = available_memory(device)
+    if available is None or estimate.to_allocate <= SAFETY * available:
+        return
+    budget = int(SAFETY * available)
+    advice = []
+    chunk_size = choose_chunk_size(estimate, budget)
+    if estimate.with_chunk_size(chunk_size).to_allocate <= budget:
+        advice.append(f"set backend.chunk_size={chunk_size} (now {estimate.chunk_size:,})")
+    advice += [
+        f"use fewer nodes than num_nodes={estimate.num_nodes:,}",
+        "a smaller model or a device with more memory",
+    ]
+    raise ConfigError(
+        f"this run needs about {format_bytes(estimate.to_allocate)} more memory on {device} "
+        f"but {format_bytes(available)} is available ({estimate.describe()}); "
+        f"{', '.join(advice)}"
+    )
+
+
+def memory_budget(device: torch.device) -> int | None:
+    """The bytes a run may take on ``device``: 90 % of what is available (None: unknown)."""
+    available = available_memory(device)
+    return None if available is None else int(SAFETY * available)
+
+
+def choose_chunk_size(estimate: MemoryEstimate, budget: int) -> int:
+    """The largest chunk size whose run fits in ``budget`` bytes (1 when none does)."""
+    low, high = 1, estimate.max_chunk_size
+    while low < high:  # the estimate grows with the chunk size
+        middle = (low + high + 1) // 2
+        if estimate.with_chunk_size(middle).to_allocate <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Free bytes on ``device`` (None: cannot tell).
+
+    CUDA: the driver's free memory.  CPU: the least of the system's available memory
+    (psutil if installed, else ``MemAvailable`` of ``/proc/meminfo``) and the headroom of
+    this process's cgroup (v2), whose limit is what a container or batch job enforces.
+    """
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type != "cpu":
+        return None
+    try:
+        import psutil
+
+        system: int | None = int(psutil.virtual_memory().available)
+    except ImportError:
+        system = _meminfo_available()
+    known = [value for value in (system, _cgroup_headroom()) if value is not None]
+    return min(known) if known else None
+
+
+def _meminfo_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+# (mount point, limit, usage, inactive page cache in memory.stat) of cgroup v2 and v1
+CGROUP_FILES = {
+    "v2": ("sys/fs/cgroup", "memory.max", "memory.current", "inactive_file"),
+    "v1": ("sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes",
+           "total_inactive_file"),
+}  # fmt: skip
+NO_LIMIT = 1 << 62  # cgroup v1 writes "no limit" as a number close to 2^63
+
+
+def _cgroup_headroom(root: Path = Path("/")) -> int | None:
+    """The cgroup's limit less its working set (usage less inactive page cache).
+
+    ``root`` is where the file system starts (another folder in tests).
+    """
+    try:
+        entries = [line.split(":", 2) for line in (root / "proc/self/cgroup").read_text().split()]
+    except OSError:
+        return None
+    for hierarchy, controllers, path in (entry for entry in entries if len(entry) == 3):
+        version = "v2" if hierarchy == "0" else "v1" if "memory" in controllers.split(",") else ""
+        if not version:
+            continue
+        mount, limit_file, usage_file, inactive_key = CGROUP_FILES[version]
+        for folder in (root / mount / path.lstrip("/"), root / mount):
+            try:
+                limit = (folder / limit_file).read_text().strip()
+                usage = int((folder / usage_file).read_text())
+                stat = (folder / "memory.stat").read_text().split("\n")
+            except (OSError, ValueError):
+                continue
+            if limit == "max" or int(limit) >= NO_LIMIT:
+                break
+            fields = dict(line.split() for line in stat if len(line.split()) == 2)
+            return max(0, int(limit) - usage + int(fields.get(inactive_key, 0)))
+    return None
+
+
+def format_bytes(count: int) -> str:
+    """A byte count for people: ``1536`` -> ``"1.5 KiB"``."""
+    if count < 1024:
+        return f"{count} B"
+    value = float(count)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+    return f"{value / 1024:.1f} PiB"

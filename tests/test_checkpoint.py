@@ -1,0 +1,119 @@
+"""Checkpoint and resume: a killed or interrupted run, resumed, equals an uninterrupted one."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from fedsim import checkpoint
+from fedsim.metrics.recorder import Recorder
+
+FEDSIM = [sys.executable, "-m", "fedsim.cli"]
+RUN = [
+    "strategy=dpsgd", "topology=ring", "num_nodes=40", "rounds=300", "eval_every=1",
+    "checkpoint_every=20", "optimizer.momentum=0.9", "progress=false",
+]  # fmt: skip
+
+
+def metrics(run_dir):
+    rows = pd.read_parquet(run_dir / "metrics.parquet")
+    rows = rows[rows.metric != "wall_time_s"]
+    return rows.sort_values(["round", "metric", "node"]).reset_index(drop=True)
+
+
+def start(run_dir):
+    return subprocess.Popen(
+        [*FEDSIM, "run", *RUN, f"hydra.run.dir={run_dir}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def wait_for_checkpoint(run_dir, process, at_least=60):
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if checkpoint.exists(run_dir) and checkpoint.load(run_dir)["rounds_completed"] >= at_least:
+            return
+        time.sleep(0.02)
+    pytest.fail("the run ended before a mid-way checkpoint could be caught")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    subprocess.run(
+        [*FEDSIM, "run", *RUN, f"hydra.run.dir={run_dir}"], check=True, capture_output=True
+    )
+    return metrics(run_dir)
+
+
+@pytest.mark.slow
+def test_sigkilled_run_resumes_to_the_same_metrics(tmp_path, uninterrupted):
+    run_dir = tmp_path / "run"
+    process = start(run_dir)
+    wait_for_checkpoint(run_dir, process)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "running"
+    resumed = subprocess.run([*FEDSIM, "resume", str(run_dir)], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    pd.testing.assert_frame_equal(metrics(run_dir), uninterrupted)
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_ctrl_c_checkpoints_between_rounds_and_resumes(tmp_path, uninterrupted):
+    run_dir = tmp_path / "run"
+    process = start(run_dir)
+    wait_for_checkpoint(run_dir, process, at_least=20)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 130
+    assert "interrupted" in process.stderr.read().decode()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert checkpoint.load(run_dir)["rounds_completed"] == summary["rounds_completed"]
+    resumed = subprocess.run([*FEDSIM, "resume", str(run_dir)], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    pd.testing.assert_frame_equal(metrics(run_dir), uninterrupted)
+
+
+def test_resume_refuses_other_settings_and_missing_checkpoints(tmp_path):
+    run_dir = tmp_path / "run"
+    base = ["num_nodes=10", "rounds=2", "strategy.sample_size=3", "progress=false"]
+    subprocess.run(
+        [*FEDSIM, "run", *base, f"hydra.run.dir={run_dir}"], check=True, capture_output=True
+    )
+    other = subprocess.run(
+        [*FEDSIM, "run", *base, "seed=4", "resume=true", f"hydra.run.dir={run_dir}"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert other.returncode == 2 and "seed differ" in other.stderr
+    missing = subprocess.run(
+        [*FEDSIM, "run", *base, "resume=true", f"hydra.run.dir={tmp_path / 'none'}"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert missing.returncode == 2 and "holds no checkpoint.pt" in missing.stderr
+
+
+def test_recorder_drops_rows_after_the_checkpoint_round(tmp_path):
+    recorder = Recorder(tmp_path / "metrics.parquet")
+    for round_idx in range(5):
+        recorder.add(round_idx, "accuracy", round_idx / 10)
+        recorder.flush()
+    resumed = Recorder(tmp_path / "metrics.parquet", keep_through_round=2)
+    resumed.add(3, "accuracy", 0.9)
+    resumed.close()
+    rows = pd.read_parquet(tmp_path / "metrics.parquet")
+    assert rows["round"].tolist() == [0, 1, 2, 3] and rows["value"].tolist()[-1] == 0.9
+
+
+def test_checkpoints_are_written_atomically(tmp_path):
+    checkpoint.save(tmp_path, {"params": torch.ones(3)})
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+    assert torch.equal(checkpoint.load(tmp_path)["params"], torch.ones(3))

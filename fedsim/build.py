@@ -14,6 +14,13 @@ from omegaconf import DictConfig
 from fedsim.config import check_config
 from fedsim.engine import Simulation
 from fedsim.errors import ConfigError, check
+from fedsim.memory import (
+    allocation_failure,
+    check_memory,
+    choose_chunk_size,
+    estimate_memory,
+    memory_budget,
+)
 from fedsim.partitions import label_histograms
 from fedsim.strategies.base import Federation
 from fedsim.task import Task
@@ -33,17 +40,38 @@ def build_simulation(cfg: DictConfig) -> Simulation:
     backend = instantiate(cfg.backend)
     dataset = instantiate(cfg.data)
     partition = instantiate(cfg.partition)
+    check(
+        cfg.num_nodes <= len(dataset.train_y),
+        f"num_nodes={cfg.num_nodes} exceeds the {len(dataset.train_y)} training examples of "
+        f"data={dataset.name}; lower num_nodes or raise data.tile",
+    )
+    needs_components = "components" in inspect.signature(partition).parameters
+    # Partition first when it can: it refuses impossible node counts before a graph is built.
+    shards = (
+        None if needs_components else partition(**_partition_inputs(partition, dataset, None, cfg))
+    )
     topology = None
-    if strategy.uses_topology or "components" in inspect.signature(partition).parameters:
+    if strategy.uses_topology or needs_components:
         graphs = instantiate(cfg.topology)(num_nodes=cfg.num_nodes, seed=cfg.seed)
-        topology = Topology(
-            graphs, instantiate(cfg.mixing), name=f"topology={_choice(cfg.topology)}"
-        )
-    shards = partition(**_partition_inputs(partition, dataset, topology, cfg))
+        rule = instantiate(cfg.mixing)
+        topology = Topology(graphs, rule, name=f"topology={_choice(cfg.topology)}")
+    if shards is None:
+        shards = partition(**_partition_inputs(partition, dataset, topology, cfg))
     node_data = NodeData.from_shards(shards, device)
     federation = Federation(cfg.num_nodes, cfg.seed, topology, node_data.num_examples)
     strategy.validate(federation)
-    model = instantiate(cfg.model)(input_shape=dataset.input_shape, num_classes=dataset.num_classes)
+    try:
+        model = instantiate(cfg.model)(
+            input_shape=dataset.input_shape, num_classes=dataset.num_classes
+        )
+    except (RuntimeError, MemoryError) as error:
+        reason = allocation_failure(error)
+        if reason is None:
+            raise
+        raise ConfigError(
+            f"model={_choice(cfg.model)} with these settings needs more memory than exists "
+            f"({reason})"
+        ) from None
     task = Task(
         model.to(device),
         dataset.to(device),
@@ -54,7 +82,7 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         cfg.init_scheme,
     )
     task.layout  # noqa: B018 - fails early for models fedsim cannot stack
-    return Simulation(
+    simulation = Simulation(
         strategy=strategy,
         federation=federation,
         task=task,
@@ -66,6 +94,21 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         checkpoint_every=cfg.checkpoint_every,
         label_histograms=label_histograms(dataset.train_y.numpy(), shards, dataset.num_classes),
     )
+    _fit_in_memory(simulation, device)
+    return simulation
+
+
+def _fit_in_memory(simulation: Simulation, device: torch.device) -> None:
+    """Resolve backend.chunk_size=auto, then refuse a run that cannot fit in memory."""
+    estimate = estimate_memory(simulation)
+    backend = simulation.backend
+    if backend.chunk_size == "auto":
+        budget = memory_budget(device)
+        backend.chunk_size = (
+            estimate.max_chunk_size if budget is None else choose_chunk_size(estimate, budget)
+        )
+        estimate = estimate.with_chunk_size(backend.chunk_size)
+    check_memory(estimate, device)
 
 
 def _partition_inputs(
@@ -101,6 +144,11 @@ def instantiate(node: DictConfig) -> Any:
     except InstantiationException as error:
         if isinstance(error.__cause__, ConfigError):
             raise error.__cause__ from None
+        reason = allocation_failure(error)
+        if reason is not None:
+            raise ConfigError(
+                f"{_choice(node)} with these settings needs more memory than exists ({reason})"
+            ) from None
         raise
 
 

@@ -14,7 +14,8 @@ from fedsim.errors import ConfigError
 
 USAGE = """usage: fedsim run [-m] [key=value ...]   run a simulation (Hydra overrides; -m sweeps)
        fedsim resume RUN_DIR             continue a run from its last checkpoint
-       fedsim report PATH [--out DIR]    summarise a run or a sweep: table, report.csv, plots
+       fedsim report PATH [--out DIR] [--target ACCURACY]
+                                         summarise a run or a sweep: tables, CSV, figures
        fedsim list [--markdown]          config groups, their options and settings"""
 
 

@@ -103,16 +103,7 @@ def check_group(group: str, node: DictConfig) -> None:
     """Every key of a group must be a typed parameter of its ``_target_``."""
     _, signature, hints = _target(group, node)
     runtime = RUNTIME_INPUTS.get(group, frozenset()) | {"self"}
-    partial = node.get("_partial_", False)
-    check(
-        partial is (group in RUNTIME_INPUTS),
-        f"{group}._partial_={partial!r} must be {str(group in RUNTIME_INPUTS).lower()}: "
-        + (
-            f"fedsim passes {', '.join(sorted(RUNTIME_INPUTS[group]))} when it runs"
-            if group in RUNTIME_INPUTS
-            else f"fedsim builds the {group} itself"
-        ),
-    )
+    _check_partial(group, node)
     _check_parameters(group, node, signature, runtime)
     settings = [name for name in signature.parameters if name not in runtime]
     for key, value in node.items():
@@ -146,6 +137,19 @@ def _target(group: str, node: DictConfig) -> tuple[Callable[..., Any], inspect.S
         reason = " ".join(str(error).split()) or type(error).__name__
         raise ConfigError(f"{group}._target_={name} cannot be used: {reason}") from None
     return target, signature, hints
+
+
+def _check_partial(group: str, node: DictConfig) -> None:
+    """``_partial_`` is true exactly for the groups whose targets fedsim calls with run-time
+    inputs."""
+    partial, needed = node.get("_partial_", False), group in RUNTIME_INPUTS
+    shown = str(partial).lower() if isinstance(partial, bool) else repr(partial)
+    reason = (
+        f"fedsim passes {', '.join(sorted(RUNTIME_INPUTS[group]))} when it runs"
+        if needed
+        else f"fedsim builds the {group} itself"
+    )
+    check(partial is needed, f"{group}._partial_={shown} must be {str(needed).lower()}: {reason}")
 
 
 def _check_parameters(
@@ -190,7 +194,10 @@ def _check_range(name: str, value: Any) -> None:
     values = value if isinstance(value, list | tuple) else [value]
     for item in values:
         if isinstance(item, int) and not isinstance(item, bool):
-            check(-INT64 <= item < INT64, f"{name}={value!r} is out of range (at most 2^63 - 1)")
+            check(
+                -INT64 <= item < INT64,
+                f"{name}={value!r} is out of range: integers must lie in [-2^63, 2^63)",
+            )
 
 
 def _matches(value: Any, expected: Any) -> bool:

@@ -74,9 +74,9 @@ class Simulation:
     ) -> dict[str, float]:
         """Run the remaining rounds, recording metrics; returns the last evaluation's aggregates.
 
-        Every ``checkpoint_every`` rounds, after the last round, and when Ctrl-C stops the run
-        (between two rounds), :meth:`state` is handed to ``checkpoint``.  With ``resume`` (a saved state) the run
-        continues after that state's round and records exactly what an uninterrupted run
+        Every ``checkpoint_every`` rounds, after the last round, and when Ctrl-C stops the
+        run (between two rounds), :meth:`state` is handed to ``checkpoint``.  With
+        ``resume`` (a saved state) the run continues after that state's round and records exactly what an uninterrupted run
         would have, since all randomness derives from (seed, round, node).
         """
         self.backend.start(self.task, self.num_rows)
@@ -85,7 +85,7 @@ class Simulation:
         )
         self.evaluated_nodes = self._evaluated_nodes()
         self.components = self._evaluated_components()
-        self.bytes_sent = np.zeros(self.num_rows, dtype=np.int64)
+        self.bytes_sent = np.zeros(self.num_rows, dtype=np.float64)  # float: no silent overflow
         self.bytes_by_channel = dict.fromkeys(CHANNELS, 0)
         self.start_time = time.perf_counter()
         final = self._evaluate(0, recorder) if resume is None else self.restore(resume)
@@ -145,7 +145,7 @@ class Simulation:
             self.bytes_sent += sent
             link = channel(step, self.federation.num_nodes)
             if link is not None:
-                self.bytes_by_channel[link] += int(sent.sum())
+                self.bytes_by_channel[link] += float(sent.sum())
 
     def _evaluated_components(self) -> list[np.ndarray]:
         """Per component of the topology (if there are several): its evaluated nodes' positions."""

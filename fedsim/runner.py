@@ -20,9 +20,9 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from fedsim import checkpoint
 from fedsim.build import build_simulation
 from fedsim.config import GROUPS, PRESETS, check_choice, config_dir
-from fedsim import checkpoint
 from fedsim.errors import ConfigError, check
 from fedsim.metrics.recorder import Recorder
 
@@ -40,6 +40,10 @@ def precheck(args: list[str]) -> None:
     except HydraException as error:
         raise ConfigError(_one_line(error)) from None
     for override in parsed:
+        check(
+            override.key_or_group != "",
+            f"{override.input_line}: an override needs a key (key=value)",
+        )
         if override.key_or_group in (*GROUPS, *PRESETS):
             for choice in (
                 override.sweep_string_iterator()
@@ -120,7 +124,9 @@ def _check_same_config(run_dir: Path, cfg: DictConfig) -> None:
     job = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
     current = OmegaConf.to_container(job, resolve=True)
     ignored = {"resume", "progress", "checkpoint_every"}
-    changed = sorted(k for k in set(saved) | set(current) if k not in ignored and saved.get(k) != current.get(k))
+    changed = sorted(
+        k for k in set(saved) | set(current) if k not in ignored and saved.get(k) != current.get(k)
+    )
     check(
         not changed,
         f"resume=true with other settings than the run in {run_dir}: {', '.join(changed)} differ",

@@ -1,7 +1,6 @@
 """Checkpoint and resume: a killed or interrupted run, resumed, equals an uninterrupted one."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

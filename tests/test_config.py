@@ -92,6 +92,25 @@ def test_every_option_composes_and_builds(group, option, tmp_path):
         ("+strategy.momentum=0.9", "strategy.momentum is not a setting of this strategy"),
         ("+colour=red", "colour is not a setting"),
         ("seed=abc", "seed='abc' must be an integer"),
+        ("seed=-1", "seed=-1 must be >= 0"),
+        ("seed=100000000000000000000", "seed=100000000000000000000 is out of range"),
+        ("model.hidden=[100000000000000000000]", "model.hidden=[100000000000000000000] is out"),
+        ("init_scheme=abc", "init_scheme=abc is not one of: default, xavier, kaiming"),
+        ("device=cuda:x", "device=cuda:x is not one of: cpu, cuda, cuda:N"),
+        ("num_nodes=${oops}", "num_nodes cannot be resolved: Interpolation key 'oops' not found"),
+        ("~num_nodes", "num_nodes is missing; it must be an integer"),
+        ("~model._partial_", "model._partial_=false must be true: fedsim passes input_shape"),
+        ("++strategy._partial_=true", "strategy._partial_=true must be false"),
+        ("strategy._target_=nope.Nope", "strategy._target_=nope.Nope cannot be used: Error load"),
+        ("++strategy._target_=5", "strategy._target_=5 must name a class or function"),
+        (
+            "mixing._target_=fedsim.topology.graphs.ring",
+            "mixing._target_=fedsim.topology.graphs.ring does not take graph",
+        ),
+        (
+            "model._target_=fedsim.data.svmlight.svmlight",
+            "model._target_=fedsim.data.svmlight.svmlight does not take input_shape, num_classes",
+        ),
     ],
 )
 def test_bad_values_are_named(override, message):
@@ -120,3 +139,8 @@ def test_bad_values_are_named(override, message):
 def test_impossible_combinations_are_named(overrides, message):
     with pytest.raises(ConfigError, match=message):
         build_simulation(compose_config(*overrides))
+
+
+def test_interpolations_resolve_before_types_are_checked():
+    config = compose_config("num_nodes=12", "model.hidden=[${num_nodes}]", "strategy.sample_size=3")
+    assert build_simulation(config).task.layout.shapes[0] == (12, 64)

@@ -28,8 +28,11 @@ class LocalBackend:
         (the plain per-node loop).
     """
 
-    def __init__(self, chunk_size: int = 256, vectorise: bool | str = "auto") -> None:
-        check(chunk_size >= 1, f"backend.chunk_size={chunk_size} must be >= 1")
+    def __init__(self, chunk_size: int | str = 256, vectorise: bool | str = "auto") -> None:
+        check(
+            chunk_size == "auto" or (isinstance(chunk_size, int) and chunk_size >= 1),
+            f"backend.chunk_size={chunk_size!r} must be an integer >= 1 or auto",
+        )
         check(
             vectorise in (True, False, "auto"),
             f"backend.vectorise={vectorise!r} is not one of: auto, true, false",
@@ -91,7 +94,8 @@ class LocalBackend:
     def _train(self, step: Train, round_idx: int) -> None:
         task, optimizer = self.task, self.task.optimizer
         nodes = torch.as_tensor(step.nodes, dtype=torch.int64, device=self.params.device)
-        for chunk in nodes.split(self.chunk_size):
+        size = len(nodes) if self.chunk_size == "auto" else self.chunk_size
+        for chunk in nodes.split(max(1, size)):
             params = self.params[chunk]
             momentum = None
             if self.momentum is not None:

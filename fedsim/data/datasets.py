@@ -59,7 +59,11 @@ def digits(test_fraction: float = 0.2, tile: int = 1, image_size: int | None = N
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    check(0 < test_fraction < 1, f"data.test_fraction={test_fraction} must lie in (0, 1)")
+    check(
+        0.01 <= test_fraction <= 0.9,
+        f"data.test_fraction={test_fraction} must lie in [0.01, 0.9] "
+        "(each split needs every class)",
+    )
     check(tile >= 1, f"data.tile={tile} must be an integer >= 1")
     check(
         image_size is None or image_size >= 1,

@@ -1,0 +1,241 @@
+"""The memory estimate, counted by hand for a tiny MLP; the refusal; the chunk size that fits."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import compose_config
+
+from fedsim import memory
+from fedsim.backends.local import LocalBackend
+from fedsim.build import build_simulation
+from fedsim.data.datasets import Dataset
+from fedsim.engine import Simulation
+from fedsim.errors import ConfigError
+from fedsim.memory import (
+    activation_sizes,
+    check_memory,
+    choose_chunk_size,
+    estimate_memory,
+    schedule_bytes,
+)
+from fedsim.models import mlp
+from fedsim.strategies import FedAvg
+from fedsim.strategies.base import Federation
+from fedsim.task import Task
+from fedsim.training.schedule import NodeData, local_batches
+from fedsim.training.sgd import SGD
+
+CPU = torch.device("cpu")
+# Three nodes holding 2, 3 and 3 of 8 train examples (4 features, 3 classes); 2 test examples.
+SHARDS = [np.array([0, 1]), np.array([2, 3, 4]), np.array([5, 6, 7])]
+
+
+def tiny_simulation(momentum: float = 0.9, vectorise: bool | str = True, **options) -> Simulation:
+    """FedAvg, 2 of 3 nodes per round, MLP 4-5-3 (d = 4*5+5 + 5*3+3 = 43), batch 2."""
+    dataset = Dataset(
+        "hand", torch.zeros(8, 4), torch.arange(8) % 3, torch.zeros(2, 4), torch.tensor([0, 1]), 3
+    )
+    node_data = NodeData.from_shards(SHARDS)
+    optimizer = SGD(lr=0.1, momentum=momentum, batch_size=2)
+    task = Task(mlp((4,), 3, hidden=[5]), dataset, node_data, optimizer, seed=0)
+    return Simulation(
+        strategy=options.pop("strategy", FedAvg(sample_size=2)),
+        federation=Federation(3, 0, None, node_data.num_examples),
+        task=task,
+        backend=LocalBackend(chunk_size=256, vectorise=vectorise),
+        rounds=1,
+        **options,
+    )
+
+
+def test_tiny_mlp_estimate_is_the_hand_count():
+    estimate = estimate_memory(tiny_simulation())
+    row = 43 * 4  # bytes of one model
+    assert estimate.num_parameters == 43
+    assert estimate.parameters == 4 * row  # 3 nodes + the server
+    assert estimate.momentum == 4 * row
+    # train x 8*4*4, train y 8*8, test x 2*4*4, test y 2*8; node table 3x3 int64, counts 3.
+    assert estimate.data == 128 + 64 + 32 + 16 + 72 + 24
+    # Per example: input 4 (Flatten is a view of it), Linear 5, ReLU 5, Linear 3 (also the
+    # Sequential's output): sum 17, largest 5; 3 x 17 + 2 x 5 = 61 floats, batch of 2.
+    activations = 2 * 61 * 4
+    # Widest node 3 examples, 2 steps of 2: keys 32*1*3, epoch order 8*2*3, slots 29*2*2.
+    schedule = 96 + 48 + 116
+    # Rows, gradient, slice gradient, 2 under vmap, momentum and its update: 7 rows.
+    assert estimate.training_per_node == 7 * row + activations + schedule
+    assert estimate.chunk_size == 2  # FedAvg trains 2 nodes, whatever backend.chunk_size
+    assert estimate.training == 2 * (7 * row + activations + schedule)
+    assert estimate.communication == 2 * row  # the server averages the 2 trained rows
+    # 3 evaluated rows, then 3 rows x 2 test examples of 17 + 2 x 5 floats.
+    assert estimate.evaluation == 3 * row + 3 * 2 * 27 * 4
+    assert estimate.total == 4 * row + 4 * row + 336 + estimate.training
+    assert estimate.to_allocate == estimate.total - 336
+
+
+def test_parameter_bytes_are_those_the_backend_allocates():
+    simulation = tiny_simulation()
+    estimate = estimate_memory(simulation)
+    backend = simulation.backend
+    backend.start(simulation.task, simulation.num_rows)
+    assert estimate.parameters == backend.params.nelement() * backend.params.element_size()
+    assert estimate.momentum == backend.momentum.nelement() * backend.momentum.element_size()
+
+
+def test_without_momentum_and_with_the_loop_trainer():
+    vectorised = estimate_memory(tiny_simulation(momentum=0.0))
+    loop = estimate_memory(tiny_simulation(momentum=0.0, vectorise=False))
+    row = 43 * 4
+    assert vectorised.momentum == 0
+    assert vectorised.training_per_node == 5 * row + 2 * 61 * 4 + 260
+    # The loop gathers the chunk, then trains one model (rows, grads, activations) at a time.
+    assert (loop.training_per_node, loop.training_fixed) == (row + 260, 3 * row + 2 * 61 * 4)
+
+
+def test_activation_sizes_of_one_example():
+    assert activation_sizes(mlp((4,), 3, hidden=[5]), torch.zeros(1, 4)) == (17, 5)
+    with pytest.raises(ConfigError, match=r"cannot take the data's inputs of shape \(7,\)"):
+        activation_sizes(mlp((4,), 3, hidden=[5]), torch.zeros(1, 7))
+
+
+def test_schedule_bytes_bound_the_real_schedule():
+    node_data = NodeData.from_shards([np.arange(5), np.arange(5, 40), np.arange(40, 41)])
+    nodes = torch.arange(3)
+    counts = node_data.num_examples
+    for epochs, steps in ((2, None), (None, 7)):
+        batches = local_batches(
+            node_data, nodes, seed=0, round_idx=0, batch_size=4, epochs=epochs, steps=steps
+        )
+        made = sum(t.nelement() * t.element_size() for t in (batches.indices, batches.mask))
+        assert made <= len(nodes) * schedule_bytes(counts, 4, epochs, steps)
+    # Steps mode: the node with 1 example needs 7 epochs for 7 steps.
+    assert schedule_bytes([1, 35], 4, None, 7) == 32 * 7 * 35 + 8 * 7 * 35 + 29 * 7 * 4
+
+
+@pytest.mark.parametrize("strategy", ["fedavg", "dpsgd"])
+def test_estimate_grows_with_num_nodes(strategy):
+    totals = [
+        estimate_memory(
+            build_simulation(
+                compose_config(
+                    f"strategy={strategy}",
+                    f"num_nodes={num_nodes}",
+                    "partition.samples_per_node=10",
+                    *(["strategy.sample_size=2"] if strategy == "fedavg" else []),
+                )
+            )
+        ).total
+        for num_nodes in (2, 5, 20, 100)
+    ]
+    assert totals == sorted(totals) and totals[0] < totals[-1]
+
+
+def test_estimate_grows_with_the_chunk_size():
+    simulation = build_simulation(compose_config("strategy=dpsgd", "num_nodes=20", "eval_nodes=1"))
+    estimates = [estimate_memory(simulation, chunk_size=size) for size in range(1, 25)]
+    totals = [estimate.total for estimate in estimates]
+    training = [estimate.training for estimate in estimates]
+    assert totals == sorted(totals) and totals[0] < totals[-1]
+    assert training[:20] == sorted(set(training[:20]))  # strictly growing up to the 20 nodes
+    assert training[19:] == [training[19]] * 5  # no chunk holds more than the 20 nodes
+    assert estimate_memory(simulation, chunk_size=7) == estimate_memory(simulation).with_chunk_size(
+        7
+    )
+
+
+def test_chosen_chunk_size_is_the_largest_that_fits():
+    estimate = estimate_memory(build_simulation(compose_config("strategy=dpsgd", "num_nodes=50")))
+    smallest, largest = estimate.with_chunk_size(1), estimate.with_chunk_size(50)
+    for budget in np.linspace(smallest.to_allocate, largest.to_allocate, 7).astype(int):
+        chosen = choose_chunk_size(estimate, int(budget))
+        assert estimate.with_chunk_size(chosen).to_allocate <= budget
+        assert chosen == 50 or estimate.with_chunk_size(chosen + 1).to_allocate > budget
+    assert choose_chunk_size(estimate, largest.to_allocate + 1) == 50
+    assert choose_chunk_size(estimate, 0) == 1  # nothing fits: check_memory refuses the run
+
+
+def test_a_run_that_does_not_fit_is_refused_with_what_to_change(monkeypatch):
+    estimate = estimate_memory(tiny_simulation(strategy=FedAvg(sample_size=3)))
+    # Enough for chunks of two nodes, not of three (the budget is 0.9 x available).
+    available = math.ceil(estimate.with_chunk_size(2).to_allocate / 0.9) + 1
+    monkeypatch.setattr(memory, "available_memory", lambda device: available)
+    check_memory(estimate.with_chunk_size(2), CPU)
+    with pytest.raises(ConfigError) as error:
+        check_memory(estimate.with_chunk_size(3), CPU)
+    message = str(error.value)
+    assert message.startswith(
+        f"this run needs about {memory.format_bytes(estimate.with_chunk_size(3).to_allocate)} "
+        f"more memory on cpu but {memory.format_bytes(available)} is available (parameters "
+    )
+    assert "4 rows x 43 x 4 bytes" in message
+    assert "set backend.chunk_size=2 (now 3), use fewer nodes than num_nodes=3" in message
+    assert "\n" not in message
+
+
+def test_a_run_too_large_for_any_chunk_size_is_refused(monkeypatch):
+    monkeypatch.setattr(memory, "available_memory", lambda device: 1000)
+    with pytest.raises(ConfigError, match="use fewer nodes than num_nodes=3") as error:
+        check_memory(estimate_memory(tiny_simulation()), CPU)
+    assert "backend.chunk_size" not in str(error.value)
+
+
+def test_unknown_available_memory_checks_nothing(monkeypatch):
+    monkeypatch.setattr(memory, "available_memory", lambda device: None)
+    check_memory(estimate_memory(tiny_simulation()), CPU)
+
+
+def test_available_memory_of_this_machine():
+    available = memory.available_memory(CPU)
+    assert available is None or available > 0
+
+
+@pytest.mark.parametrize(
+    "version, files",
+    [
+        ("0::/job\n", {"sys/fs/cgroup/job": ("memory.max", "memory.current", "inactive_file")}),
+        (
+            "4:memory:/job\n",
+            {
+                "sys/fs/cgroup/memory/job": (
+                    "memory.limit_in_bytes",
+                    "memory.usage_in_bytes",
+                    "total_inactive_file",
+                )
+            },
+        ),
+    ],
+)
+def test_cgroup_headroom_is_limit_less_working_set(tmp_path, version, files):
+    (tmp_path / "proc/self").mkdir(parents=True)
+    (tmp_path / "proc/self/cgroup").write_text(version)
+    ((folder, (limit, usage, inactive)),) = files.items()
+    (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / folder / limit).write_text("1000\n")
+    (tmp_path / folder / usage).write_text("700\n")
+    (tmp_path / folder / "memory.stat").write_text(f"anon 500\n{inactive} 200\n")
+    assert memory._cgroup_headroom(tmp_path) == 1000 - (700 - 200)
+    (tmp_path / folder / limit).write_text("max\n" if version.startswith("0") else f"{2**63}\n")
+    assert memory._cgroup_headroom(tmp_path) is None
+
+
+def test_format_bytes():
+    assert [memory.format_bytes(n) for n in (0, 1023, 1536, 3 * 2**30, 2**60)] == [
+        "0 B",
+        "1023 B",
+        "1.5 KiB",
+        "3.0 GiB",
+        "1024.0 PiB",
+    ]
+
+
+def test_failed_allocations_are_recognised():
+    with pytest.raises(MemoryError) as numpy_error:
+        np.zeros((10**12, 10**6))
+    with pytest.raises(RuntimeError) as torch_error:
+        torch.empty(10**13, 10**6)
+    assert memory.allocation_failure(numpy_error.value).startswith("MemoryError: Unable to")
+    wrapped = ValueError("building the data set failed")
+    wrapped.__cause__ = torch_error.value
+    assert memory.allocation_failure(wrapped).startswith("RuntimeError: ")
+    assert memory.allocation_failure(ValueError("test_size = 2")) is None

@@ -76,8 +76,9 @@ class Simulation:
 
         Every ``checkpoint_every`` rounds, after the last round, and when Ctrl-C stops the
         run (between two rounds), :meth:`state` is handed to ``checkpoint``.  With
-        ``resume`` (a saved state) the run continues after that state's round and records exactly what an uninterrupted run
-        would have, since all randomness derives from (seed, round, node).
+        ``resume`` (a saved state) the run continues after that state's round and records
+        exactly what an uninterrupted run would have, since all randomness derives from
+        (seed, round, node).
         """
         self.backend.start(self.task, self.num_rows)
         self.evaluator = Evaluator(

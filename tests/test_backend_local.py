@@ -50,3 +50,18 @@ def test_convolutions_on_cpu_use_the_loop_under_auto():
     assert isinstance(backend.trainer, LoopTrainer)
     assert backend.params.shape == (3, sum(p.numel() for p in model.parameters()))
     assert torch.equal(backend.params[0], backend.params[2])
+
+
+def test_mixing_matrices_of_a_fresh_graph_per_round_do_not_accumulate():
+    import networkx as nx
+
+    from fedsim.backends.local import MIXING_CACHE
+    from fedsim.plans import Gossip, RoundPlan
+    from fedsim.topology import metropolis_hastings
+
+    backend = LocalBackend()
+    backend.start(task(nn.Sequential(nn.Linear(64, 10))), num_rows=3)
+    for round_idx in range(MIXING_CACHE + 10):
+        weights = metropolis_hastings(nx.path_graph(3))  # a new object every round
+        backend.execute(RoundPlan((Gossip(weights),)), round_idx)
+    assert len(backend._mixing) == MIXING_CACHE

@@ -15,6 +15,8 @@ from fedsim.training.loop import LoopTrainer
 from fedsim.training.schedule import local_batches
 from fedsim.training.vectorised import VectorisedTrainer
 
+MIXING_CACHE = 64  # mixing matrices kept on the device (more than any period in use)
+
 
 class LocalBackend:
     """Executes round plans on stacked parameters ``params`` of shape (nodes + servers, d).
@@ -119,8 +121,12 @@ class LocalBackend:
                 self.momentum[chunk] = momentum
 
     def _sparse(self, weights: sp.csr_array) -> torch.Tensor:
+        """W on the device, converted once per matrix; a bounded cache, since a topology
+        drawn afresh every round brings a new matrix each round."""
         key = id(weights)
         if key not in self._mixing:
+            if len(self._mixing) >= MIXING_CACHE:
+                del self._mixing[next(iter(self._mixing))]  # the oldest entry
             coo = weights.tocoo()
             indices = torch.as_tensor(np.stack([coo.row, coo.col]), dtype=torch.int64)
             matrix = torch.sparse_coo_tensor(

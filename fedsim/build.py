@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig
 
 from fedsim.config import check_config
-from fedsim.engine import Simulation
+from fedsim.engine import FLOAT_BYTES, Simulation
 from fedsim.errors import ConfigError, check
 from fedsim.memory import (
     allocation_failure,
@@ -22,7 +23,8 @@ from fedsim.memory import (
     memory_budget,
 )
 from fedsim.partitions import label_histograms
-from fedsim.strategies.base import Federation
+from fedsim.simulated.churn import Churn
+from fedsim.strategies.base import Federation, Strategy
 from fedsim.task import Task
 from fedsim.topology.base import Topology
 from fedsim.training.schedule import NodeData
@@ -58,7 +60,15 @@ def build_simulation(cfg: DictConfig) -> Simulation:
     if shards is None:
         shards = partition(**_partition_inputs(partition, dataset, topology, cfg))
     node_data = NodeData.from_shards(shards, device)
-    federation = Federation(cfg.num_nodes, cfg.seed, topology, node_data.num_examples)
+    federation = Federation(
+        cfg.num_nodes,
+        cfg.seed,
+        topology,
+        node_data.num_examples,
+        network=instantiate(cfg.network)(num_nodes=cfg.num_nodes, seed=cfg.seed),
+        churn=_churn(cfg, strategy),
+        batch_size=optimizer.batch_size,
+    )
     strategy.validate(federation)
     try:
         model = instantiate(cfg.model)(
@@ -81,10 +91,10 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         cfg.init,
         cfg.init_scheme,
     )
-    task.layout  # noqa: B018 - fails early for models fedsim cannot stack
+    message_bytes = task.layout.size * FLOAT_BYTES + cfg.header_bytes
     simulation = Simulation(
         strategy=strategy,
-        federation=federation,
+        federation=replace(federation, message_bytes=message_bytes),
         task=task,
         backend=backend,
         rounds=cfg.rounds,
@@ -96,6 +106,18 @@ def build_simulation(cfg: DictConfig) -> Simulation:
     )
     _fit_in_memory(simulation, device)
     return simulation
+
+
+def _churn(cfg: DictConfig, strategy: Strategy) -> Churn:
+    """The churn schedule; only strategies with a protocol for failures accept one."""
+    churn = instantiate(cfg.churn)(num_nodes=cfg.num_nodes, seed=cfg.seed)
+    check(
+        churn.static or strategy.handles_churn,
+        f"churn={_choice(cfg.churn)} needs a strategy that copes with failures "
+        f"(modest, fl_fixed_server, gossip_learning), not strategy={_choice(cfg.strategy)}: "
+        "its rounds would wait forever for a node that is gone",
+    )
+    return churn
 
 
 def _fit_in_memory(simulation: Simulation, device: torch.device) -> None:

@@ -78,8 +78,8 @@ def report(args: list[str]) -> int:
     (and the per-configuration one when seeds repeat); write report*.csv and figures."""
     from rich.console import Console
 
-    from fedsim.metrics.report import format_by_config, format_summary
     from fedsim.metrics.report import report as write_report
+    from fedsim.metrics.tables import format_by_config, format_summary
 
     parser = argparse.ArgumentParser(prog="fedsim report")
     parser.add_argument("path", type=Path, help="a run directory or a sweep directory")

@@ -21,7 +21,18 @@ from omegaconf.errors import OmegaConfBaseException
 
 from fedsim.errors import ConfigError, check
 
-GROUPS = ("strategy", "topology", "mixing", "data", "partition", "model", "optimizer", "backend")
+GROUPS = (
+    "strategy",
+    "topology",
+    "mixing",
+    "data",
+    "partition",
+    "model",
+    "optimizer",
+    "backend",
+    "network",
+    "churn",
+)
 PRESETS = ("experiment",)  # groups of @package _global_ presets: chosen, never a config key
 # Arguments that the engine passes at run time, never settings of a config file.
 RUNTIME_INPUTS: dict[str, frozenset[str]] = {
@@ -29,6 +40,8 @@ RUNTIME_INPUTS: dict[str, frozenset[str]] = {
     "mixing": frozenset({"graph"}),
     "partition": frozenset({"labels", "num_nodes", "seed", "owners", "components"}),
     "model": frozenset({"input_shape", "num_classes"}),
+    "network": frozenset({"num_nodes", "seed"}),
+    "churn": frozenset({"num_nodes", "seed"}),
 }
 OPTIONAL_INPUTS = frozenset({"owners", "components"})  # passed only to targets that declare them
 TOP_LEVEL: dict[str, type | tuple[type, ...]] = {

@@ -18,7 +18,8 @@ from fedsim import rng
 from fedsim.backends.local import LocalBackend
 from fedsim.errors import check
 from fedsim.metrics.recorder import Recorder
-from fedsim.plans import RoundPlan, channel, messages_sent
+from fedsim.plans import RoundPlan, aggregations, channel, messages_sent
+from fedsim.simulated.clock import Clock
 from fedsim.strategies.base import Federation, Strategy
 from fedsim.task import Task
 from fedsim.training.evaluate import Evaluator
@@ -33,7 +34,11 @@ class Simulation:
 
     Metrics are recorded before the first round (round 0), every ``eval_every`` rounds and
     after the last.  ``eval_nodes`` caps how many nodes' own models are evaluated (a fixed
-    sample drawn from the seed when there are more nodes).
+    sample drawn from the seed when there are more nodes).  The simulated clock
+    (``sim_time_s``) follows the federation's network model; bytes are counted per row as
+    model bytes and control bytes by kind (views, pings, membership announcements).
+    A protocol that stalls (``RoundPlan.stalled``) ends the run early with its reason in
+    ``stalled``.
     """
 
     strategy: Strategy
@@ -48,6 +53,7 @@ class Simulation:
     label_histograms: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=lambda: {"train_s": 0.0, "eval_s": 0.0})
     rounds_completed: int = 0
+    stalled: str | None = None
 
     def __post_init__(self) -> None:
         check(self.rounds >= 0, f"rounds={self.rounds} must be >= 0")
@@ -87,7 +93,15 @@ class Simulation:
         self.evaluated_nodes = self._evaluated_nodes()
         self.components = self._evaluated_components()
         self.bytes_sent = np.zeros(self.num_rows, dtype=np.float64)  # float: no silent overflow
+        self.bytes_control: dict[str, np.ndarray] = {}
+        self.aggregations = np.zeros(self.num_rows, dtype=np.int64)
         self.bytes_by_channel = dict.fromkeys(CHANNELS, 0)
+        self.clock = Clock(
+            self.federation.network,
+            self.num_rows,
+            self.task.node_data,
+            self.task.optimizer.batch_size,
+        )
         self.start_time = time.perf_counter()
         final = self._evaluate(0, recorder) if resume is None else self.restore(resume)
         with _progress_bar(progress) as bar, _deferred_interrupt() as interrupted:
@@ -97,11 +111,14 @@ class Simulation:
                 plan = self.strategy.plan(round_idx, self.federation)
                 self.backend.execute(plan, round_idx)
                 self._account(plan)
+                self.clock.advance(plan, self.message_bytes, self.strategy.barrier)
                 self.timings["train_s"] += time.perf_counter() - started
                 self.rounds_completed = round_idx + 1
+                self.stalled = plan.stalled
                 if (
                     self.rounds_completed % self.eval_every == 0
                     or self.rounds_completed == self.rounds
+                    or self.stalled
                 ):
                     final = self._evaluate(self.rounds_completed, recorder)
                     bar.update(task_id, description=f"accuracy {final['accuracy']:.3f}")
@@ -109,10 +126,12 @@ class Simulation:
                 due = self.rounds_completed == self.rounds or (
                     self.checkpoint_every and self.rounds_completed % self.checkpoint_every == 0
                 )
-                if checkpoint is not None and (due or interrupted()):
+                if checkpoint is not None and (due or interrupted() or self.stalled):
                     checkpoint(self.state(final))
                 if interrupted():
                     raise KeyboardInterrupt
+                if self.stalled:
+                    break
         return final
 
     def state(self, final: dict[str, float]) -> dict[str, Any]:
@@ -122,7 +141,12 @@ class Simulation:
             "params": self.backend.params.cpu(),
             "momentum": None if self.backend.momentum is None else self.backend.momentum.cpu(),
             "bytes_sent": self.bytes_sent.copy(),
+            "bytes_control": {kind: sent.copy() for kind, sent in self.bytes_control.items()},
+            "aggregations": self.aggregations.copy(),
             "bytes_by_channel": dict(self.bytes_by_channel),
+            "clock": self.clock.state(),
+            "strategy": self.strategy.state(),
+            "stalled": self.stalled,
             "timings": dict(self.timings),
             "elapsed_s": time.perf_counter() - self.start_time,
             "final": dict(final),
@@ -135,18 +159,47 @@ class Simulation:
         if state["momentum"] is not None:
             self.backend.momentum.copy_(state["momentum"])
         self.bytes_sent = state["bytes_sent"].copy()
+        self.bytes_control = {kind: sent.copy() for kind, sent in state["bytes_control"].items()}
+        self.aggregations = state["aggregations"].copy()
         self.bytes_by_channel = dict(state["bytes_by_channel"])
+        self.clock.restore(state["clock"])
+        self.strategy.restore(state["strategy"])
+        self.stalled = state["stalled"]
         self.timings.update(state["timings"])
         self.start_time -= state["elapsed_s"]
         return dict(state["final"])
 
     def _account(self, plan: RoundPlan) -> None:
+        """Count model bytes per row and channel, control bytes per kind, and aggregations:
+        from the protocol's own traffic when it gives one, else from the plan's steps."""
+        traffic = plan.traffic
+        if traffic is not None:
+            sent = _rows(traffic.model_messages, self.num_rows) * float(self.message_bytes)
+            self.bytes_sent += sent
+            self.bytes_by_channel["d2d"] += float(sent.sum())
+            self.aggregations += _rows(traffic.aggregations, self.num_rows)
+            for kind, control in traffic.control_bytes.items():
+                total = self.bytes_control.setdefault(kind, np.zeros(self.num_rows))
+                total += _rows(control, self.num_rows)
+            return
         for step in plan.steps:
             sent = messages_sent(step, self.num_rows) * self.message_bytes
             self.bytes_sent += sent
+            self.aggregations += aggregations(step, self.num_rows)
             link = channel(step, self.federation.num_nodes)
             if link is not None:
                 self.bytes_by_channel[link] += float(sent.sum())
+
+    def node_totals(self) -> dict[str, np.ndarray]:
+        """Per node over the run so far: model bytes, control bytes and aggregations."""
+        num_nodes = self.federation.num_nodes
+        control = sum(self.bytes_control.values(), np.zeros(self.num_rows))
+        return {
+            "node": np.arange(num_nodes),
+            "bytes_model": self.bytes_sent[:num_nodes].copy(),
+            "bytes_control": control[:num_nodes],
+            "aggregations": self.aggregations[:num_nodes].copy(),
+        }
 
     def _evaluated_components(self) -> list[np.ndarray]:
         """Per component of the topology (if there are several): its evaluated nodes' positions."""
@@ -171,8 +224,9 @@ class Simulation:
     def global_model(self) -> torch.Tensor:
         """The server's model when it holds the global one (FedAvg), else the nodes' average."""
         num_nodes = self.federation.num_nodes
-        if self.strategy.server_holds_global_model:
-            return self.backend.rows(slice(num_nodes, num_nodes + 1))[0]
+        row = self.strategy.global_model_row(num_nodes)
+        if row is not None:
+            return self.backend.rows(slice(row, row + 1))[0]
         return self.backend.node_mean(num_nodes)
 
     def _evaluate(self, round_idx: int, recorder: Recorder) -> dict[str, float]:
@@ -182,15 +236,21 @@ class Simulation:
         node_accuracy = (
             self.evaluator.accuracies(self.backend.rows(self.evaluated_nodes)).cpu().numpy()
         )
+        control = sum(self.bytes_control.values(), np.zeros(self.num_rows))
         metrics = {
+            "sim_time_s": self.clock.now,
             "accuracy": accuracy,
             "loss": loss,
             "node_accuracy_mean": float(node_accuracy.mean()),
             "node_accuracy_min": float(node_accuracy.min()),
             "node_accuracy_max": float(node_accuracy.max()),
             "consensus_distance": self.backend.consensus_distance(num_nodes),
-            "bytes_sent_total": float(self.bytes_sent.sum()),
-            "bytes_sent_max_node": float(self.bytes_sent[:num_nodes].max()),
+            "bytes_sent_total": float(self.bytes_sent.sum() + control.sum()),
+            "bytes_sent_max_node": float((self.bytes_sent + control)[:num_nodes].max()),
+            "bytes_model_total": float(self.bytes_sent.sum()),
+            "bytes_control_total": float(control.sum()),
+            **{f"bytes_{kind}_total": float(sent.sum()) for kind, sent in self.bytes_control.items()},
+            "aggregations_max_node": float(self.aggregations[:num_nodes].max()),
             **{f"bytes_{link}_total": float(sent) for link, sent in self.bytes_by_channel.items()},
             **{
                 f"component_{index}_accuracy": float(node_accuracy[positions].mean())
@@ -201,10 +261,23 @@ class Simulation:
         }
         for name, value in metrics.items():
             recorder.add(round_idx, name, value)
-        recorder.extend(round_idx, "node_accuracy", node_accuracy, nodes=self.evaluated_nodes)
+        evaluated = self.evaluated_nodes
+        recorder.extend(round_idx, "node_accuracy", node_accuracy, nodes=evaluated)
+        for name, values in (
+            ("node_bytes_sent", (self.bytes_sent + control)[evaluated]),
+            ("node_aggregations", self.aggregations[evaluated].astype(np.float64)),
+        ):
+            recorder.extend(round_idx, name, values, nodes=evaluated)
         recorder.flush()
         self.timings["eval_s"] += time.perf_counter() - started
         return metrics
+
+
+def _rows(per_node: np.ndarray, num_rows: int) -> np.ndarray:
+    """A per-node array padded with zeros for the server rows."""
+    padded = np.zeros(num_rows, dtype=np.asarray(per_node).dtype)
+    padded[: len(per_node)] = per_node
+    return padded
 
 
 @contextlib.contextmanager

@@ -46,14 +46,45 @@ class Average:
     weights: np.ndarray
 
 
-Step = Train | Gossip | Average
+@dataclass(frozen=True, eq=False)
+class Aggregate:
+    """Several averages taken at once: every group reads the rows as they were before the step,
+    then all write their targets (independent aggregators whose sources and targets overlap)."""
+
+    groups: tuple[Average, ...]
+
+
+Step = Train | Gossip | Average | Aggregate
+
+
+@dataclass(frozen=True, eq=False)
+class Traffic:
+    """What a protocol sent in one round, counted by the protocol itself.
+
+    ``model_messages[i]`` is the number of model messages row i sent; ``control_bytes[kind][i]``
+    the bytes of control traffic of that kind (piggybacked views, pings and pongs, membership
+    advertisements) it sent; ``aggregations[i]`` how many averages row i computed.
+    """
+
+    model_messages: np.ndarray
+    control_bytes: dict[str, np.ndarray]
+    aggregations: np.ndarray
 
 
 @dataclass(frozen=True, eq=False)
 class RoundPlan:
-    """The steps of one round, executed in order."""
+    """The steps of one round, executed in order.
+
+    Event-driven protocols (MoDeST, gossip learning) also give their own ``traffic`` and the
+    simulated time ``finished_at`` at which the round completed; for other plans the engine
+    derives both from the steps.  ``stalled`` says why a protocol can make no further
+    progress (the run then stops after this plan).
+    """
 
     steps: tuple[Step, ...]
+    traffic: Traffic | None = None
+    finished_at: float | None = None
+    stalled: str | None = None
 
 
 def messages_sent(step: Step, num_rows: int) -> np.ndarray:
@@ -65,13 +96,35 @@ def messages_sent(step: Step, num_rows: int) -> np.ndarray:
     if isinstance(step, Average):
         per_source = len(step.targets) - np.isin(step.sources, step.targets).astype(np.int64)
         return np.bincount(step.sources, weights=per_source, minlength=num_rows).astype(np.int64)
+    if isinstance(step, Aggregate):
+        return sum((messages_sent(group, num_rows) for group in step.groups), _none(num_rows))
+    return _none(num_rows)
+
+
+def aggregations(step: Step, num_rows: int) -> np.ndarray:
+    """How many averages each row computes in ``step``: a row that combines models it received
+    (a gossip row with neighbours, a target of an average over several sources)."""
+    if isinstance(step, Gossip):
+        coo = step.weights.tocoo()
+        receives = (coo.row != coo.col) & (coo.data != 0)
+        counts = np.zeros(num_rows, dtype=np.int64)
+        counts[np.unique(coo.row[receives])] = 1
+        return counts
+    if isinstance(step, Average) and len(step.sources) > 1:
+        return np.bincount(step.targets, minlength=num_rows).astype(np.int64)
+    if isinstance(step, Aggregate):
+        return sum((aggregations(group, num_rows) for group in step.groups), _none(num_rows))
+    return _none(num_rows)
+
+
+def _none(num_rows: int) -> np.ndarray:
     return np.zeros(num_rows, dtype=np.int64)
 
 
 def channel(step: Step, num_nodes: int) -> str | None:
     """Which link a step's messages use: ``d2d`` between nodes, ``uplink`` node to server,
     ``downlink`` server to node (None for training)."""
-    if isinstance(step, Gossip):
+    if isinstance(step, Gossip | Aggregate):
         return "d2d"
     if isinstance(step, Average):
         if (step.sources >= num_nodes).all():

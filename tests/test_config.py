@@ -14,6 +14,9 @@ STRATEGY_SIZE = {
     "dpsgd": "strategy.local_epochs=1",
     "s2s": "strategy.num_sampled=4",
     "s2a": "strategy.num_sampled=4",
+    "modest": "strategy.sample_size=4",
+    "fl_fixed_server": "strategy.sample_size=4",
+    "gossip_learning": "strategy.period_s=30",
 }
 NEEDS_FILES = {"mnist", "fashion_mnist", "cifar10", "femnist"}
 
@@ -31,6 +34,16 @@ def option_overrides(group: str, option: str, tmp_path) -> list[str]:
     if group == "mixing":
         extra = {"matrix": [f"mixing.path={uniform_matrix(tmp_path)}"]}
         return ["strategy=dpsgd", *extra.get(option, [])]
+    if (group, option) == ("network", "file"):
+        (tmp_path / "speeds.txt").write_text("0.001\n0.002\n")
+        (tmp_path / "latency.txt").write_text("0 20\n20 0\n")
+        return [
+            f"network.compute_file={tmp_path / 'speeds.txt'}",
+            f"network.latency_file={tmp_path / 'latency.txt'}",
+        ]
+    if (group, option) == ("churn", "trace"):
+        (tmp_path / "trace.csv").write_text("node,start_s,end_s\n" + "0,0,\n" * 1)
+        return [f"churn.path={tmp_path / 'trace.csv'}", "strategy=modest"]
     if (group, option) == ("data", "svmlight"):
         return [f"data.path={svmlight_file(tmp_path)}"]
     if (group, option) == ("data", "synthetic") or option == "natural":

@@ -10,6 +10,7 @@ from conftest import compose_config
 from fedsim.runner import run_job
 
 AGGREGATES = [
+    "sim_time_s",
     "accuracy",
     "loss",
     "node_accuracy_mean",
@@ -18,11 +19,15 @@ AGGREGATES = [
     "consensus_distance",
     "bytes_sent_total",
     "bytes_sent_max_node",
+    "bytes_model_total",
+    "bytes_control_total",
+    "aggregations_max_node",
     "bytes_d2d_total",
     "bytes_uplink_total",
     "bytes_downlink_total",
     "wall_time_s",
 ]
+PER_NODE = ["node_accuracy", "node_bytes_sent", "node_aggregations"]
 
 
 def run(tmp_path, name, *overrides):
@@ -41,11 +46,11 @@ def values(rows, metric):
 def test_metrics_are_tidy_and_complete(tmp_path):
     rows, summary = run(tmp_path, "run")
     assert set(rows.columns) == {"round", "metric", "value", "node"}
-    assert set(rows.metric) == {*AGGREGATES, "node_accuracy"}
+    assert set(rows.metric) == {*AGGREGATES, *PER_NODE}
     assert sorted(rows["round"].unique()) == [0, 2, 4]
     per_node = rows[rows.metric == "node_accuracy"]
     assert sorted(per_node.node.unique()) == list(range(10))
-    assert rows[rows.metric != "node_accuracy"].node.isna().all()
+    assert rows[~rows.metric.isin(PER_NODE)].node.isna().all()
     assert summary["status"] == "completed" and summary["rounds_completed"] == 4
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert saved["final"]["accuracy"] == values(rows, "accuracy")[4]

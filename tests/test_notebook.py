@@ -74,4 +74,4 @@ def test_notebook_runs_on_a_sweep_and_shows_the_table_and_figures(
     ]
     assert any("strategy=s2s" in table and "accuracy_std" in table for table in tables)
     images = [output for output in outputs if "image/png" in output.get("data", {})]
-    assert len(images) == 4  # no sim_time_s recorded: no accuracy-per-simulated-second figure
+    assert len(images) == 5  # accuracy per round, per byte, per simulated second, and two more

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 import torch
 
 from fedsim.errors import check
-from fedsim.plans import Average, Gossip, RoundPlan, Step, Train
+from fedsim.plans import Aggregate, Average, Gossip, RoundPlan, Step, Train
 from fedsim.task import Task
 from fedsim.training.loop import LoopTrainer
 from fedsim.training.schedule import local_batches
@@ -83,15 +83,20 @@ class LocalBackend:
                 self._sparse(step.weights), self.params[:num_nodes]
             )
         elif isinstance(step, Average):
-            weights = torch.as_tensor(
-                step.weights, dtype=self.params.dtype, device=self.params.device
-            )
-            average = (
-                weights @ self.params[torch.as_tensor(step.sources, device=self.params.device)]
-            )
-            self.params[torch.as_tensor(step.targets, device=self.params.device)] = average
+            self._write(step, self._average(step))
+        elif isinstance(step, Aggregate):
+            averages = [self._average(group) for group in step.groups]
+            for group, average in zip(step.groups, averages, strict=True):
+                self._write(group, average)
         else:
             raise TypeError(f"unknown plan step {step!r}")
+
+    def _average(self, step: Average) -> torch.Tensor:
+        weights = torch.as_tensor(step.weights, dtype=self.params.dtype, device=self.params.device)
+        return weights @ self.params[torch.as_tensor(step.sources, device=self.params.device)]
+
+    def _write(self, step: Average, average: torch.Tensor) -> None:
+        self.params[torch.as_tensor(step.targets, device=self.params.device)] = average
 
     def _train(self, step: Train, round_idx: int) -> None:
         task, optimizer = self.task, self.task.optimizer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -12,19 +12,29 @@ from fedsim.errors import check
 from fedsim.plans import RoundPlan
 from fedsim.topology.base import Topology
 
+if TYPE_CHECKING:
+    from fedsim.simulated.churn import Churn
+    from fedsim.simulated.network import Network
+
 
 @dataclass(frozen=True, eq=False)
 class Federation:
-    """What a strategy may know about the federation: sizes, topology, data volumes, seed.
+    """What a strategy may know about the federation: sizes, topology, data volumes, seed,
+    and the simulated world: the ``network``'s time model and the ``churn`` schedule.
 
     ``topology`` is None for strategies that do not use one (``Strategy.uses_topology``
     false) unless the partition needs it, so it costs nothing to build otherwise.
+    ``message_bytes`` is the size of one model message, ``batch_size`` the local mini-batch.
     """
 
     num_nodes: int
     seed: int
     topology: Topology | None
     num_examples: np.ndarray
+    network: Network | None = None
+    churn: Churn | None = None
+    message_bytes: int = 0
+    batch_size: int = 1
 
 
 class Strategy(ABC):
@@ -33,12 +43,17 @@ class Strategy(ABC):
     Subclasses set ``num_servers`` (rows after the nodes that hold server models),
     ``server_holds_global_model`` (the first server's row is the model to evaluate, as in
     FedAvg; otherwise the nodes' average is), ``uses_topology`` (whether nodes talk over
-    the configured graph) and implement :meth:`plan`.
+    the configured graph), ``barrier`` (every round ends when the slowest node is done, as
+    in synchronous D-PSGD), ``handles_churn`` (the protocol copes with nodes that crash, leave
+    and join) and implement :meth:`plan`.  Stateful protocols also implement :meth:`state`
+    and :meth:`restore` so that checkpoints can hold them.
     """
 
     num_servers: ClassVar[int] = 0
     server_holds_global_model: ClassVar[bool] = False
     uses_topology: ClassVar[bool] = False
+    barrier: ClassVar[bool] = False
+    handles_churn: ClassVar[bool] = False
 
     def validate(self, federation: Federation) -> None:
         """Raise :class:`~fedsim.errors.ConfigError` if it cannot run on ``federation``."""
@@ -46,7 +61,19 @@ class Strategy(ABC):
 
     @abstractmethod
     def plan(self, round_idx: int, federation: Federation) -> RoundPlan:
-        """The plan of round ``round_idx`` (pure: the same inputs give the same plan)."""
+        """The plan of round ``round_idx`` (the same inputs and state give the same plan)."""
+
+    def global_model_row(self, num_nodes: int) -> int | None:
+        """The row that holds the model to evaluate, or None for the nodes' average."""
+        return num_nodes if self.server_holds_global_model else None
+
+    def state(self) -> dict[str, Any]:
+        """The strategy's state after the last planned round (empty for stateless ones)."""
+        return {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state`."""
+        return None
 
 
 def local_work(local_epochs: int | None, local_steps: int | None) -> tuple[int | None, int | None]:

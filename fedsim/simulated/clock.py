@@ -1,0 +1,110 @@
+"""The simulated clock of plans that do not keep their own time: a dataflow over the steps.
+
+Each row has a time at which it is ready.  Training delays its nodes by their compute time;
+a message leaves its sender when the sender is ready and arrives a transfer time later; a
+row that receives is ready once its last message has arrived.  A strategy with a barrier
+(synchronous D-PSGD) starts every round at the time the slowest row finished the last one.
+Server rows (after the nodes) compute instantly, have unlimited bandwidth, and reach a node
+with the median latency from that node's site, like a well-placed data-centre server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fedsim.plans import Aggregate, Average, Gossip, RoundPlan, Step, Train
+from fedsim.simulated.network import Network
+from fedsim.training.schedule import NodeData
+
+
+class Clock:
+    """Per-row ready times, advanced plan by plan; ``now`` is the latest of them."""
+
+    def __init__(
+        self, network: Network, num_rows: int, node_data: NodeData, batch_size: int
+    ) -> None:
+        self.network = network
+        self.num_nodes = network.num_nodes
+        self.ready = np.zeros(num_rows, dtype=np.float64)
+        self.num_examples = node_data.num_examples.astype(np.float64)
+        self.batch_size = batch_size
+        self.server_latency = np.median(network.site_latency, axis=1)[network.node_site]
+
+    @property
+    def now(self) -> float:
+        return float(self.ready.max())
+
+    def advance(self, plan: RoundPlan, message_bytes: int, barrier: bool) -> float:
+        """Time the plan's steps; returns the simulated time at which the round completed."""
+        if plan.finished_at is not None:
+            self.ready[:] = max(self.now, plan.finished_at)
+            return self.now
+        for step in plan.steps:
+            self._step(step, message_bytes)
+        if barrier:
+            self.ready[:] = self.now
+        return self.now
+
+    def _step(self, step: Step, message_bytes: int) -> None:
+        if isinstance(step, Train):
+            nodes = np.asarray(step.nodes)
+            examples = self.num_examples[nodes]
+            steps_per_epoch = np.ceil(examples / self.batch_size)
+            if step.epochs is not None:
+                samples, steps = step.epochs * examples, step.epochs * steps_per_epoch
+            else:
+                samples, steps = step.steps * self.batch_size, np.full(len(nodes), step.steps)
+            self.ready[nodes] += self.network.compute_time(nodes, samples, steps)
+            return
+        senders, receivers = _transfers(step)
+        keep = senders != receivers
+        senders, receivers = senders[keep], receivers[keep]
+        arrival = self.ready[senders] + self._transfer_times(senders, receivers, message_bytes)
+        ready = self.ready.copy()
+        np.maximum.at(ready, receivers, arrival)
+        self.ready = ready
+
+    def _transfer_times(
+        self, senders: np.ndarray, receivers: np.ndarray, num_bytes: int
+    ) -> np.ndarray:
+        """Node-to-node transfers share bandwidth as the network says; a transfer to or from
+        a server is limited by the node's end alone."""
+        times = np.zeros(len(senders), dtype=np.float64)
+        between_nodes = (senders < self.num_nodes) & (receivers < self.num_nodes)
+        times[between_nodes] = self.network.transfer_times(
+            senders[between_nodes], receivers[between_nodes], num_bytes
+        )
+        for node_end, other_end, bandwidth in (
+            (senders, receivers, self.network.upload),
+            (receivers, senders, self.network.download),
+        ):
+            with_server = (node_end < self.num_nodes) & (other_end >= self.num_nodes)
+            nodes = node_end[with_server]
+            share = np.bincount(nodes, minlength=self.num_nodes)[nodes]
+            latency = self.server_latency[nodes] + self.network.access_latency[nodes]
+            times[with_server] = latency + num_bytes * share / bandwidth[nodes]
+        return times
+
+    def state(self) -> dict[str, Any]:
+        return {"ready": self.ready.copy()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.ready = state["ready"].copy()
+
+
+def _transfers(step: Step) -> tuple[np.ndarray, np.ndarray]:
+    """(senders, receivers) of every model message a mixing step implies."""
+    if isinstance(step, Gossip):
+        coo = step.weights.tocoo()
+        sent = coo.data != 0
+        return coo.col[sent].astype(np.int64), coo.row[sent].astype(np.int64)
+    if isinstance(step, Average):
+        senders = np.repeat(step.sources, len(step.targets))
+        receivers = np.tile(step.targets, len(step.sources))
+        return senders.astype(np.int64), receivers.astype(np.int64)
+    if isinstance(step, Aggregate):
+        pairs = [_transfers(group) for group in step.groups]
+        return np.concatenate([s for s, _ in pairs]), np.concatenate([r for _, r in pairs])
+    raise TypeError(f"unknown plan step {step!r}")

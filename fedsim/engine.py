@@ -249,7 +249,10 @@ class Simulation:
             "bytes_sent_max_node": float((self.bytes_sent + control)[:num_nodes].max()),
             "bytes_model_total": float(self.bytes_sent.sum()),
             "bytes_control_total": float(control.sum()),
-            **{f"bytes_{kind}_total": float(sent.sum()) for kind, sent in self.bytes_control.items()},
+            **{
+                f"bytes_{kind}_total": float(sent.sum())
+                for kind, sent in self.bytes_control.items()
+            },
             "aggregations_max_node": float(self.aggregations[:num_nodes].max()),
             **{f"bytes_{link}_total": float(sent) for link, sent in self.bytes_by_channel.items()},
             **{

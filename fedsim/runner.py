@@ -6,6 +6,7 @@ import difflib
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from fedsim.errors import ConfigError, check
 from fedsim.metrics.recorder import Recorder
 
 METRICS = "metrics.parquet"
+NODE_TOTALS = "node_totals.parquet"  # per node over the run: bytes sent, aggregations
 
 
 def precheck(args: list[str]) -> None:
@@ -176,7 +178,10 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             checkpoint=lambda state: checkpoint.save(run_dir, state),
             resume=resume,
         )
-        summary["status"] = "completed"
+        summary["status"] = "completed" if simulation.stalled is None else "stalled"
+        if simulation.stalled is not None:
+            summary["stalled"] = simulation.stalled
+            warnings.warn(simulation.stalled, stacklevel=1)
     except KeyboardInterrupt:
         summary["status"] = "interrupted"
         raise
@@ -189,6 +194,8 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         summary["wall_time_s"] = time.perf_counter() - started
         summary["timings"] = simulation.timings
         _write_summary(run_dir, summary)
+        if simulation.rounds_completed:
+            pq.write_table(pa.table(simulation.node_totals()), run_dir / NODE_TOTALS)
     _print_summary(run_dir, summary)
     return summary
 

@@ -279,7 +279,9 @@ class MoDeST(Strategy):
         self.views.saw(node, sender, estimate)
         return True
 
-    def _select(self, node: int, round_idx: int, count: int, time: float) -> tuple[list[int], float]:
+    def _select(
+        self, node: int, round_idx: int, count: int, time: float
+    ) -> tuple[list[int], float]:
         """Ping down ``node``'s ranking of ``round_idx``; pings and pongs update both views."""
         candidates = self.views.candidates(node, round_idx, self.inactivity_threshold)
         ranked = ranking(round_idx, candidates, self.federation.num_nodes)
@@ -314,8 +316,7 @@ class MoDeST(Strategy):
             if kind == CRASH:
                 continue  # a crash says nothing; peers notice by ping timeouts
             if kind == JOIN:
-                self.views.membership[node, node] = protocol["own_index"][node]
-                self.views.last_round[node, node] = self.views.round_estimate(node)
+                self.views.bootstrap(node, churn.initial, int(protocol["own_index"][node]))
             self._announce(node, event_time, leave=kind == LEAVE)
         protocol["churn_time"] = max(protocol["churn_time"], time)
 
@@ -348,11 +349,16 @@ class MoDeST(Strategy):
         for aggregator in sorted(current.completed, key=current.completed.get):
             targets = [node for node, (_, by) in current.adopted.items() if by == aggregator]
             if targets:
-                sources = np.array(current.incoming[aggregator])
+                sources = np.array(sorted(current.incoming[aggregator]))
                 weights = np.full(len(sources), 1.0 / len(sources))
                 groups.append(Average(sources, np.array(sorted(targets)), weights))
-        steps: tuple = (Train(np.array(sorted(current.trained), dtype=np.int64),
-                              epochs=self.local_epochs, fresh_optimizer=True),)
+        steps: tuple = (
+            Train(
+                np.array(sorted(current.trained), dtype=np.int64),
+                epochs=self.local_epochs,
+                fresh_optimizer=True,
+            ),
+        )
         if groups:
             steps += (Aggregate(tuple(groups)),)
             protocol["global_row"] = int(groups[0].targets[0])

@@ -30,6 +30,16 @@ class Views:
         self.aggregate_round = np.zeros(num_nodes, dtype=np.int64)  # highest trained index seen
         self.pending: dict[int, dict[int, tuple[int, int]]] = {}
 
+    def bootstrap(self, node: int, known: np.ndarray, index: int) -> None:
+        """A joining ``node`` knows the initial participants (the bootstrap list) and itself."""
+        unknown = self.membership[node] == UNKNOWN
+        learn = unknown & known
+        self.membership[node, learn] = 0
+        self.last_round[node, learn] = np.maximum(self.last_round[node, learn], 0)
+        self.membership[node, node] = index
+        self.leaving[node, node] = False
+        self.last_round[node, node] = self.round_estimate(node)
+
     def round_estimate(self, node: int) -> int:
         """The newest round ``node`` knows of (sent with every ping, pong and announcement)."""
         return int(

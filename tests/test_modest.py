@@ -154,9 +154,8 @@ def test_nodes_with_different_views_can_sample_differently_and_still_progress():
 
 def test_modest_equals_the_fixed_server_fl_baseline_without_failures():
     fed = federation(20)
-    for modest, fl in zip(
-        plans(MoDeST(sample_size=5), fed, 6), plans(FixedServerFL(sample_size=5), fed, 6)
-    ):
+    modest_plans = plans(MoDeST(sample_size=5), fed, 6)
+    for modest, fl in zip(modest_plans, plans(FixedServerFL(sample_size=5), fed, 6), strict=True):
         assert trainers(modest) == trainers(fl)
         assert [g.sources.tolist() for g in groups(modest)] == [
             g.sources.tolist() for g in groups(fl)
@@ -229,7 +228,7 @@ def test_state_restores_the_protocol_exactly():
     expected = [strategy.plan(r, fed) for r in range(4, 10)]
     restored = MoDeST(sample_size=5, success_fraction=0.8)
     restored.restore(saved)
-    for round_idx, plan in zip(range(4, 10), expected):
+    for round_idx, plan in zip(range(4, 10), expected, strict=True):
         again = restored.plan(round_idx, fed)
         assert trainers(again) == trainers(plan) and again.finished_at == plan.finished_at
 

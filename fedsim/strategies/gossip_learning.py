@@ -56,7 +56,10 @@ class GossipLearning(Strategy):
             senders, peers, federation.message_bytes + AGE_BYTES
         )
         delivered = np.array(
-            [federation.churn.is_alive(int(peer), time) for peer, time in zip(peers, arrivals)],
+            [
+                federation.churn.is_alive(int(peer), time)
+                for peer, time in zip(peers, arrivals, strict=True)
+            ],
             dtype=bool,
         )
         senders, peers, arrivals = senders[delivered], peers[delivered], arrivals[delivered]

@@ -47,7 +47,7 @@ class Views:
         )
 
     def candidates(self, node: int, round_idx: int, inactivity_threshold: int) -> np.ndarray:
-        """Nodes ``node`` may sample in ``round_idx``: known, not left, recently seen; and itself."""
+        """Who ``node`` may sample in ``round_idx``: known, not left, recently seen; and itself."""
         row = self.last_round[node]
         active = (self.membership[node] != UNKNOWN) & ~self.leaving[node]
         active &= row >= round_idx - inactivity_threshold

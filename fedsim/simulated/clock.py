@@ -54,8 +54,10 @@ class Clock:
             steps_per_epoch = np.ceil(examples / self.batch_size)
             if step.epochs is not None:
                 samples, steps = step.epochs * examples, step.epochs * steps_per_epoch
-            else:
-                samples, steps = step.steps * self.batch_size, np.full(len(nodes), step.steps)
+            else:  # as local_batches walks epochs: the last batch of each epoch is short
+                epochs, extra = np.divmod(step.steps, np.maximum(steps_per_epoch, 1))
+                samples = epochs * examples + np.minimum(extra * self.batch_size, examples)
+                steps = np.where(examples > 0, step.steps, 0)
             self.ready[nodes] += self.network.compute_time(nodes, samples, steps)
             return
         senders, receivers = _transfers(step)

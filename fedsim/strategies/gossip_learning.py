@@ -55,6 +55,7 @@ class GossipLearning(Strategy):
         arrivals = start + federation.network.transfer_times(
             senders, peers, federation.message_bytes + AGE_BYTES
         )
+        model_messages = np.bincount(senders, minlength=num_nodes)  # lost ones were sent too
         delivered = np.array(
             [
                 federation.churn.is_alive(int(peer), time)
@@ -78,7 +79,6 @@ class GossipLearning(Strategy):
             self.ages[receivers] = np.maximum(self.ages[receivers], self.ages[sources])
             self.ages[receivers] += self.local_epochs * federation.num_examples[receivers]
             merges[receivers] += 1
-        model_messages = np.bincount(senders, minlength=num_nodes)
         return RoundPlan(
             steps=tuple(steps),
             traffic=Traffic(

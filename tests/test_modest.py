@@ -60,7 +60,7 @@ def groups(plan):
 def test_the_first_sample_is_the_nominal_hash_sample():
     fed = federation(12)
     plan = MoDeST(sample_size=4).plan(0, fed)
-    assert trainers(plan) == sorted(ranking(1, np.arange(12), 12)[:4].tolist())
+    assert trainers(plan) == sorted(ranking(1, np.arange(12), 12, 0)[:4].tolist())
     train = plan.steps[0]
     assert isinstance(train, Train) and train.fresh_optimizer and train.epochs == 1
 
@@ -68,7 +68,7 @@ def test_the_first_sample_is_the_nominal_hash_sample():
 def test_the_aggregator_heads_the_next_ranking_and_trains_in_the_next_round():
     fed = federation(12)
     first, second = plans(MoDeST(sample_size=4), fed, 2)
-    next_sample = ranking(2, np.arange(12), 12)[:4]
+    next_sample = ranking(2, np.arange(12), 12, 0)[:4]
     (group,) = groups(first)
     assert sorted(group.sources.tolist()) == trainers(first)
     assert group.targets.tolist() == sorted(next_sample.tolist())
@@ -110,7 +110,7 @@ def test_a_newer_average_is_adopted_once_with_several_aggregators():
 
 
 def test_success_fraction_tolerates_floor_s_times_1_minus_sf_missing_trainers():
-    first_sample = ranking(1, np.arange(30), 30)[:10]
+    first_sample = ranking(1, np.arange(30), 30, 0)[:10]
     tolerated = crashes(30, first_sample[-2:])  # floor(10 * (1 - 0.8)) = 2 missing
     plan = MoDeST(sample_size=10, success_fraction=0.8).plan(0, federation(30, tolerated))
     assert plan.stalled is None
@@ -123,14 +123,14 @@ def test_success_fraction_tolerates_floor_s_times_1_minus_sf_missing_trainers():
 
 
 def test_with_sf_1_one_crashed_trainer_stalls_v1_unless_an_aggregation_timeout_is_set():
-    one = crashes(30, ranking(1, np.arange(30), 30)[:10][-1:])
+    one = crashes(30, ranking(1, np.arange(30), 30, 0)[:10][-1:])
     assert MoDeST(sample_size=10).plan(0, federation(30, one)).stalled is not None
     plan = MoDeST(sample_size=10, aggregation_timeout_s=2.0).plan(0, federation(30, one))
     assert plan.stalled is None and len(groups(plan)[0].sources) == 9
 
 
 def test_a_crashed_node_is_replaced_by_the_next_responsive_one_in_the_ranking():
-    next_ranking = ranking(2, np.arange(30), 30)
+    next_ranking = ranking(2, np.arange(30), 30, 0)
     down = next_ranking[2]
     plan = MoDeST(sample_size=5, ping_timeout_s=2.0).plan(0, federation(30, crashes(30, [down])))
     expected = [n for n in next_ranking.tolist() if n != down][:5]
@@ -144,9 +144,9 @@ def test_nodes_with_different_views_can_sample_differently_and_still_progress():
     strategy.plan(0, fed)
     views = strategy._protocol["views"]
     trainer, other = sorted(strategy._protocol["trainers"])[:2]
-    hidden = [n for n in ranking(3, np.arange(20), 20)[:4].tolist() if n != trainer][:2]
+    hidden = [n for n in ranking(3, np.arange(20), 20, 0)[:4].tolist() if n != trainer][:2]
     views.membership[trainer, hidden] = -1  # this trainer does not know two of round 3's top
-    samples = [ranking(3, views.candidates(node, 3, 1000), 20)[:4] for node in (trainer, other)]
+    samples = [ranking(3, views.candidates(node, 3, 1000), 20, 0)[:4] for node in (trainer, other)]
     assert samples[0].tolist() != samples[1].tolist()
     for round_idx in range(1, 6):
         assert strategy.plan(round_idx, fed).stalled is None
@@ -259,7 +259,7 @@ def test_with_s_equal_n_and_a_1_modest_equals_full_participation_fedavg(tmp_path
 
 def test_a_stalled_run_stops_with_its_reason_and_keeps_its_metrics(tmp_path):
     trace = tmp_path / "trace.csv"
-    first = ranking(1, np.arange(8), 8)[:4].tolist()
+    first = ranking(1, np.arange(8), 8, 0)[:4].tolist()
     trace.write_text(
         "node,start_s,end_s\n"
         + "".join(f"{n},0,{0.001 if n == first[0] else ''}\n" for n in range(8))

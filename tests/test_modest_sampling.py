@@ -9,20 +9,20 @@ from fedsim.strategies.modest.sampling import ranking, select
 
 def test_ranking_is_a_stable_hash_order_recomputed_every_round():
     everyone = np.arange(50)
-    first = ranking(7, everyone, 50)
-    assert first.tolist() == ranking(7, everyone, 50).tolist()
+    first = ranking(7, everyone, 50, 0)
+    assert first.tolist() == ranking(7, everyone, 50, 0).tolist()
     assert sorted(first.tolist()) == everyone.tolist()
-    assert ranking(8, everyone, 50).tolist() != first.tolist()
+    assert ranking(8, everyone, 50, 0).tolist() != first.tolist()
     # A node that knows fewer peers ranks them in the same relative order.
     subset = everyone[everyone % 3 != 0]
-    assert ranking(7, subset, 50).tolist() == [n for n in first.tolist() if n % 3 != 0]
+    assert ranking(7, subset, 50, 0).tolist() == [n for n in first.tolist() if n % 3 != 0]
 
 
 def test_every_node_heads_the_ranking_equally_often():
     num_nodes, rounds, sample = 20, 2000, 5
     counts = np.zeros(num_nodes)
     for round_idx in range(1, rounds + 1):
-        counts[ranking(round_idx, np.arange(num_nodes), num_nodes)[:sample]] += 1
+        counts[ranking(round_idx, np.arange(num_nodes), num_nodes, 0)[:sample]] += 1
     expected = rounds * sample / num_nodes  # s/n of the rounds
     chi_square = ((counts - expected) ** 2 / expected).sum()
     assert chi_square < 43.8  # the 0.999 quantile of chi-square with 19 degrees of freedom
@@ -66,3 +66,8 @@ def test_a_short_ranking_returns_whoever_answered():
 def test_slow_answers_get_resent_pings():
     chosen = select(9, np.array([2]), 1, 0.0, always(2.5), timeout_s=5.0, resend_s=1.0)
     assert chosen.pings == {2: 3}  # sent at 0, 1 and 2 s; answered at 2.5 s
+
+
+def test_each_seed_is_a_new_deployment_with_its_own_ranking():
+    everyone = np.arange(30)
+    assert ranking(1, everyone, 30, 0).tolist() != ranking(1, everyone, 30, 1).tolist()

@@ -130,7 +130,7 @@ class MoDeST(Strategy):
     def _start(self, federation: Federation) -> None:
         initial = federation.churn.initial
         present = np.flatnonzero(initial)
-        first = ranking(1, present, federation.num_nodes)[: self.sample_size]
+        first = ranking(1, present, federation.num_nodes, federation.seed)[: self.sample_size]
         self._protocol = {
             "views": Views(federation.num_nodes, initial),
             "own_index": initial.astype(np.int64),
@@ -284,7 +284,7 @@ class MoDeST(Strategy):
     ) -> tuple[list[int], float]:
         """Ping down ``node``'s ranking of ``round_idx``; pings and pongs update both views."""
         candidates = self.views.candidates(node, round_idx, self.inactivity_threshold)
-        ranked = ranking(round_idx, candidates, self.federation.num_nodes)
+        ranked = ranking(round_idx, candidates, self.federation.num_nodes, self.federation.seed)
         network, churn = self.federation.network, self.federation.churn
 
         def answers(target: int, at: float) -> float | None:

@@ -19,15 +19,18 @@ import numpy as np
 
 
 @lru_cache(maxsize=4)
-def _hash_keys(round_idx: int, num_nodes: int) -> np.ndarray:
-    """Every node's rank key in ``round_idx``: the MD5 digest of ``"<node>-<round>"``."""
-    digests = [hashlib.md5(f"{node}-{round_idx}".encode()).digest() for node in range(num_nodes)]
+def _hash_keys(round_idx: int, num_nodes: int, seed: int) -> np.ndarray:
+    """Every node's rank key in ``round_idx``: the MD5 digest of ``"<key>-<round>"``, where a
+    node's key ``"<seed>:<node>"`` stands for its public key (a new deployment per seed)."""
+    digests = [
+        hashlib.md5(f"{seed}:{node}-{round_idx}".encode()).digest() for node in range(num_nodes)
+    ]
     return np.array([int.from_bytes(digest[:8], "big") for digest in digests], dtype=np.uint64)
 
 
-def ranking(round_idx: int, candidates: np.ndarray, num_nodes: int) -> np.ndarray:
+def ranking(round_idx: int, candidates: np.ndarray, num_nodes: int, seed: int) -> np.ndarray:
     """``candidates`` sorted by their hash for ``round_idx`` (ties by node id), fresh each round."""
-    keys = _hash_keys(round_idx, num_nodes)[candidates]
+    keys = _hash_keys(round_idx, num_nodes, seed)[candidates]
     return candidates[np.lexsort((candidates, keys))]
 
 

@@ -267,7 +267,8 @@ class Simulation:
         evaluated = self.evaluated_nodes
         recorder.extend(round_idx, "node_accuracy", node_accuracy, nodes=evaluated)
         for name, values in (
-            ("node_bytes_sent", (self.bytes_sent + control)[evaluated]),
+            ("node_bytes_model", self.bytes_sent[evaluated]),
+            ("node_bytes_control", control[evaluated]),
             ("node_aggregations", self.aggregations[evaluated].astype(np.float64)),
         ):
             recorder.extend(round_idx, name, values, nodes=evaluated)

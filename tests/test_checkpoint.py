@@ -26,9 +26,17 @@ def metrics(run_dir):
     return rows.sort_values(["round", "metric", "node"]).reset_index(drop=True)
 
 
-def start(run_dir):
+MODEST_WITH_CHURN = [
+    "strategy=modest", "num_nodes=40", "rounds=300", "eval_every=1", "checkpoint_every=20",
+    "strategy.sample_size=5", "strategy.num_aggregators=2", "strategy.success_fraction=0.8",
+    "strategy.aggregation_timeout_s=5", "churn=schedule", "churn.crash_count=1",
+    "churn.crash_every_s=5", "churn.crash_start_s=10", "churn.join_count=3", "progress=false",
+]  # fmt: skip
+
+
+def start(run_dir, settings=RUN):
     return subprocess.Popen(
-        [*FEDSIM, "run", *RUN, f"hydra.run.dir={run_dir}"],
+        [*FEDSIM, "run", *settings, f"hydra.run.dir={run_dir}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -80,6 +88,24 @@ def test_ctrl_c_checkpoints_between_rounds_and_resumes(tmp_path, uninterrupted):
     resumed = subprocess.run([*FEDSIM, "resume", str(run_dir)], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     pd.testing.assert_frame_equal(metrics(run_dir), uninterrupted)
+
+
+@pytest.mark.slow
+def test_a_killed_modest_run_with_churn_resumes_its_views_clock_and_churn(tmp_path):
+    whole = tmp_path / "whole"
+    subprocess.run(
+        [*FEDSIM, "run", *MODEST_WITH_CHURN, f"hydra.run.dir={whole}"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    run_dir = tmp_path / "run"
+    process = start(run_dir, MODEST_WITH_CHURN)
+    wait_for_checkpoint(run_dir, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    resumed = subprocess.run([*FEDSIM, "resume", str(run_dir)], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    pd.testing.assert_frame_equal(metrics(run_dir), metrics(whole))
+    assert metrics(whole).query("metric == 'sim_time_s'")["value"].max() > 100
 
 
 def test_resume_refuses_other_settings_and_missing_checkpoints(tmp_path):

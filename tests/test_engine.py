@@ -27,7 +27,7 @@ AGGREGATES = [
     "bytes_downlink_total",
     "wall_time_s",
 ]
-PER_NODE = ["node_accuracy", "node_bytes_sent", "node_aggregations"]
+PER_NODE = ["node_accuracy", "node_bytes_model", "node_bytes_control", "node_aggregations"]
 
 
 def run(tmp_path, name, *overrides):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from rich.console import Console
-from test_report import (
+from run_dirs import (
     accuracy_rounds,
     three_rounds,
     two_strategy_sweep,

@@ -17,10 +17,13 @@ class DPSGD(Strategy):
     replaces its model by the W-weighted average of its own and its neighbours' models.
     fedsim uses the adapt-then-combine order ``X <- W (X - lr G)``, as decentralizepy and the
     MoDeST paper's D-PSGD baseline do; Lian et al.'s Algorithm 1 instead adds the gradient,
-    taken at the unmixed model, after mixing (``W X - lr G``).
+    taken at the unmixed model, after mixing (``W X - lr G``).  Rounds are globally
+    synchronous: on the simulated clock every round starts when the slowest node has
+    finished the last one (the barrier of the MoDeST paper's D-PSGD baseline).
     """
 
     uses_topology = True
+    barrier = True
 
     def __init__(self, local_epochs: int | None = 1, local_steps: int | None = None) -> None:
         self.local_epochs, self.local_steps = local_work(local_epochs, local_steps)

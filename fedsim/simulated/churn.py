@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import numpy.typing as npt
 
 from fedsim import rng
 from fedsim.errors import ConfigError, check
+from fedsim.simulated.frozen import frozen
 
 CRASH, LEAVE, JOIN = 0, 1, 2
 KINDS = ("crash", "leave", "join")
@@ -35,13 +35,6 @@ class Event(NamedTuple):
     time: float
     node: int
     kind: int
-
-
-def _frozen(values: npt.ArrayLike, dtype: type) -> np.ndarray:
-    """A read-only copy of ``values``, so that a frozen churn stays frozen."""
-    array = np.array(values, dtype=dtype)
-    array.setflags(write=False)
-    return array
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,7 +58,7 @@ class Churn:
         for name, dtype in [
             ("initial", np.bool_), ("times", np.float64), ("nodes", np.int64), ("kinds", np.int8),
         ]:  # fmt: skip
-            object.__setattr__(self, name, _frozen(getattr(self, name), dtype))
+            object.__setattr__(self, name, frozen(getattr(self, name), dtype))
         count = len(self.times)
         check(
             self.initial.ndim == 1 and self.nodes.shape == self.kinds.shape == (count,),

@@ -21,19 +21,13 @@ import numpy.typing as npt
 
 from fedsim import rng
 from fedsim.errors import check
+from fedsim.simulated.frozen import frozen
 
 UNITS = ("sample", "step")
 COMPUTE_MODES = ("constant", "lognormal", "file")
 LATENCY_MODES = ("constant", "drawn", "file")
 BYTES_PER_MEGABIT = 125_000.0
 _COMPUTE_DRAW, _LATENCY_DRAW = 0, 1  # keep the two draws of one seed independent
-
-
-def _frozen(values: npt.ArrayLike, dtype: type) -> np.ndarray:
-    """A read-only copy of ``values``, so that a frozen network stays frozen."""
-    array = np.array(values, dtype=dtype)
-    array.setflags(write=False)
-    return array
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,7 +58,7 @@ class Network:
             ("node_site", np.int64), ("access_latency", np.float64),
             ("upload", np.float64), ("download", np.float64),
         ]:  # fmt: skip
-            object.__setattr__(self, name, _frozen(getattr(self, name), dtype))
+            object.__setattr__(self, name, frozen(getattr(self, name), dtype))
         check(self.unit in UNITS, f"network.unit={self.unit} is not one of: {', '.join(UNITS)}")
         n, sites = len(self.seconds_per_unit), len(self.site_latency)
         check(

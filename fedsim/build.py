@@ -97,6 +97,7 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         federation=replace(federation, message_bytes=message_bytes),
         task=task,
         backend=backend,
+        aggregator=instantiate(cfg.aggregator),
         rounds=cfg.rounds,
         eval_every=cfg.eval_every,
         eval_nodes=cfg.eval_nodes,

@@ -30,6 +30,7 @@ GROUPS = (
     "model",
     "optimizer",
     "backend",
+    "aggregator",
     "network",
     "churn",
 )

@@ -15,6 +15,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from fedsim import rng
+from fedsim.aggregators import Aggregator, Mean
 from fedsim.backends.local import LocalBackend
 from fedsim.errors import check
 from fedsim.metrics.recorder import Recorder
@@ -46,6 +47,7 @@ class Simulation:
     task: Task
     backend: LocalBackend
     rounds: int
+    aggregator: Aggregator = field(default_factory=Mean)
     eval_every: int = 1
     eval_nodes: int = 100
     header_bytes: int = 0
@@ -86,7 +88,7 @@ class Simulation:
         exactly what an uninterrupted run would have, since all randomness derives from
         (seed, round, node).
         """
-        self.backend.start(self.task, self.num_rows)
+        self.backend.start(self.task, self.num_rows, self.aggregator)
         self.evaluator = Evaluator(
             self.task.model, self.task.layout, self.task.dataset.test_x, self.task.dataset.test_y
         )
@@ -145,6 +147,7 @@ class Simulation:
             "aggregations": self.aggregations.copy(),
             "bytes_by_channel": dict(self.bytes_by_channel),
             "clock": self.clock.state(),
+            "buffer": _copy(self.backend.buffer),
             "strategy": self.strategy.state(),
             "stalled": self.stalled,
             "timings": dict(self.timings),
@@ -163,6 +166,7 @@ class Simulation:
         self.aggregations = state["aggregations"].copy()
         self.bytes_by_channel = dict(state["bytes_by_channel"])
         self.clock.restore(state["clock"])
+        self.backend.buffer = _copy(state["buffer"])
         self.strategy.restore(state["strategy"])
         self.stalled = state["stalled"]
         self.timings.update(state["timings"])
@@ -260,6 +264,10 @@ class Simulation:
                 for index, positions in enumerate(self.components)
                 if len(positions)
             },
+            **{
+                f"correction_factor_{name}": factor
+                for name, factor in self.backend.correction_factors().items()
+            },
             "wall_time_s": time.perf_counter() - self.start_time,
         }
         for name, value in metrics.items():
@@ -275,6 +283,10 @@ class Simulation:
         recorder.flush()
         self.timings["eval_s"] += time.perf_counter() - started
         return metrics
+
+
+def _copy(tensors: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+    return None if tensors is None else {name: value.clone() for name, value in tensors.items()}
 
 
 def _rows(per_node: np.ndarray, num_rows: int) -> np.ndarray:

@@ -37,6 +37,7 @@ part: training, communication, evaluation and initialisation never overlap.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import math
@@ -132,7 +133,8 @@ def estimate_memory(simulation: Simulation, chunk_size: int | None = None) -> Me
     """
     task, backend = simulation.task, simulation.backend
     num_nodes, row_bytes = simulation.federation.num_nodes, task.layout.size * FLOAT_BYTES
-    plan = simulation.strategy.plan(0, simulation.federation)
+    # A copy plans: stateful protocols (MoDeST, gossip) must start the run untouched.
+    plan = copy.deepcopy(simulation.strategy).plan(0, simulation.federation)
     trains = [step for step in plan.steps if isinstance(step, Train)]
     saved, largest = activation_sizes(task.model, task.dataset.train_x[:1])
     vectorise = getattr(backend, "vectorise", True)

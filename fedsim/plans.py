@@ -54,7 +54,26 @@ class Aggregate:
     groups: tuple[Average, ...]
 
 
-Step = Train | Gossip | Average | Aggregate
+@dataclass(frozen=True, eq=False)
+class Push:
+    """Message k puts ``sources[k]``'s current row into ``targets[k]``'s buffer with weight
+    ``weights[k]`` (1 for a plain mean, the sender's age for an age-weighted one)."""
+
+    sources: np.ndarray
+    targets: np.ndarray
+    weights: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class Merge:
+    """Each of ``nodes`` becomes ``s X[i] + (1 - s) B[i]`` with ``s = self_weights[i]`` and
+    ``B[i]`` the weighted mean of its buffer, which is then emptied."""
+
+    nodes: np.ndarray
+    self_weights: np.ndarray
+
+
+Step = Train | Gossip | Average | Aggregate | Push | Merge
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,6 +117,9 @@ def messages_sent(step: Step, num_rows: int) -> np.ndarray:
         return np.bincount(step.sources, weights=per_source, minlength=num_rows).astype(np.int64)
     if isinstance(step, Aggregate):
         return sum((messages_sent(group, num_rows) for group in step.groups), _none(num_rows))
+    if isinstance(step, Push):
+        sent = step.sources[step.sources != step.targets]
+        return np.bincount(sent, minlength=num_rows).astype(np.int64)
     return _none(num_rows)
 
 
@@ -114,6 +136,8 @@ def aggregations(step: Step, num_rows: int) -> np.ndarray:
         return np.bincount(step.targets, minlength=num_rows).astype(np.int64)
     if isinstance(step, Aggregate):
         return sum((aggregations(group, num_rows) for group in step.groups), _none(num_rows))
+    if isinstance(step, Merge):
+        return np.bincount(step.nodes, minlength=num_rows).astype(np.int64)
     return _none(num_rows)
 
 
@@ -124,7 +148,7 @@ def _none(num_rows: int) -> np.ndarray:
 def channel(step: Step, num_nodes: int) -> str | None:
     """Which link a step's messages use: ``d2d`` between nodes, ``uplink`` node to server,
     ``downlink`` server to node (None for training)."""
-    if isinstance(step, Gossip | Aggregate):
+    if isinstance(step, Gossip | Aggregate | Push):
         return "d2d"
     if isinstance(step, Average):
         if (step.sources >= num_nodes).all():

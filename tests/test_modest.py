@@ -233,6 +233,13 @@ def test_state_restores_the_protocol_exactly():
         assert trainers(again) == trainers(plan) and again.finished_at == plan.finished_at
 
 
+def test_building_a_run_leaves_the_protocol_unstarted():
+    from fedsim.build import build_simulation  # the memory estimate plans round 0 on a copy
+
+    simulation = build_simulation(compose_config("strategy=modest", "num_nodes=12"))
+    assert simulation.strategy.state() == {}
+
+
 def run(tmp_path, name, *overrides):
     run_dir = tmp_path / name
     run_dir.mkdir()

@@ -8,8 +8,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from fedsim.aggregators import Aggregator, Mean
 from fedsim.errors import check
-from fedsim.plans import Aggregate, Average, Gossip, RoundPlan, Step, Train
+from fedsim.plans import Aggregate, Average, Gossip, Merge, Push, RoundPlan, Step, Train
 from fedsim.task import Task
 from fedsim.training.loop import LoopTrainer
 from fedsim.training.schedule import local_batches
@@ -41,9 +42,15 @@ class LocalBackend:
         )
         self.chunk_size, self.vectorise = chunk_size, vectorise
 
-    def start(self, task: Task, num_rows: int) -> None:
-        """Give every row the task's initial model and set up the trainer."""
+    def start(self, task: Task, num_rows: int, aggregator: Aggregator | None = None) -> None:
+        """Give every row the task's initial model and set up the trainer; ``aggregator``
+        finishes every average a node computes (the plain mean by default)."""
         self.task = task
+        self.aggregator = aggregator or Mean()
+        self.corrected = self.aggregator.tensors(task.layout)
+        self.factor_sum = torch.zeros(len(self.corrected), dtype=torch.float64)
+        self.factor_count = 0
+        self.buffer: dict[str, torch.Tensor] | None = None
         self.params = task.initial_rows(num_rows)
         self.momentum = torch.zeros_like(self.params) if task.optimizer.momentum else None
         vectorise = task.prefers_vectorised() if self.vectorise == "auto" else self.vectorise
@@ -78,25 +85,105 @@ class LocalBackend:
         if isinstance(step, Train):
             self._train(step, round_idx)
         elif isinstance(step, Gossip):
-            num_nodes = step.weights.shape[0]
-            self.params[:num_nodes] = torch.sparse.mm(
-                self._sparse(step.weights), self.params[:num_nodes]
-            )
-        elif isinstance(step, Average):
-            self._write(step, self._average(step))
-        elif isinstance(step, Aggregate):
-            averages = [self._average(group) for group in step.groups]
-            for group, average in zip(step.groups, averages, strict=True):
+            self._gossip(step)
+        elif isinstance(step, Average | Aggregate):
+            groups = step.groups if isinstance(step, Aggregate) else (step,)
+            averages = [self._average(group) for group in groups]
+            for group, average in zip(groups, averages, strict=True):
                 self._write(group, average)
+        elif isinstance(step, Push):
+            self._push(step)
+        elif isinstance(step, Merge):
+            self._merge(step)
         else:
             raise TypeError(f"unknown plan step {step!r}")
 
     def _average(self, step: Average) -> torch.Tensor:
-        weights = torch.as_tensor(step.weights, dtype=self.params.dtype, device=self.params.device)
-        return weights @ self.params[torch.as_tensor(step.sources, device=self.params.device)]
+        """The weighted average of the sources, finished by the aggregator when it averages
+        several received models (a broadcast of one model is not an average)."""
+        sources = self.params[self._index(step.sources)]
+        average = self._tensor(step.weights) @ sources
+        if self.aggregator.corrects and len(step.sources) > 1:
+            target = self.aggregator.variances(sources, self.task.layout).mean(dim=0)
+            average = self._finish(average[None], target[None])[0]
+        return average
 
     def _write(self, step: Average, average: torch.Tensor) -> None:
-        self.params[torch.as_tensor(step.targets, device=self.params.device)] = average
+        self.params[self._index(step.targets)] = average
+
+    def _gossip(self, step: Gossip) -> None:
+        """``X <- W X``; the aggregator finishes every row that received models, with the
+        mean variance of its in-neighbours' models as the target."""
+        num_nodes = step.weights.shape[0]
+        mixed = torch.sparse.mm(self._sparse(step.weights), self.params[:num_nodes])
+        if self.aggregator.corrects:
+            coo = step.weights.tocoo()
+            received = (coo.row != coo.col) & (coo.data != 0)
+            rows, columns = coo.row[received], coo.col[received]
+            receivers = np.unique(rows)
+            variances = self.aggregator.variances(self.params[:num_nodes], self.task.layout)
+            target = torch.zeros(num_nodes, variances.shape[1], dtype=variances.dtype)
+            target = target.to(variances.device).index_add_(
+                0, self._index(rows), variances[self._index(columns)]
+            )
+            counts = self._tensor(np.bincount(rows, minlength=num_nodes)[receivers])
+            index = self._index(receivers)
+            mixed[index] = self._finish(mixed[index], target[index] / counts[:, None])
+        self.params[:num_nodes] = mixed
+
+    def _push(self, step: Push) -> None:
+        """Add each sent row, weighted, to its target's buffer (with its tensors' variances)."""
+        if self.buffer is None:
+            num_rows = len(self.params)
+            self.buffer = {
+                "sum": torch.zeros_like(self.params),
+                "weight": self.params.new_zeros(num_rows),
+                "variance": self.params.new_zeros(num_rows, len(self.corrected)),
+            }
+        sent = self.params[self._index(step.sources)]
+        weights, targets = self._tensor(step.weights), self._index(step.targets)
+        self.buffer["sum"].index_add_(0, targets, sent * weights[:, None])
+        self.buffer["weight"].index_add_(0, targets, weights)
+        if self.aggregator.corrects:
+            variances = self.aggregator.variances(sent, self.task.layout)
+            self.buffer["variance"].index_add_(0, targets, variances * weights[:, None])
+
+    def _merge(self, step: Merge) -> None:
+        nodes, buffer = self._index(step.nodes), self.buffer
+        check(
+            buffer is not None and bool((buffer["weight"][nodes] > 0).all()),
+            "a Merge step names a node whose buffer is empty",
+        )
+        weight = buffer["weight"][nodes][:, None]
+        own = self._tensor(step.self_weights)[:, None]
+        merged = own * self.params[nodes] + (1 - own) * buffer["sum"][nodes] / weight
+        if self.aggregator.corrects:
+            merged = self._finish(merged, buffer["variance"][nodes] / weight)
+        self.params[nodes] = merged
+        for part in buffer.values():
+            part[nodes] = 0
+
+    def _finish(self, merged: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Apply the aggregator's correction and tally its factors for the metrics."""
+        corrected, factors = self.aggregator.finish(merged, target, self.task.layout)
+        self.factor_sum += factors.sum(dim=0).double().cpu()
+        self.factor_count += len(factors)
+        return corrected
+
+    def correction_factors(self) -> dict[str, float]:
+        """Mean correction factor per corrected tensor since the last call (then reset)."""
+        if not self.factor_count:
+            return {}
+        means = (self.factor_sum / self.factor_count).tolist()
+        self.factor_sum.zero_()
+        self.factor_count = 0
+        return {name: mean for (name, _), mean in zip(self.corrected, means, strict=True)}
+
+    def _index(self, rows: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(rows, dtype=torch.int64, device=self.params.device)
+
+    def _tensor(self, values: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(values, dtype=self.params.dtype, device=self.params.device)
 
     def _train(self, step: Train, round_idx: int) -> None:
         task, optimizer = self.task, self.task.optimizer

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fedsim.plans import Aggregate, Average, Gossip, RoundPlan, Step, Train
+from fedsim.plans import Aggregate, Average, Gossip, Merge, Push, RoundPlan, Step, Train
 from fedsim.simulated.network import Network
 from fedsim.training.schedule import NodeData
 
@@ -59,6 +59,8 @@ class Clock:
                 samples = epochs * examples + np.minimum(extra * self.batch_size, examples)
                 steps = np.where(examples > 0, step.steps, 0)
             self.ready[nodes] += self.network.compute_time(nodes, samples, steps)
+            return
+        if isinstance(step, Merge):
             return
         senders, receivers = _transfers(step)
         keep = senders != receivers
@@ -106,6 +108,8 @@ def _transfers(step: Step) -> tuple[np.ndarray, np.ndarray]:
         senders = np.repeat(step.sources, len(step.targets))
         receivers = np.tile(step.targets, len(step.sources))
         return senders.astype(np.int64), receivers.astype(np.int64)
+    if isinstance(step, Push):
+        return step.sources.astype(np.int64), step.targets.astype(np.int64)
     if isinstance(step, Aggregate):
         pairs = [_transfers(group) for group in step.groups]
         return np.concatenate([s for s, _ in pairs]), np.concatenate([r for _, r in pairs])

@@ -16,8 +16,10 @@ class FedAvg(Strategy):
 
     Each round the server samples ``sample_size`` nodes (or a ``fraction`` of them) uniformly
     without replacement; they start from the global model, run local SGD with a fresh
-    optimizer, and the server replaces the global model by their average weighted by number
-    of examples (``weighting="num_examples"``) or uniformly (``weighting="uniform"``).
+    optimizer (or, with ``fresh_optimizer=false``, each client's own optimizer state from its
+    last round, as a client that keeps its optimizer does), and the server replaces the
+    global model by their average weighted by number of examples
+    (``weighting="num_examples"``) or uniformly (``weighting="uniform"``).
     Clients talk to the server only, so the configured topology is not used.
     """
 
@@ -31,6 +33,7 @@ class FedAvg(Strategy):
         local_epochs: int | None = 1,
         local_steps: int | None = None,
         weighting: str = "num_examples",
+        fresh_optimizer: bool = True,
     ) -> None:
         self.sampling = SampleSize(sample_size, fraction, ("sample_size", "fraction"))
         check(
@@ -38,6 +41,7 @@ class FedAvg(Strategy):
             f"strategy.weighting={weighting!r} is not one of: num_examples, uniform",
         )
         self.weighting = weighting
+        self.fresh_optimizer = fresh_optimizer
         self.local_epochs, self.local_steps = local_work(local_epochs, local_steps)
 
     def validate(self, federation: Federation) -> None:
@@ -59,7 +63,10 @@ class FedAvg(Strategy):
             steps=(
                 Average(sources=server, targets=sampled, weights=np.ones(1)),
                 Train(
-                    sampled, epochs=self.local_epochs, steps=self.local_steps, fresh_optimizer=True
+                    sampled,
+                    epochs=self.local_epochs,
+                    steps=self.local_steps,
+                    fresh_optimizer=self.fresh_optimizer,
                 ),
                 Average(sources=sampled, targets=server, weights=weights),
             )

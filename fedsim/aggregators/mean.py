@@ -1,0 +1,23 @@
+"""The plain average: what the mixing step computed, unchanged."""
+
+from __future__ import annotations
+
+import torch
+
+from fedsim.training.layout import ParameterLayout
+
+
+class Mean:
+    """Keep the (weighted) average of the mixing step as it is."""
+
+    corrects = False
+
+    def tensors(self, layout: ParameterLayout) -> list[tuple[str, slice]]:
+        """The tensors this aggregator rescales (none)."""
+        return []
+
+    def finish(
+        self, merged: torch.Tensor, target_variance: torch.Tensor, layout: ParameterLayout
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``merged`` unchanged, with no correction factors."""
+        return merged, merged.new_ones(len(merged), 0)

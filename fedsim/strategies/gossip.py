@@ -1,0 +1,159 @@
+"""Gossip learning on a graph, driven by ticks: train, push to neighbours, merge a full buffer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+from fedsim import rng
+from fedsim.errors import check
+from fedsim.plans import Merge, Push, RoundPlan, Train
+from fedsim.strategies.base import Federation, Strategy
+
+MERGES = ("mean", "age_weighted")
+NO_AGE = 1e-9  # the weight of a model nobody trained yet: equal weights among such models
+
+
+class EventGossip(Strategy):
+    """Gossip learning as the vanishing-variance paper's simulators run it (Tian et al.,
+    arXiv 2404.04616; DFL2 / DFL_torch), one round per tick.
+
+    Each node trains ``local_steps`` mini-batches every Uniform{``train_every_min`` ..
+    ``train_every_max``} ticks (first at ``first_train``), then pushes its model to all its
+    neighbours (or ``fanout`` of them, drawn at random).  Once a node's buffer holds
+    ``buffer_size`` models (default: its degree; repeats from one sender count), it merges
+    ``θ <- s θ + (1 - s) mean(buffer)`` with ``s = self_weight`` and empties the buffer; all
+    trainers of a tick train and push before anyone merges.  ``merge="age_weighted"`` weighs
+    itself and every received model by its age (samples trained, the maximum taken at each
+    merge), as in Ormándi et al.'s gossip learning.  The ``aggregator`` finishes each merge
+    (``aggregator=variance_corrected``); optimizer state survives merges.
+    """
+
+    uses_topology = True
+
+    def __init__(
+        self,
+        train_every_min: int = 8,
+        train_every_max: int = 12,
+        first_train: int = 0,
+        local_steps: int = 1,
+        fanout: int | None = None,
+        buffer_size: int | None = None,
+        self_weight: float = 0.5,
+        merge: str = "mean",
+        tick_s: float = 1.0,
+    ) -> None:
+        check(
+            1 <= train_every_min <= train_every_max,
+            f"strategy.train_every_min={train_every_min} and strategy.train_every_max="
+            f"{train_every_max} must satisfy 1 <= min <= max",
+        )
+        for name, value, low in (
+            ("first_train", first_train, 0),
+            ("local_steps", local_steps, 1),
+            ("fanout", fanout, 1),
+            ("buffer_size", buffer_size, 1),
+        ):
+            check(value is None or value >= low, f"strategy.{name}={value} must be >= {low}")
+        check(0 <= self_weight < 1, f"strategy.self_weight={self_weight} must lie in [0, 1)")
+        check(merge in MERGES, f"strategy.merge={merge} is not one of: {', '.join(MERGES)}")
+        check(tick_s > 0, f"strategy.tick_s={tick_s} must be > 0")
+        self.train_every = (train_every_min, train_every_max)
+        self.first_train, self.local_steps, self.fanout = first_train, local_steps, fanout
+        self.buffer_size, self.self_weight, self.merge = buffer_size, self_weight, merge
+        self.tick_s = tick_s
+        self._state: dict[str, np.ndarray] | None = None
+        self._neighbours: dict[int, tuple[list, np.ndarray]] = {}
+
+    def plan(self, round_idx: int, federation: Federation) -> RoundPlan:
+        num_nodes = federation.num_nodes
+        if self._state is None:
+            self._state = {
+                "next_train": np.full(num_nodes, self.first_train, dtype=np.int64),
+                "age": np.zeros(num_nodes),
+                "received": np.zeros(num_nodes, dtype=np.int64),
+                "received_age": np.zeros(num_nodes),
+                "received_age_max": np.zeros(num_nodes),
+            }
+        state = self._state
+        neighbours, in_degree = self.neighbours(round_idx, federation)
+        trainers = np.flatnonzero(state["next_train"] <= round_idx)
+        draws = rng.generator(federation.seed, rng.SAMPLING, round_idx).integers(
+            self.train_every[0], self.train_every[1] + 1, size=num_nodes
+        )
+        state["next_train"][trainers] += draws[trainers]
+        state["age"][trainers] += self._samples(trainers, federation)
+        sources, targets = self._pushes(trainers, neighbours, round_idx, federation.seed)
+        weights = np.ones(len(sources))
+        if self.merge == "age_weighted":
+            weights = np.maximum(state["age"][sources], NO_AGE)
+        np.add.at(state["received"], targets, 1)
+        np.add.at(state["received_age"], targets, weights)
+        np.maximum.at(state["received_age_max"], targets, state["age"][sources])
+        buffer_sizes = self.buffer_size or np.maximum(in_degree, 1)
+        merging = np.flatnonzero(state["received"] >= buffer_sizes)
+        steps: list = []
+        if len(trainers):
+            steps.append(Train(trainers, steps=self.local_steps, fresh_optimizer=False))
+        if len(sources):
+            steps.append(Push(sources, targets, weights))
+        if len(merging):
+            steps.append(Merge(merging, self._self_weights(merging)))
+            state["age"][merging] = np.maximum(
+                state["age"][merging], state["received_age_max"][merging]
+            )
+            for name in ("received", "received_age", "received_age_max"):
+                state[name][merging] = 0
+        return RoundPlan(steps=tuple(steps), finished_at=(round_idx + 1) * self.tick_s)
+
+    def neighbours(self, round_idx: int, federation: Federation) -> tuple[list, np.ndarray]:
+        """Each node's neighbours (out-neighbours of a directed graph) at this tick, and how
+        many nodes push to each (its in-degree)."""
+        graph = federation.topology.graph(round_idx)
+        if id(graph) not in self._neighbours:  # one graph at a time is kept
+            adjacency = nx.to_scipy_sparse_array(graph, nodelist=range(federation.num_nodes))
+            adjacency.setdiag(0)
+            adjacency.eliminate_zeros()
+            adjacency = adjacency.tocsr()
+            rows = np.split(adjacency.indices, adjacency.indptr[1:-1])
+            in_degree = np.bincount(adjacency.indices, minlength=federation.num_nodes)
+            self._neighbours = {id(graph): (rows, in_degree)}
+        return self._neighbours[id(graph)]
+
+    def _pushes(
+        self, trainers: np.ndarray, neighbours: list[np.ndarray], round_idx: int, seed: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(sender, receiver) of every push: to all neighbours, or ``fanout`` random ones."""
+        sources, targets = [], []
+        for node in trainers:
+            peers = neighbours[node]
+            if self.fanout is not None and self.fanout < len(peers):
+                generator = rng.generator(seed, rng.SAMPLING, round_idx, node)
+                peers = np.sort(generator.choice(peers, self.fanout, replace=False))
+            sources.append(np.full(len(peers), node))
+            targets.append(peers)
+        if not sources:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate(sources).astype(np.int64), np.concatenate(targets).astype(np.int64)
+
+    def _self_weights(self, merging: np.ndarray) -> np.ndarray:
+        if self.merge == "mean":
+            return np.full(len(merging), self.self_weight)
+        own = np.maximum(self._state["age"][merging], NO_AGE)
+        return own / (own + self._state["received_age"][merging])
+
+    def _samples(self, trainers: np.ndarray, federation: Federation) -> np.ndarray:
+        """Samples each trainer goes through in ``local_steps`` mini-batches (its age gain)."""
+        examples = federation.num_examples[trainers]
+        per_epoch = np.maximum(np.ceil(examples / federation.batch_size), 1)
+        epochs, extra = np.divmod(self.local_steps, per_epoch)
+        return epochs * examples + np.minimum(extra * federation.batch_size, examples)
+
+    def state(self) -> dict[str, Any]:
+        return {} if self._state is None else {k: v.copy() for k, v in self._state.items()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if state:
+            self._state = {name: value.copy() for name, value in state.items()}

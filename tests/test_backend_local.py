@@ -1,10 +1,12 @@
 import numpy as np
 import pytest
 import torch
+from helpers import path_federation, zero_logreg_task
 from torch import nn
 
 from fedsim.backends.local import LocalBackend
 from fedsim.data.datasets import digits
+from fedsim.plans import RoundPlan
 from fedsim.task import Task
 from fedsim.training.loop import LoopTrainer
 from fedsim.training.schedule import NodeData
@@ -65,3 +67,23 @@ def test_mixing_matrices_of_a_fresh_graph_per_round_do_not_accumulate():
         weights = metropolis_hastings(nx.path_graph(3))  # a new object every round
         backend.execute(RoundPlan((Gossip(weights),)), round_idx)
     assert len(backend._mixing) == MIXING_CACHE
+
+
+def test_dpsgd_mixing_with_variance_correction_targets_the_in_neighbours_mean_variance():
+    from fedsim.aggregators import VarianceCorrected
+    from fedsim.plans import Gossip
+
+    task = zero_logreg_task()
+    backend = LocalBackend()
+    aggregator = VarianceCorrected(tensors="all")
+    backend.start(task, 3, aggregator)
+    backend.params.copy_(
+        torch.tensor([[1.0, 0, 0, 1, 1, 0.5], [0, 2, 1, 0, 0, 2], [3, 0, 0, 1, 3, 1]])
+    )
+    before = backend.params.clone()
+    weights = path_federation(task).topology.mixing(0)  # MH weights of the path 0 - 1 - 2
+    backend.execute(RoundPlan((Gossip(weights),)), 0)
+    variances = aggregator.variances(before, task.layout)
+    targets = [variances[1], (variances[0] + variances[2]) / 2, variances[1]]
+    after = aggregator.variances(backend.params, task.layout)
+    assert torch.allclose(after, torch.stack(targets), atol=1e-6)

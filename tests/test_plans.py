@@ -23,3 +23,13 @@ def test_average_counts_each_source_to_each_other_target():
 
 def test_training_sends_nothing():
     assert messages_sent(Train(np.arange(3)), 3).tolist() == [0, 0, 0]
+
+
+def test_a_push_is_one_message_per_pair_and_a_merge_is_one_aggregation():
+    from fedsim.plans import Merge, Push, aggregations
+
+    push = Push(sources=np.array([0, 0, 2]), targets=np.array([1, 2, 1]), weights=np.ones(3))
+    assert messages_sent(push, 3).tolist() == [2, 0, 1]
+    merge = Merge(nodes=np.array([1, 2]), self_weights=np.full(2, 0.5))
+    assert aggregations(merge, 3).tolist() == [0, 1, 1]
+    assert messages_sent(merge, 3).tolist() == [0, 0, 0]

@@ -140,8 +140,10 @@ class Simulation:
         """Everything needed to continue after the last completed round."""
         return {
             "rounds_completed": self.rounds_completed,
-            "params": self.backend.params.cpu(),
-            "momentum": None if self.backend.momentum is None else self.backend.momentum.cpu(),
+            "params": self.backend.params.cpu().clone(),
+            "momentum": None
+            if self.backend.momentum is None
+            else self.backend.momentum.cpu().clone(),
             "bytes_sent": self.bytes_sent.copy(),
             "bytes_control": {kind: sent.copy() for kind, sent in self.bytes_control.items()},
             "aggregations": self.aggregations.copy(),

@@ -88,7 +88,7 @@ class Simulation:
         exactly what an uninterrupted run would have, since all randomness derives from
         (seed, round, node).
         """
-        self.backend.start(self.task, self.num_rows, self.aggregator)
+        self.backend.start(self.task, self.num_rows, self.aggregator, self.federation.topology)
         self.evaluator = Evaluator(
             self.task.model, self.task.layout, self.task.dataset.test_x, self.task.dataset.test_y
         )
@@ -140,16 +140,12 @@ class Simulation:
         """Everything needed to continue after the last completed round."""
         return {
             "rounds_completed": self.rounds_completed,
-            "params": self.backend.params.cpu().clone(),
-            "momentum": None
-            if self.backend.momentum is None
-            else self.backend.momentum.cpu().clone(),
+            "backend": self.backend.state(),
             "bytes_sent": self.bytes_sent.copy(),
             "bytes_control": {kind: sent.copy() for kind, sent in self.bytes_control.items()},
             "aggregations": self.aggregations.copy(),
             "bytes_by_channel": dict(self.bytes_by_channel),
             "clock": self.clock.state(),
-            "buffer": _copy(self.backend.buffer),
             "strategy": self.strategy.state(),
             "stalled": self.stalled,
             "timings": dict(self.timings),
@@ -160,15 +156,12 @@ class Simulation:
     def restore(self, state: dict[str, Any]) -> dict[str, float]:
         """Continue from a :meth:`state`; returns the metrics of its last evaluation."""
         self.rounds_completed = state["rounds_completed"]
-        self.backend.params.copy_(state["params"])
-        if state["momentum"] is not None:
-            self.backend.momentum.copy_(state["momentum"])
+        self.backend.restore(state["backend"])
         self.bytes_sent = state["bytes_sent"].copy()
         self.bytes_control = {kind: sent.copy() for kind, sent in state["bytes_control"].items()}
         self.aggregations = state["aggregations"].copy()
         self.bytes_by_channel = dict(state["bytes_by_channel"])
         self.clock.restore(state["clock"])
-        self.backend.buffer = _copy(state["buffer"])
         self.strategy.restore(state["strategy"])
         self.stalled = state["stalled"]
         self.timings.update(state["timings"])
@@ -285,10 +278,6 @@ class Simulation:
         recorder.flush()
         self.timings["eval_s"] += time.perf_counter() - started
         return metrics
-
-
-def _copy(tensors: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
-    return None if tensors is None else {name: value.clone() for name, value in tensors.items()}
 
 
 def _rows(per_node: np.ndarray, num_rows: int) -> np.ndarray:

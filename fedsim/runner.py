@@ -189,6 +189,7 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         summary["status"] = "failed"
         raise
     finally:
+        simulation.backend.close()  # Ray actors go, also on errors and Ctrl-C
         recorder.close()
         summary["rounds_completed"] = simulation.rounds_completed
         summary["wall_time_s"] = time.perf_counter() - started

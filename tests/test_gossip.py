@@ -159,7 +159,8 @@ def test_a_gossip_run_resumed_from_a_checkpoint_equals_an_uninterrupted_one(tmp_
     whole = build_simulation(compose_config(*settings))
     whole.run(Recorder(tmp_path / "whole.parquet"), progress=False, checkpoint=saved.append)
     at_10 = next(state for state in saved if state["rounds_completed"] == 10)
-    assert at_10["buffer"] is not None and at_10["buffer"]["weight"].sum() > 0
+    buffer = at_10["backend"]["buffer"]
+    assert buffer is not None and buffer["weight"].sum() > 0
     resumed = build_simulation(compose_config(*settings))
     recorder = Recorder(tmp_path / "resumed.parquet")
     resumed.run(recorder, progress=False, resume=at_10)

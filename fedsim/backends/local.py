@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -12,6 +13,7 @@ from fedsim.aggregators import Aggregator, Mean
 from fedsim.errors import check
 from fedsim.plans import Aggregate, Average, Gossip, Merge, Push, RoundPlan, Step, Train
 from fedsim.task import Task
+from fedsim.topology.base import Topology
 from fedsim.training.loop import LoopTrainer
 from fedsim.training.schedule import local_batches
 from fedsim.training.vectorised import VectorisedTrainer
@@ -42,15 +44,23 @@ class LocalBackend:
         )
         self.chunk_size, self.vectorise = chunk_size, vectorise
 
-    def start(self, task: Task, num_rows: int, aggregator: Aggregator | None = None) -> None:
+    def start(
+        self,
+        task: Task,
+        num_rows: int,
+        aggregator: Aggregator | None = None,
+        topology: Topology | None = None,
+    ) -> None:
         """Give every row the task's initial model and set up the trainer; ``aggregator``
-        finishes every average a node computes (the plain mean by default)."""
+        finishes every average a node computes (the plain mean by default).  The topology
+        matters only to backends that shard the rows."""
         self.task = task
         self.aggregator = aggregator or Mean()
         self.corrected = self.aggregator.tensors(task.layout)
         self.factor_sum = torch.zeros(len(self.corrected), dtype=torch.float64)
         self.factor_count = 0
         self.buffer: dict[str, torch.Tensor] | None = None
+        self.node_ids: torch.Tensor | None = None  # global node of each row, when a shard
         self.params = task.initial_rows(num_rows)
         self.momentum = torch.zeros_like(self.params) if task.optimizer.momentum else None
         vectorise = task.prefers_vectorised() if self.vectorise == "auto" else self.vectorise
@@ -112,26 +122,31 @@ class LocalBackend:
         self.params[self._index(step.targets)] = average
 
     def _gossip(self, step: Gossip) -> None:
-        """``X <- W X``; the aggregator finishes every row that received models, with the
-        mean variance of its in-neighbours' models as the target."""
         num_nodes = step.weights.shape[0]
-        mixed = torch.sparse.mm(self._sparse(step.weights), self.params[:num_nodes])
+        self.params[:num_nodes] = self._mix(step.weights, self.params[:num_nodes], num_nodes)
+
+    def _mix(self, weights: sp.csr_array, stacked: torch.Tensor, num_rows: int) -> torch.Tensor:
+        """``W @ stacked`` for ``num_rows`` rows, where row i of W has its own model in column i;
+        the aggregator finishes every row that received models, with the mean variance of
+        the models it received as the target."""
+        mixed = torch.sparse.mm(self._sparse(weights), stacked)
         if self.aggregator.corrects:
-            coo = step.weights.tocoo()
+            coo = weights.tocoo()
             received = (coo.row != coo.col) & (coo.data != 0)
             rows, columns = coo.row[received], coo.col[received]
             receivers = np.unique(rows)
-            variances = self.aggregator.variances(self.params[:num_nodes], self.task.layout)
-            target = torch.zeros(num_nodes, variances.shape[1], dtype=variances.dtype)
-            target = target.to(variances.device).index_add_(
-                0, self._index(rows), variances[self._index(columns)]
-            )
-            counts = self._tensor(np.bincount(rows, minlength=num_nodes)[receivers])
+            variances = self.aggregator.variances(stacked, self.task.layout)
+            target = variances.new_zeros(num_rows, variances.shape[1])
+            target.index_add_(0, self._index(rows), variances[self._index(columns)])
+            counts = self._tensor(np.bincount(rows, minlength=num_rows)[receivers])
             index = self._index(receivers)
             mixed[index] = self._finish(mixed[index], target[index] / counts[:, None])
-        self.params[:num_nodes] = mixed
+        return mixed
 
     def _push(self, step: Push) -> None:
+        self._buffer_rows(self.params[self._index(step.sources)], step.targets, step.weights)
+
+    def _buffer_rows(self, sent: torch.Tensor, targets: np.ndarray, weights: np.ndarray) -> None:
         """Add each sent row, weighted, to its target's buffer (with its tensors' variances)."""
         if self.buffer is None:
             num_rows = len(self.params)
@@ -140,8 +155,7 @@ class LocalBackend:
                 "weight": self.params.new_zeros(num_rows),
                 "variance": self.params.new_zeros(num_rows, len(self.corrected)),
             }
-        sent = self.params[self._index(step.sources)]
-        weights, targets = self._tensor(step.weights), self._index(step.targets)
+        weights, targets = self._tensor(weights), self._index(targets)
         self.buffer["sum"].index_add_(0, targets, sent * weights[:, None])
         self.buffer["weight"].index_add_(0, targets, weights)
         if self.aggregator.corrects:
@@ -198,7 +212,7 @@ class LocalBackend:
                 )
             batches = local_batches(
                 task.node_data,
-                chunk,
+                chunk if self.node_ids is None else self.node_ids[chunk],
                 seed=task.seed,
                 round_idx=round_idx,
                 batch_size=optimizer.batch_size,
@@ -227,6 +241,29 @@ class LocalBackend:
             self._mixing[key] = (weights, matrix.coalesce().to(self.params.device))
         return self._mixing[key][1]
 
+    def state(self) -> dict[str, Any]:
+        """Copies of everything the rows hold: parameters, momentum, merge buffers (on CPU)."""
+        return {
+            "params": self.params.cpu().clone(),
+            "momentum": None if self.momentum is None else self.momentum.cpu().clone(),
+            "buffer": _copy(self.buffer),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state`."""
+        self.params.copy_(state["params"])
+        if state["momentum"] is not None:
+            self.momentum.copy_(state["momentum"])
+        buffer = _copy(state["buffer"])
+        self.buffer = (
+            None
+            if buffer is None
+            else {name: value.to(self.params.device) for name, value in buffer.items()}
+        )
+
+    def close(self) -> None:
+        """Nothing to release in this process."""
+
     def rows(self, rows: np.ndarray | slice) -> torch.Tensor:
         """A copy of the given rows of the parameter tensor."""
         return self.params[rows].clone()
@@ -239,3 +276,9 @@ class LocalBackend:
         """Mean squared distance of the node models to their average."""
         nodes = self.params[:num_nodes]
         return float((nodes - nodes.mean(dim=0)).pow(2).sum(dim=1).mean())
+
+
+def _copy(tensors: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+    return (
+        None if tensors is None else {name: value.cpu().clone() for name, value in tensors.items()}
+    )

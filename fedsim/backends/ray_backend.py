@@ -1,0 +1,351 @@
+"""The Ray backend: the same plans, with the rows of the federation spread over Ray actors.
+
+Each actor (:class:`~fedsim.backends.shard.Shard`) owns a shard of rows (parameters,
+momentum, merge buffers) and trains them with the local backend's code.  A mixing step
+moves only what crosses shards, as numpy arrays through Ray's object store: the rows a
+shard's nodes receive from other shards, or one average row per server-style average.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from fedsim.aggregators import Aggregator, Mean
+from fedsim.backends.shard import Shard, average_of
+from fedsim.errors import check
+from fedsim.plans import Aggregate, Average, Gossip, Merge, Push, RoundPlan, Step, Train
+from fedsim.task import Task
+from fedsim.topology.base import Topology
+
+FLOAT_BYTES = 4
+
+
+class RayBackend:
+    """Executes round plans on ``num_actors`` Ray actors, each holding a shard of rows.
+
+    Parameters
+    ----------
+    num_actors:
+        Actors (shards); nodes are ordered so that graph neighbours share a shard (reverse
+        Cuthill-McKee on the topology) and cut into contiguous, equal shards.
+    cpus_per_actor, gpus_per_actor:
+        Ray resources of each actor (fractional GPUs allowed; the actor trains on its GPU).
+    address:
+        None starts a local Ray on 127.0.0.1 (dashboard off, quiet); ``auto`` or
+        ``ray://host:port`` joins an existing cluster.
+    chunk_size, vectorise:
+        As for the local backend, inside each actor.
+    """
+
+    def __init__(
+        self,
+        num_actors: int = 2,
+        cpus_per_actor: float = 1.0,
+        gpus_per_actor: float = 0.0,
+        address: str | None = None,
+        chunk_size: int | str = 256,
+        vectorise: bool | str = "auto",
+    ) -> None:
+        check(num_actors >= 1, f"backend.num_actors={num_actors} must be >= 1")
+        check(cpus_per_actor > 0, f"backend.cpus_per_actor={cpus_per_actor} must be > 0")
+        check(gpus_per_actor >= 0, f"backend.gpus_per_actor={gpus_per_actor} must be >= 0")
+        check(
+            chunk_size == "auto" or (isinstance(chunk_size, int) and chunk_size >= 1),
+            f"backend.chunk_size={chunk_size!r} must be an integer >= 1 or auto",
+        )
+        check(
+            vectorise in (True, False, "auto"),
+            f"backend.vectorise={vectorise!r} is not one of: auto, true, false",
+        )
+        self.num_actors, self.address = num_actors, address
+        self.cpus_per_actor, self.gpus_per_actor = cpus_per_actor, gpus_per_actor
+        self.chunk_size, self.vectorise = chunk_size, vectorise
+        self.actors: list[Any] = []
+
+    # --- life cycle ----------------------------------------------------------------------
+
+    def start(
+        self,
+        task: Task,
+        num_rows: int,
+        aggregator: Aggregator | None = None,
+        topology: Topology | None = None,
+    ) -> None:
+        """Start Ray if needed, cut the rows into shards and give each actor its rows."""
+        import ray
+
+        self._ray = ray
+        self._owns_ray = not ray.is_initialized()
+        if self._owns_ray:
+            options = {"include_dashboard": False, "logging_level": logging.ERROR}
+            if self.address is None:
+                cpus = max(1, int(np.ceil(self.num_actors * self.cpus_per_actor)))
+                options.update(num_cpus=cpus, _node_ip_address="127.0.0.1")
+            ray.init(address=self.address, log_to_driver=False, **options)
+        self.task, self.aggregator = task, aggregator or Mean()
+        self.num_rows, self.row_bytes = num_rows, task.layout.size * FLOAT_BYTES
+        order = _order(num_rows, topology)
+        check(
+            self.num_actors <= num_rows,
+            f"backend.num_actors={self.num_actors} must be <= the {num_rows} rows",
+        )
+        self.shards = [np.sort(part) for part in np.array_split(order, self.num_actors)]
+        self.owner = np.empty(num_rows, dtype=np.int64)
+        for index, rows in enumerate(self.shards):
+            self.owner[rows] = index
+        actor = ray.remote(num_cpus=self.cpus_per_actor, num_gpus=self.gpus_per_actor)(Shard)
+        threads = max(1, int(self.cpus_per_actor))
+        self.actors = [actor.remote(self.chunk_size, self.vectorise, threads) for _ in self.shards]
+        initial = task.initial_rows(num_rows).cpu().numpy()
+        self._wait(
+            [
+                (i, a.start.remote(task, rows, initial[rows], self.aggregator))
+                for i, (a, rows) in enumerate(zip(self.actors, self.shards, strict=True))
+            ]
+        )
+        self.bytes_between_actors = 0.0
+        self.factor_sum = np.zeros(len(self.aggregator.tensors(task.layout)))
+        self.factor_count = 0
+
+    def close(self) -> None:
+        """Stop the actors, and Ray itself if this backend started it."""
+        for actor in self.actors:
+            self._ray.kill(actor)
+        self.actors = []
+        if getattr(self, "_owns_ray", False) and self._ray.is_initialized():
+            self._ray.shutdown()
+
+    def _wait(self, calls: list[tuple[int, Any]]) -> list[Any]:
+        """The results of actor calls; a dead actor is one clear error naming its shard."""
+        results = []
+        for shard, future in calls:
+            try:
+                results.append(self._ray.get(future))
+            except self._ray.exceptions.RayActorError as error:
+                rows = self.shards[shard]
+                raise RuntimeError(
+                    f"Ray actor of shard {shard} (rows {rows[0]}..{rows[-1]}, {len(rows)} rows) "
+                    f"died: {str(error).splitlines()[0]}; the metrics written so far are kept, "
+                    "and `fedsim resume RUN_DIR` continues from the last checkpoint"
+                ) from None
+        return results
+
+    # --- plans ---------------------------------------------------------------------------
+
+    def execute(self, plan: RoundPlan, round_idx: int) -> None:
+        """Run the plan's steps in order, each on all shards at once."""
+        for step in plan.steps:
+            self._execute(step, round_idx)
+
+    def _execute(self, step: Step, round_idx: int) -> None:
+        if isinstance(step, Train):
+            self._wait(
+                [
+                    (i, self.actors[i].train.remote(nodes, step, round_idx))
+                    for i, nodes in self._split(step.nodes)
+                ]
+            )
+        elif isinstance(step, Gossip):
+            self._gossip(step.weights)
+        elif isinstance(step, Average | Aggregate):
+            self._averages(step.groups if isinstance(step, Aggregate) else (step,))
+        elif isinstance(step, Push):
+            self._push(step)
+        elif isinstance(step, Merge):
+            index = np.argsort(step.nodes)
+            nodes, weights = step.nodes[index], step.self_weights[index]
+            self._wait(
+                [
+                    (i, self.actors[i].merge.remote(part, weights[np.isin(nodes, part)]))
+                    for i, part in self._split(nodes)
+                ]
+            )
+        else:
+            raise TypeError(f"unknown plan step {step!r}")
+
+    def _split(self, rows: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """``rows`` grouped by the shard that holds them (sorted within each shard)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        owners = self.owner[rows]
+        return [(i, np.sort(rows[owners == i])) for i in np.unique(owners)]
+
+    def _fetch(self, rows: np.ndarray) -> list[Any]:
+        """Object refs of ``rows``' parameters, one per holding shard, in shard order."""
+        self.bytes_between_actors += len(rows) * self.row_bytes
+        return [self.actors[i].get.remote(part) for i, part in self._split(rows)]
+
+    def _gossip(self, weights: sp.csr_array) -> None:
+        """Each shard mixes its rows with the rows of other shards that its nodes receive."""
+        weights = sp.csr_array(weights)
+        calls = []
+        for index, rows in enumerate(self.shards):
+            rows = rows[rows < weights.shape[0]]
+            if not len(rows):
+                continue
+            block = weights[rows]
+            foreign = np.setdiff1d(np.unique(block.indices), rows)
+            foreign = np.concatenate([part for _, part in self._split(foreign)] or [foreign])
+            columns = np.concatenate([rows, foreign])
+            position = np.full(weights.shape[1], -1, dtype=np.int64)
+            position[columns] = np.arange(len(columns))
+            local = sp.csr_array(
+                (block.data, position[block.indices], block.indptr),
+                shape=(len(rows), len(columns)),
+            )
+            calls.append((index, local, rows, self._fetch(foreign)))
+        self._wait(
+            [
+                (i, self.actors[i].gossip.remote(local, rows, *refs))
+                for i, local, rows, refs in calls
+            ]
+        )
+
+    def _averages(self, groups: tuple[Average, ...]) -> None:
+        """Every group's average from the shards' partial sums, then written to its targets."""
+        averages = []
+        for group in groups:
+            owners = self.owner[group.sources]
+            parts = [
+                (i, self.actors[i].partial_average.remote(
+                    group.sources[owners == i], group.weights[owners == i]
+                ))
+                for i in np.unique(owners)
+            ]  # fmt: skip
+            weighted, variances = average_of(self._wait(parts))
+            if self.aggregator.corrects and len(group.sources) > 1:
+                weighted = self._finish(weighted, variances / len(group.sources))
+            self.bytes_between_actors += len(parts) * self.row_bytes
+            averages.append(weighted.astype(np.float32))
+        calls = []
+        for group, average in zip(groups, averages, strict=True):
+            calls += [
+                (i, self.actors[i].write.remote(part, average))
+                for i, part in self._split(group.targets)
+            ]
+        self._wait(calls)
+
+    def _finish(self, merged: np.ndarray, target: np.ndarray) -> np.ndarray:
+        corrected, factors = self.aggregator.finish(
+            torch.from_numpy(merged.astype(np.float32))[None],
+            torch.from_numpy(target.astype(np.float32))[None],
+            self.task.layout,
+        )
+        self.factor_sum += factors.sum(dim=0).double().numpy()
+        self.factor_count += 1
+        return corrected[0].numpy()
+
+    def _push(self, step: Push) -> None:
+        """Each shard buffers the models pushed to its nodes, fetched from their senders."""
+        calls = []
+        for index, _ in self._split(step.targets):
+            mine = np.flatnonzero(self.owner[step.targets] == index)
+            mine = mine[np.argsort(self.owner[step.sources[mine]], kind="stable")]
+            senders = step.sources[mine]
+            owners = self.owner[senders]
+            refs = [self.actors[i].get.remote(senders[owners == i]) for i in np.unique(owners)]
+            self.bytes_between_actors += int((owners != index).sum()) * self.row_bytes
+            push = self.actors[index].push.remote(step.targets[mine], step.weights[mine], *refs)
+            calls.append((index, push))
+        self._wait(calls)
+
+    # --- reading rows --------------------------------------------------------------------
+
+    def rows(self, rows: np.ndarray | slice) -> torch.Tensor:
+        """A copy of the given rows (gathered from their shards), in the order asked."""
+        rows = np.arange(self.num_rows)[rows] if isinstance(rows, slice) else np.asarray(rows)
+        owners = self.owner[rows]
+        calls = [(i, self.actors[i].get.remote(rows[owners == i])) for i in np.unique(owners)]
+        result = np.empty((len(rows), self.task.layout.size), dtype=np.float32)
+        for (shard, _), part in zip(calls, self._wait(calls), strict=True):
+            result[owners == shard] = part
+        return torch.from_numpy(result)
+
+    def node_mean(self, num_nodes: int) -> torch.Tensor:
+        """The average of the node rows."""
+        parts = self._wait(
+            [(i, self.actors[i].sums.remote(part)) for i, part in self._split(np.arange(num_nodes))]
+        )
+        return torch.from_numpy(sum(total for total, _ in parts) / num_nodes)
+
+    def consensus_distance(self, num_nodes: int) -> float:
+        """Mean squared distance of the node models to their average."""
+        mean = self.node_mean(num_nodes).numpy()
+        parts = self._wait(
+            [
+                (i, self.actors[i].squared_distance.remote(part, mean))
+                for i, part in self._split(np.arange(num_nodes))
+            ]
+        )
+        return float(sum(parts) / num_nodes)
+
+    def correction_factors(self) -> dict[str, float]:
+        """Mean correction factor per corrected tensor since the last call (then reset)."""
+        parts = self._wait([(i, a.correction_factors.remote()) for i, a in enumerate(self.actors)])
+        total = self.factor_sum + sum(part for part, _ in parts)
+        count = self.factor_count + sum(count for _, count in parts)
+        self.factor_sum[:] = 0
+        self.factor_count = 0
+        if not count:
+            return {}
+        names = [name for name, _ in self.aggregator.tensors(self.task.layout)]
+        return dict(zip(names, (total / count).tolist(), strict=True))
+
+    def state(self) -> dict[str, Any]:
+        """The whole federation's rows, gathered from the shards (for checkpoints)."""
+        states = self._wait([(i, a.state.remote()) for i, a in enumerate(self.actors)])
+        merged: dict[str, Any] = {}
+        for key in ("params", "momentum"):
+            merged[key] = self._gather([state[key] for state in states])
+        buffers = [state["buffer"] for state in states]
+        merged["buffer"] = None
+        if any(buffer is not None for buffer in buffers):
+            template = next(buffer for buffer in buffers if buffer is not None)
+            merged["buffer"] = {
+                name: self._gather(
+                    [
+                        torch.zeros(len(rows), *value.shape[1:]) if buffer is None else buffer[name]
+                        for rows, buffer in zip(self.shards, buffers, strict=True)
+                    ]
+                )
+                for name, value in template.items()
+            }
+        return merged
+
+    def _gather(self, parts: list[torch.Tensor | None]) -> torch.Tensor | None:
+        if parts[0] is None:
+            return None
+        whole = torch.empty(self.num_rows, *parts[0].shape[1:], dtype=parts[0].dtype)
+        for rows, part in zip(self.shards, parts, strict=True):
+            whole[torch.as_tensor(rows)] = part
+        return whole
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Give each shard its rows of a :meth:`state`."""
+        calls = []
+        for index, rows in enumerate(self.shards):
+            index_rows = torch.as_tensor(rows)
+            part = {
+                "params": state["params"][index_rows],
+                "momentum": None if state["momentum"] is None else state["momentum"][index_rows],
+                "buffer": None
+                if state["buffer"] is None
+                else {name: value[index_rows] for name, value in state["buffer"].items()},
+            }
+            calls.append((index, self.actors[index].restore.remote(part)))
+        self._wait(calls)
+
+
+def _order(num_rows: int, topology: Topology | None) -> np.ndarray:
+    """Rows in an order that keeps graph neighbours close (servers last)."""
+    if topology is None:
+        return np.arange(num_rows)
+    graph = topology.graph(0)
+    ordering = nx.utils.reverse_cuthill_mckee_ordering(nx.Graph(graph))
+    nodes = np.array(list(ordering), dtype=np.int64)
+    return np.concatenate([nodes, np.arange(graph.number_of_nodes(), num_rows)])

@@ -1,0 +1,111 @@
+"""One Ray actor's share of the federation: its rows of the parameter tensor, trained and
+mixed with the local backend's code; rows of other shards arrive as numpy arrays."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from fedsim.aggregators import Aggregator
+from fedsim.backends.local import LocalBackend
+from fedsim.plans import Merge, Train
+from fedsim.task import Task
+
+
+class Shard:
+    """The rows ``rows`` (global ids, sorted) of the federation, held by one actor."""
+
+    def __init__(self, chunk_size: int | str, vectorise: bool | str, threads: int) -> None:
+        torch.set_num_threads(threads)
+        self.backend = LocalBackend(chunk_size=chunk_size, vectorise=vectorise)
+
+    def start(
+        self, task: Task, rows: np.ndarray, initial: np.ndarray, aggregator: Aggregator
+    ) -> None:
+        self.rows = rows
+        self.backend.start(task, len(rows), aggregator)
+        self.backend.params.copy_(torch.from_numpy(initial))
+        self.backend.node_ids = torch.as_tensor(rows, device=self.backend.params.device)
+
+    def local(self, rows: np.ndarray) -> np.ndarray:
+        """Positions of global ``rows`` (all held here) in this shard."""
+        return np.searchsorted(self.rows, rows)
+
+    def get(self, rows: np.ndarray) -> np.ndarray:
+        """Copies of global ``rows`` as a float32 array (what other shards receive)."""
+        return self.backend.params[torch.as_tensor(self.local(rows))].cpu().numpy()
+
+    def train(self, nodes: np.ndarray, step: Train, round_idx: int) -> None:
+        local = Train(self.local(nodes), step.epochs, step.steps, step.fresh_optimizer)
+        self.backend._train(local, round_idx)
+
+    def gossip(self, weights: sp.csr_array, rows: np.ndarray, *foreign: np.ndarray) -> None:
+        """``X[rows] <- W @ [X[rows]; foreign]``: W's columns are ``rows`` (global ids held
+        here), then the received rows of other shards."""
+        index = torch.as_tensor(self.local(rows), device=self.backend.params.device)
+        own = self.backend.params[index]
+        stacked = torch.cat([own, *(torch.from_numpy(part).to(own.device) for part in foreign)])
+        self.backend.params[index] = self.backend._mix(weights, stacked, len(own))
+
+    def partial_average(self, sources: np.ndarray, weights: np.ndarray) -> tuple[Any, Any]:
+        """``sum_k w_k X[sources_k]`` over the sources held here, and the sum of their
+        per-tensor variances (for a correcting aggregator)."""
+        rows = self.backend.params[torch.as_tensor(self.local(sources))]
+        weighted = (self.backend._tensor(weights) @ rows).cpu().numpy()
+        variances = None
+        if self.backend.aggregator.corrects:
+            layout = self.backend.task.layout
+            variances = self.backend.aggregator.variances(rows, layout).sum(dim=0).cpu().numpy()
+        return weighted, variances
+
+    def write(self, targets: np.ndarray, row: np.ndarray) -> None:
+        self.backend.params[torch.as_tensor(self.local(targets))] = torch.from_numpy(row).to(
+            self.backend.params.device
+        )
+
+    def finish(self, merged: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """The aggregator's correction of one averaged row (tallied here)."""
+        tensor = torch.from_numpy(merged)[None].to(self.backend.params.device)
+        target_tensor = torch.from_numpy(target)[None].to(self.backend.params.device)
+        return self.backend._finish(tensor, target_tensor)[0].cpu().numpy()
+
+    def push(self, targets: np.ndarray, weights: np.ndarray, *parts: np.ndarray) -> None:
+        """Buffer the pushed models (``parts`` concatenated, in message order) at ``targets``."""
+        rows = torch.from_numpy(np.concatenate(parts)).to(self.backend.params.device)
+        self.backend._buffer_rows(rows, self.local(targets), weights)
+
+    def merge(self, nodes: np.ndarray, self_weights: np.ndarray) -> None:
+        self.backend._merge(Merge(self.local(nodes), self_weights))
+
+    def sums(self, rows: np.ndarray) -> tuple[np.ndarray, int]:
+        held = self.backend.params[torch.as_tensor(self.local(rows))]
+        return held.sum(dim=0).cpu().numpy(), len(held)
+
+    def squared_distance(self, rows: np.ndarray, mean: np.ndarray) -> float:
+        held = self.backend.params[torch.as_tensor(self.local(rows))]
+        return float((held - torch.from_numpy(mean).to(held.device)).pow(2).sum())
+
+    def correction_factors(self) -> tuple[np.ndarray, int]:
+        sums, count = self.backend.factor_sum.numpy().copy(), self.backend.factor_count
+        self.backend.factor_sum.zero_()
+        self.backend.factor_count = 0
+        return sums, count
+
+    def state(self) -> dict[str, Any]:
+        return self.backend.state()
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.backend.restore(state)
+
+    def ping(self) -> int:
+        return len(self.rows)
+
+
+def average_of(partials: list[tuple[Any, Any]]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The sum of the shards' partial weighted sums and variance sums."""
+    weighted = sum(part[0] for part in partials)
+    variances = [part[1] for part in partials if part[1] is not None]
+    return weighted, (sum(variances) if variances else None)

@@ -3,6 +3,7 @@ mixed with the local backend's code; rows of other shards arrive as numpy arrays
 
 from __future__ import annotations
 
+import resource
 from typing import Any
 
 import numpy as np
@@ -100,8 +101,9 @@ class Shard:
     def restore(self, state: dict[str, Any]) -> None:
         self.backend.restore(state)
 
-    def ping(self) -> int:
-        return len(self.rows)
+    def peak_memory_mb(self) -> float:
+        """This actor's peak resident memory."""
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def average_of(partials: list[tuple[Any, Any]]) -> tuple[np.ndarray, np.ndarray | None]:

@@ -1,7 +1,7 @@
 """Scaling of D-PSGD with the number of nodes: the local backend against Ray with 1 and 2 actors.
 
-D-PSGD on a random 6-regular graph, digits MLP (64-128-10), every node one local step per
-round.  Each configuration runs in a fresh process (so that peak memory is its own): a
+D-PSGD on a random 6-regular graph, digits MLP (64-128-10) on digits tiled 10x, every node
+one local step (a batch of 8) per round, so the work per node is the same at every size.  Each configuration runs in a fresh process (so that peak memory is its own): a
 warm-up round, then ``--rounds`` timed rounds; the table gives the median seconds per round
 of ``--repeats`` processes, rounds per second, the ratio to the local backend measured in
 the same run, and the peak resident memory of the driver plus every Ray actor.
@@ -68,8 +68,9 @@ def main() -> None:
     ]
     for num_nodes in args.nodes:
         common = [
-            "strategy=dpsgd", "topology=regular", "topology.degree=6", f"num_nodes={num_nodes}",
-            "data.tile=10", "progress=false",
+            "strategy=dpsgd", "strategy.local_epochs=null", "strategy.local_steps=1",
+            "topology=regular", "topology.degree=6", f"num_nodes={num_nodes}", "data.tile=10",
+            "progress=false",
         ]  # fmt: skip
         local_seconds = None
         for name, extra in BACKENDS.items():

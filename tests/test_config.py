@@ -17,6 +17,7 @@ STRATEGY_SIZE = {
     "modest": "strategy.sample_size=4",
     "fl_fixed_server": "strategy.sample_size=4",
     "gossip_learning": "strategy.period_s=30",
+    "gossip": "strategy.buffer_size=2",
 }
 NEEDS_FILES = {"mnist", "fashion_mnist", "cifar10", "femnist"}
 

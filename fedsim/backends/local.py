@@ -21,6 +21,18 @@ from fedsim.training.vectorised import VectorisedTrainer
 MIXING_CACHE = 64  # mixing matrices kept on the device (more than any period in use)
 
 
+def check_training_settings(chunk_size: int | str, vectorise: bool | str) -> None:
+    """``backend.chunk_size`` and ``backend.vectorise`` must be legal (any backend)."""
+    check(
+        chunk_size == "auto" or (isinstance(chunk_size, int) and chunk_size >= 1),
+        f"backend.chunk_size={chunk_size!r} must be an integer >= 1 or auto",
+    )
+    check(
+        vectorise in (True, False, "auto"),
+        f"backend.vectorise={vectorise!r} is not one of: auto, true, false",
+    )
+
+
 class LocalBackend:
     """Executes round plans on stacked parameters ``params`` of shape (nodes + servers, d).
 
@@ -34,14 +46,7 @@ class LocalBackend:
     """
 
     def __init__(self, chunk_size: int | str = 256, vectorise: bool | str = "auto") -> None:
-        check(
-            chunk_size == "auto" or (isinstance(chunk_size, int) and chunk_size >= 1),
-            f"backend.chunk_size={chunk_size!r} must be an integer >= 1 or auto",
-        )
-        check(
-            vectorise in (True, False, "auto"),
-            f"backend.vectorise={vectorise!r} is not one of: auto, true, false",
-        )
+        check_training_settings(chunk_size, vectorise)
         self.chunk_size, self.vectorise = chunk_size, vectorise
 
     def start(

@@ -17,6 +17,7 @@ import scipy.sparse as sp
 import torch
 
 from fedsim.aggregators import Aggregator, Mean
+from fedsim.backends.local import check_training_settings
 from fedsim.backends.shard import Shard, average_of
 from fedsim.errors import check
 from fedsim.plans import Aggregate, Average, Gossip, Merge, Push, RoundPlan, Step, Train
@@ -55,14 +56,7 @@ class RayBackend:
         check(num_actors >= 1, f"backend.num_actors={num_actors} must be >= 1")
         check(cpus_per_actor > 0, f"backend.cpus_per_actor={cpus_per_actor} must be > 0")
         check(gpus_per_actor >= 0, f"backend.gpus_per_actor={gpus_per_actor} must be >= 0")
-        check(
-            chunk_size == "auto" or (isinstance(chunk_size, int) and chunk_size >= 1),
-            f"backend.chunk_size={chunk_size!r} must be an integer >= 1 or auto",
-        )
-        check(
-            vectorise in (True, False, "auto"),
-            f"backend.vectorise={vectorise!r} is not one of: auto, true, false",
-        )
+        check_training_settings(chunk_size, vectorise)
         self.num_actors, self.address = num_actors, address
         self.cpus_per_actor, self.gpus_per_actor = cpus_per_actor, gpus_per_actor
         self.chunk_size, self.vectorise = chunk_size, vectorise

@@ -265,6 +265,9 @@ class Simulation:
             },
             "wall_time_s": time.perf_counter() - self.start_time,
         }
+        crossed = getattr(self.backend, "bytes_between_actors", None)  # the simulator's own
+        if crossed is not None:
+            metrics["bytes_between_actors_total"] = float(crossed)
         for name, value in metrics.items():
             recorder.add(round_idx, name, value)
         evaluated = self.evaluated_nodes

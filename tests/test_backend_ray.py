@@ -59,6 +59,9 @@ def test_every_strategy_gives_the_same_metrics_on_ray_and_local(strategy, tmp_pa
     settings = [f"strategy={strategy}", *STRATEGIES[strategy]]
     local = metrics(tmp_path, "local", *settings)
     on_ray = metrics(tmp_path, "ray", *settings, "backend=ray", "backend.num_actors=2")
+    crossed = on_ray.metric == "bytes_between_actors_total"
+    assert on_ray[crossed].value.iloc[-1] > 0  # the simulator's own traffic, kept apart
+    on_ray = on_ray[~crossed].reset_index(drop=True)
     pd.testing.assert_frame_equal(local.drop(columns="value"), on_ray.drop(columns="value"))
     assert np.allclose(local.value, on_ray.value, rtol=1e-4, atol=1e-5)
 

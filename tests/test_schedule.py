@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedsim.training.schedule import NodeData, local_batches
+from fedsim.training.schedule import NodeData, local_batches, samples_in_steps
 
 SHARDS = [np.arange(5), np.arange(10, 13), np.array([], dtype=np.int64), np.arange(20, 40)]
 
@@ -58,3 +58,13 @@ def test_real_examples_fill_a_prefix_of_each_batch(data):
     counts = batches.mask.sum(dim=-1, keepdim=True)
     slots = torch.arange(3)
     assert torch.equal(batches.mask, (slots < counts).float())
+
+
+def test_samples_in_steps_counts_the_examples_the_batches_hold():
+    data = NodeData.from_shards([np.arange(10), np.arange(10, 30), np.arange(30, 33)])
+    batches = local_batches(
+        data, torch.arange(3), seed=0, round_idx=0, batch_size=8, epochs=None, steps=3
+    )
+    held = batches.mask.sum(dim=(1, 2)).tolist()  # 8 + 2 + 8, 8 + 8 + 4, 3 + 3 + 3
+    assert held == [18, 20, 9]
+    assert samples_in_steps(np.array([10, 20, 3]), 3, 8).tolist() == held

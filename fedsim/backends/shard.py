@@ -67,12 +67,6 @@ class Shard:
             self.backend.params.device
         )
 
-    def finish(self, merged: np.ndarray, target: np.ndarray) -> np.ndarray:
-        """The aggregator's correction of one averaged row (tallied here)."""
-        tensor = torch.from_numpy(merged)[None].to(self.backend.params.device)
-        target_tensor = torch.from_numpy(target)[None].to(self.backend.params.device)
-        return self.backend._finish(tensor, target_tensor)[0].cpu().numpy()
-
     def push(self, targets: np.ndarray, weights: np.ndarray, *parts: np.ndarray) -> None:
         """Buffer the pushed models (``parts`` concatenated, in message order) at ``targets``."""
         rows = torch.from_numpy(np.concatenate(parts)).to(self.backend.params.device)

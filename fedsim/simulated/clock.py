@@ -16,7 +16,7 @@ import numpy as np
 
 from fedsim.plans import Aggregate, Average, Gossip, Merge, Push, RoundPlan, Step, Train
 from fedsim.simulated.network import Network
-from fedsim.training.schedule import NodeData
+from fedsim.training.schedule import NodeData, samples_in_steps
 
 
 class Clock:
@@ -54,9 +54,8 @@ class Clock:
             steps_per_epoch = np.ceil(examples / self.batch_size)
             if step.epochs is not None:
                 samples, steps = step.epochs * examples, step.epochs * steps_per_epoch
-            else:  # as local_batches walks epochs: the last batch of each epoch is short
-                epochs, extra = np.divmod(step.steps, np.maximum(steps_per_epoch, 1))
-                samples = epochs * examples + np.minimum(extra * self.batch_size, examples)
+            else:
+                samples = samples_in_steps(examples, step.steps, self.batch_size)
                 steps = np.where(examples > 0, step.steps, 0)
             self.ready[nodes] += self.network.compute_time(nodes, samples, steps)
             return

@@ -6,11 +6,13 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
+import scipy.sparse as sp
 
 from fedsim import rng
 from fedsim.errors import check
 from fedsim.plans import Merge, Push, RoundPlan, Train
 from fedsim.strategies.base import Federation, Strategy
+from fedsim.training.schedule import samples_in_steps
 
 MERGES = ("mean", "age_weighted")
 NO_AGE = 1e-9  # the weight of a model nobody trained yet: equal weights among such models
@@ -65,7 +67,7 @@ class EventGossip(Strategy):
         self.buffer_size, self.self_weight, self.merge = buffer_size, self_weight, merge
         self.tick_s = tick_s
         self._state: dict[str, np.ndarray] | None = None
-        self._neighbours: dict[int, tuple[list, np.ndarray]] = {}
+        self._graph: tuple[nx.Graph, sp.csr_array, np.ndarray] | None = None
 
     def plan(self, round_idx: int, federation: Federation) -> RoundPlan:
         num_nodes = federation.num_nodes
@@ -78,14 +80,16 @@ class EventGossip(Strategy):
                 "received_age_max": np.zeros(num_nodes),
             }
         state = self._state
-        neighbours, in_degree = self.neighbours(round_idx, federation)
+        adjacency, in_degree = self.neighbours(round_idx, federation)
         trainers = np.flatnonzero(state["next_train"] <= round_idx)
         draws = rng.generator(federation.seed, rng.SAMPLING, round_idx).integers(
             self.train_every[0], self.train_every[1] + 1, size=num_nodes
         )
         state["next_train"][trainers] += draws[trainers]
-        state["age"][trainers] += self._samples(trainers, federation)
-        sources, targets = self._pushes(trainers, neighbours, round_idx, federation.seed)
+        state["age"][trainers] += samples_in_steps(
+            federation.num_examples[trainers], self.local_steps, federation.batch_size
+        )
+        sources, targets = self._pushes(trainers, adjacency, round_idx, federation.seed)
         weights = np.ones(len(sources))
         if self.merge == "age_weighted":
             weights = np.maximum(state["age"][sources], NO_AGE)
@@ -108,34 +112,34 @@ class EventGossip(Strategy):
                 state[name][merging] = 0
         return RoundPlan(steps=tuple(steps), finished_at=(round_idx + 1) * self.tick_s)
 
-    def neighbours(self, round_idx: int, federation: Federation) -> tuple[list, np.ndarray]:
-        """Each node's neighbours (out-neighbours of a directed graph) at this tick, and how
-        many nodes push to each (its in-degree)."""
+    def neighbours(self, round_idx: int, federation: Federation) -> tuple[sp.csr_array, np.ndarray]:
+        """The adjacency of this tick's graph (row i: i's out-neighbours) and each node's
+        in-degree (how many push to it); the last graph's is kept."""
         graph = federation.topology.graph(round_idx)
-        if id(graph) not in self._neighbours:  # one graph at a time is kept
+        if self._graph is None or self._graph[0] is not graph:
             adjacency = nx.to_scipy_sparse_array(graph, nodelist=range(federation.num_nodes))
             adjacency.setdiag(0)
             adjacency.eliminate_zeros()
-            adjacency = adjacency.tocsr()
-            rows = np.split(adjacency.indices, adjacency.indptr[1:-1])
+            adjacency = sp.csr_array(adjacency)
             in_degree = np.bincount(adjacency.indices, minlength=federation.num_nodes)
-            self._neighbours = {id(graph): (rows, in_degree)}
-        return self._neighbours[id(graph)]
+            self._graph = (graph, adjacency, in_degree)
+        return self._graph[1], self._graph[2]
 
     def _pushes(
-        self, trainers: np.ndarray, neighbours: list[np.ndarray], round_idx: int, seed: int
+        self, trainers: np.ndarray, adjacency: sp.csr_array, round_idx: int, seed: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """(sender, receiver) of every push: to all neighbours, or ``fanout`` random ones."""
+        block = adjacency[trainers]
+        degrees = np.diff(block.indptr)
+        if self.fanout is None or (degrees <= self.fanout).all():
+            return np.repeat(trainers, degrees).astype(np.int64), block.indices.astype(np.int64)
         sources, targets = [], []
-        for node in trainers:
-            peers = neighbours[node]
-            if self.fanout is not None and self.fanout < len(peers):
+        for node, peers in zip(trainers, np.split(block.indices, block.indptr[1:-1]), strict=True):
+            if self.fanout < len(peers):
                 generator = rng.generator(seed, rng.SAMPLING, round_idx, node)
                 peers = np.sort(generator.choice(peers, self.fanout, replace=False))
             sources.append(np.full(len(peers), node))
             targets.append(peers)
-        if not sources:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         return np.concatenate(sources).astype(np.int64), np.concatenate(targets).astype(np.int64)
 
     def _self_weights(self, merging: np.ndarray) -> np.ndarray:
@@ -143,13 +147,6 @@ class EventGossip(Strategy):
             return np.full(len(merging), self.self_weight)
         own = np.maximum(self._state["age"][merging], NO_AGE)
         return own / (own + self._state["received_age"][merging])
-
-    def _samples(self, trainers: np.ndarray, federation: Federation) -> np.ndarray:
-        """Samples each trainer goes through in ``local_steps`` mini-batches (its age gain)."""
-        examples = federation.num_examples[trainers]
-        per_epoch = np.maximum(np.ceil(examples / federation.batch_size), 1)
-        epochs, extra = np.divmod(self.local_steps, per_epoch)
-        return epochs * examples + np.minimum(extra * federation.batch_size, examples)
 
     def state(self) -> dict[str, Any]:
         return {} if self._state is None else {k: v.copy() for k, v in self._state.items()}

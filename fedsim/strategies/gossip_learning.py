@@ -56,13 +56,15 @@ class GossipLearning(Strategy):
             senders, peers, federation.message_bytes + AGE_BYTES
         )
         model_messages = np.bincount(senders, minlength=num_nodes)  # lost ones were sent too
-        delivered = np.array(
-            [
-                federation.churn.is_alive(int(peer), time)
-                for peer, time in zip(peers, arrivals, strict=True)
-            ],
-            dtype=bool,
-        )
+        delivered = np.ones(len(peers), dtype=bool)
+        if not federation.churn.static:  # a push to a node that is down by then is lost
+            delivered = np.array(
+                [
+                    federation.churn.is_alive(int(p), t)
+                    for p, t in zip(peers, arrivals, strict=True)
+                ],
+                dtype=bool,
+            )
         senders, peers, arrivals = senders[delivered], peers[delivered], arrivals[delivered]
         order = np.lexsort((arrivals, peers))
         senders, peers = senders[order], peers[order]

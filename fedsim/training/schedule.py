@@ -107,3 +107,12 @@ def local_batches(
     local = epoch_order.gather(2, slot)
     indices = data.table[nodes][:, None, :].expand(-1, num_steps, -1).gather(2, local)
     return Batches(indices=indices, mask=valid.to(torch.float32))
+
+
+def samples_in_steps(examples: np.ndarray, steps: int, batch_size: int) -> np.ndarray:
+    """Examples that ``steps`` mini-batches hold for nodes of ``examples`` examples, walking
+    epochs as :func:`local_batches` does (the last batch of each epoch is short)."""
+    examples = np.asarray(examples, dtype=np.float64)
+    per_epoch = np.maximum(np.ceil(examples / batch_size), 1)
+    epochs, extra = np.divmod(steps, per_epoch)
+    return epochs * examples + np.minimum(extra * batch_size, examples)

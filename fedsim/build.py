@@ -92,9 +92,13 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         cfg.init_scheme,
     )
     message_bytes = task.layout.size * FLOAT_BYTES + cfg.header_bytes
+    federation = replace(federation, message_bytes=message_bytes)
+    privacy = instantiate(cfg.privacy)
+    if privacy is not None:
+        privacy.prepare(strategy, federation, cfg.rounds, type(strategy).__name__)
     simulation = Simulation(
         strategy=strategy,
-        federation=replace(federation, message_bytes=message_bytes),
+        federation=federation,
         task=task,
         backend=backend,
         aggregator=instantiate(cfg.aggregator),
@@ -104,6 +108,7 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         header_bytes=cfg.header_bytes,
         checkpoint_every=cfg.checkpoint_every,
         label_histograms=label_histograms(dataset.train_y.numpy(), shards, dataset.num_classes),
+        privacy=privacy,
     )
     _fit_in_memory(simulation, device)
     return simulation

@@ -33,6 +33,7 @@ GROUPS = (
     "aggregator",
     "network",
     "churn",
+    "privacy",
 )
 PRESETS = ("experiment",)  # groups of @package _global_ presets: chosen, never a config key
 # Arguments that the engine passes at run time, never settings of a config file.

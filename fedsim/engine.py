@@ -20,6 +20,7 @@ from fedsim.backends.local import LocalBackend
 from fedsim.errors import check
 from fedsim.metrics.recorder import Recorder
 from fedsim.plans import RoundPlan, aggregations, channel, messages_sent
+from fedsim.privacy import Privacy
 from fedsim.simulated.clock import Clock
 from fedsim.strategies.base import Federation, Strategy
 from fedsim.task import Task
@@ -39,7 +40,8 @@ class Simulation:
     (``sim_time_s``) follows the federation's network model; bytes are counted per row as
     model bytes and control bytes by kind (views, pings, membership announcements).
     A protocol that stalls (``RoundPlan.stalled``) ends the run early with its reason in
-    ``stalled``.
+    ``stalled``.  With ``privacy`` every plan's training becomes noisy local steps
+    (:class:`fedsim.privacy.Privacy`) and the privacy spent is recorded.
     """
 
     strategy: Strategy
@@ -53,6 +55,7 @@ class Simulation:
     header_bytes: int = 0
     checkpoint_every: int = 0
     label_histograms: np.ndarray | None = None
+    privacy: Privacy | None = None
     timings: dict[str, float] = field(default_factory=lambda: {"train_s": 0.0, "eval_s": 0.0})
     rounds_completed: int = 0
     stalled: str | None = None
@@ -111,6 +114,8 @@ class Simulation:
             for round_idx in range(self.rounds_completed, self.rounds):
                 started = time.perf_counter()
                 plan = self.strategy.plan(round_idx, self.federation)
+                if self.privacy is not None:
+                    plan = self.privacy.apply(plan, round_idx)
                 self.backend.execute(plan, round_idx)
                 self._account(plan)
                 self.clock.advance(plan, self.message_bytes, self.strategy.barrier)
@@ -147,6 +152,7 @@ class Simulation:
             "bytes_by_channel": dict(self.bytes_by_channel),
             "clock": self.clock.state(),
             "strategy": self.strategy.state(),
+            "privacy": None if self.privacy is None else self.privacy.state(),
             "stalled": self.stalled,
             "timings": dict(self.timings),
             "elapsed_s": time.perf_counter() - self.start_time,
@@ -163,6 +169,8 @@ class Simulation:
         self.bytes_by_channel = dict(state["bytes_by_channel"])
         self.clock.restore(state["clock"])
         self.strategy.restore(state["strategy"])
+        if self.privacy is not None:
+            self.privacy.restore(state["privacy"])
         self.stalled = state["stalled"]
         self.timings.update(state["timings"])
         self.start_time -= state["elapsed_s"]
@@ -265,6 +273,8 @@ class Simulation:
             },
             "wall_time_s": time.perf_counter() - self.start_time,
         }
+        if self.privacy is not None:
+            metrics.update(self.privacy.metrics(round_idx))
         crossed = getattr(self.backend, "bytes_between_actors", None)  # the simulator's own
         if crossed is not None:
             metrics["bytes_between_actors_total"] = float(crossed)

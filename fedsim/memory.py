@@ -12,6 +12,9 @@ The estimate is an upper bound computed from the run's shapes, not a measurement
   the chunk's momentum and its update, with weight decay one more temporary; then the
   activations of a mini-batch and the chunk's mini-batch schedule.  A chunk holds
   ``backend.chunk_size`` nodes, at most those trained in a round.
+- ``private training`` (``privacy=...``): per node trained at once, the batch's per-example
+  gradients twice (``grad`` under two ``vmap``s holds each layer's per-example gradients
+  before they are flattened into one (B, d) block) and its float64 noise row twice.
 - ``communication``: the new (nodes, d) tensor of a gossip step ``W X``, or the rows an
   average gathers (from the plan of round 0).
 - ``evaluation``: the evaluated rows and the activations of their test-set forward passes.
@@ -141,7 +144,9 @@ def estimate_memory(simulation: Simulation, chunk_size: int | None = None) -> Me
     vectorised = task.prefers_vectorised() if vectorise == "auto" else bool(vectorise)
     per_example = math.ceil(ACTIVATION_FACTOR * saved) + 2 * largest
     per_pair = min(saved + 2 * largest, EVALUATION_LIVE * largest)
-    per_node, fixed = _training_bytes(task, trains, per_example, vectorised)
+    per_node, fixed = _training_bytes(
+        task, trains, per_example, vectorised, simulation.privacy is not None
+    )
     rows_bytes = simulation.num_rows * row_bytes
     estimate = MemoryEstimate(
         parameters=rows_bytes,
@@ -166,10 +171,15 @@ def estimate_memory(simulation: Simulation, chunk_size: int | None = None) -> Me
 
 
 def _training_bytes(
-    task: Task, trains: list[Train], activations_per_example: int, vectorised: bool
+    task: Task,
+    trains: list[Train],
+    activations_per_example: int,
+    vectorised: bool,
+    private: bool = False,
 ) -> tuple[int, int]:
     """(bytes per node of a chunk, bytes per chunk whatever its size) of local training."""
     optimizer, row_bytes = task.optimizer, task.layout.size * FLOAT_BYTES
+    per_example_gradients = private * (2 * optimizer.batch_size + 4) * row_bytes
     momentum = optimizer.momentum > 0
     copies = 3 + 2 * vectorised + 2 * momentum + (optimizer.weight_decay > 0)
     activations = optimizer.batch_size * activations_per_example * FLOAT_BYTES
@@ -179,9 +189,10 @@ def _training_bytes(
         default=0,
     )
     if vectorised:
-        return copies * row_bytes + activations + schedule, 0
+        return copies * row_bytes + activations + schedule + per_example_gradients, 0
     # The loop gathers the chunk's rows (and momentum), then trains one model at a time.
-    return (1 + momentum) * row_bytes + schedule, copies * row_bytes + activations
+    fixed = copies * row_bytes + activations + per_example_gradients
+    return (1 + momentum) * row_bytes + schedule, fixed
 
 
 def _evaluation_bytes(simulation: Simulation, activations_per_example: int) -> int:

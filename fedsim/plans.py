@@ -8,9 +8,13 @@ order and counts the messages each step implies.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    from fedsim.privacy.noise import NoisyStep
 
 
 @dataclass(frozen=True, eq=False)
@@ -18,13 +22,15 @@ class Train:
     """``nodes`` run local SGD: ``epochs`` passes over their data, or ``steps`` mini-batches.
 
     ``fresh_optimizer`` resets their optimizer state (momentum) first, as a client that
-    builds a new optimizer every round does.
+    builds a new optimizer every round does.  With ``privacy`` every step is a noisy one:
+    per-example clipping and the noise it gives (set by the engine, never by a strategy).
     """
 
     nodes: np.ndarray
     epochs: int | None = None
     steps: int | None = None
     fresh_optimizer: bool = True
+    privacy: NoisyStep | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -194,6 +194,8 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         summary["rounds_completed"] = simulation.rounds_completed
         summary["wall_time_s"] = time.perf_counter() - started
         summary["timings"] = simulation.timings
+        if simulation.privacy is not None:
+            summary["privacy"] = simulation.privacy.summary(simulation.rounds_completed)
         _write_summary(run_dir, summary)
         if simulation.rounds_completed:
             pq.write_table(pa.table(simulation.node_totals()), run_dir / NODE_TOTALS)

@@ -67,6 +67,20 @@ def test_every_strategy_gives_the_same_metrics_on_ray_and_local(strategy, tmp_pa
 
 
 @pytest.mark.slow
+def test_private_dpsgd_draws_the_same_noise_on_ray_and_local(tmp_path, local_ray):
+    settings = [
+        "strategy=dpsgd", "topology=regular", "privacy=decor", "privacy.clip=1",
+        "strategy.local_epochs=null", "strategy.local_steps=2",
+    ]  # fmt: skip
+    local = metrics(tmp_path, "local", *settings)
+    on_ray = metrics(tmp_path, "ray", *settings, "backend=ray", "backend.num_actors=2")
+    on_ray = on_ray[on_ray.metric != "bytes_between_actors_total"].reset_index(drop=True)
+    assert "privacy_epsilon_spent" in set(local.metric)
+    pd.testing.assert_frame_equal(local.drop(columns="value"), on_ray.drop(columns="value"))
+    assert np.allclose(local.value, on_ray.value, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
 def test_a_dead_actor_fails_the_run_naming_its_shard_and_keeps_the_metrics(tmp_path, local_ray):
     simulation = build_simulation(
         compose_config(

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from fedsim.errors import ConfigError
-from fedsim.models import cnn_femnist, gn_lenet, initialize, lenet5, resnet8, resnet20
+from fedsim.models import cnn_corn, cnn_femnist, gn_lenet, initialize, lenet5, resnet8, resnet20
 from fedsim.training.layout import ParameterLayout
 from fedsim.training.loop import LoopTrainer
 from fedsim.training.schedule import NodeData, local_batches
@@ -21,12 +21,14 @@ MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
 # lenet5 MNIST: conv 156 + conv 2,416 + FC 48,120 + 10,164 + 850; on CIFAR conv1 has 456.
 # gn_lenet: conv 2,432 + GN 64 + conv 25,632 + GN 64 + conv 51,264 + GN 128 + FC 5,770.
 # cnn_femnist: conv 832 + conv 51,264 + FC 3136*2048+2048 + FC 2048*62+62 (hidden 512:
-# 1,690,046, MoDeST's count).  resnet20: He et al.'s 0.27M; resnet8 has one block per stage.
+# 1,690,046, MoDeST's count).  cnn_corn: conv 320 + conv 18,496 + FC 3136*128+128 + 1,290
+# (CorN-DSGD's "about 421k").  resnet20: He et al.'s 0.27M; resnet8 has one block per stage.
 CASES = [
     (lenet5, MNIST, 10, 61_706),
     (lenet5, CIFAR, 10, 62_006),
     (gn_lenet, CIFAR, 10, 85_354),
     (cnn_femnist, MNIST, 62, 6_603_710),
+    (cnn_corn, MNIST, 10, 421_642),
     (resnet8, CIFAR, 10, 75_290),
     (resnet20, CIFAR, 10, 269_722),
 ]
@@ -47,7 +49,7 @@ def test_modest_femnist_variant_is_one_override_away():
     assert ParameterLayout.of(cnn_femnist(MNIST, 62, hidden=512)).size == 1_690_046
 
 
-@pytest.mark.parametrize("make", [lenet5, gn_lenet, cnn_femnist, resnet8, resnet20])
+@pytest.mark.parametrize("make", [lenet5, gn_lenet, cnn_corn, cnn_femnist, resnet8, resnet20])
 def test_flat_inputs_are_rejected(make):
     with pytest.raises(ConfigError, match=r"needs image inputs .* input_shape=\(64,\)"):
         make((64,), 10)

@@ -15,6 +15,7 @@ from fedsim.plans import Aggregate, Average, Gossip, Merge, Push, RoundPlan, Ste
 from fedsim.task import Task
 from fedsim.topology.base import Topology
 from fedsim.training.loop import LoopTrainer
+from fedsim.training.private import ClippedGradients, NoisyGradients
 from fedsim.training.schedule import local_batches
 from fedsim.training.vectorised import VectorisedTrainer
 
@@ -75,6 +76,7 @@ class LocalBackend:
             else LoopTrainer(task.model, task.layout, task.optimizer)
         )
         self._mixing: dict[int, tuple[sp.csr_array, torch.Tensor]] = {}
+        self._clipped: ClippedGradients | None = None
 
     def _trainer(self, task: Task) -> VectorisedTrainer | LoopTrainer:
         """The vectorised trainer, or the loop with a warning if vmap cannot run this model."""
@@ -215,21 +217,34 @@ class LocalBackend:
                 momentum = (
                     torch.zeros_like(params) if step.fresh_optimizer else self.momentum[chunk]
                 )
+            ids = chunk if self.node_ids is None else self.node_ids[chunk]
             batches = local_batches(
                 task.node_data,
-                chunk if self.node_ids is None else self.node_ids[chunk],
+                ids,
                 seed=task.seed,
                 round_idx=round_idx,
                 batch_size=optimizer.batch_size,
                 epochs=step.epochs,
                 steps=step.steps,
             )
+            noisy = None if step.privacy is None else self._noisy(step, ids, round_idx)
             self.trainer.train(
-                params, momentum, batches, task.dataset.train_x, task.dataset.train_y
+                params, momentum, batches, task.dataset.train_x, task.dataset.train_y, noisy
             )
             self.params[chunk] = params
             if self.momentum is not None:
                 self.momentum[chunk] = momentum
+
+    def _noisy(self, step: Train, nodes: torch.Tensor, round_idx: int) -> NoisyGradients:
+        """Private steps for the chunk of global ``nodes``: clipped sums plus their noise."""
+        if self._clipped is None:
+            self._clipped = ClippedGradients(self.task.model, self.task.layout)
+        privacy, dim, device = step.privacy, self.task.layout.size, self.params.device
+
+        def noise(local_step: int, positions: torch.Tensor) -> torch.Tensor:
+            return privacy.draw(nodes[positions], round_idx, local_step, dim, device)
+
+        return NoisyGradients(self._clipped, privacy.clip, self.task.optimizer.batch_size, noise)
 
     def _sparse(self, weights: sp.csr_array) -> torch.Tensor:
         """W on the device, converted once per matrix; a bounded cache, since a topology

@@ -4,6 +4,7 @@ mixed with the local backend's code; rows of other shards arrive as numpy arrays
 from __future__ import annotations
 
 import resource
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -40,8 +41,7 @@ class Shard:
         return self.backend.params[torch.as_tensor(self.local(rows))].cpu().numpy()
 
     def train(self, nodes: np.ndarray, step: Train, round_idx: int) -> None:
-        local = Train(self.local(nodes), step.epochs, step.steps, step.fresh_optimizer)
-        self.backend._train(local, round_idx)
+        self.backend._train(replace(step, nodes=self.local(nodes)), round_idx)
 
     def gossip(self, weights: sp.csr_array, rows: np.ndarray, *foreign: np.ndarray) -> None:
         """``X[rows] <- W @ [X[rows]; foreign]``: W's columns are ``rows`` (global ids held

@@ -48,10 +48,19 @@ def regular(num_nodes: int, seed: int, degree: int = 4) -> nx.Graph:
     return nx.random_regular_graph(degree, num_nodes, seed=seed)
 
 
-def erdos_renyi(num_nodes: int, seed: int, p: float = 0.1) -> nx.Graph:
-    """Each possible edge present independently with probability ``p`` (G(n, p))."""
+def erdos_renyi(num_nodes: int, seed: int, p: float = 0.1, connected: bool = False) -> nx.Graph:
+    """Each possible edge present independently with probability ``p`` (G(n, p)); with
+    ``connected``, redrawn (from the next seeds, at most 100 draws) until it is connected,
+    as the CorN-DSGD code does."""
     check(0 <= p <= 1, f"topology.p={p} must lie in [0, 1]")
-    return nx.gnp_random_graph(num_nodes, p, seed=seed)
+    for attempt in range(100 if connected else 1):
+        graph = nx.gnp_random_graph(num_nodes, p, seed=seed + attempt)
+        if not connected or nx.is_connected(graph):
+            return graph
+    raise ConfigError(
+        f"topology=erdos_renyi with p={p} drew no connected graph of {num_nodes} nodes in 100 "
+        "tries; raise topology.p"
+    )
 
 
 def small_world(num_nodes: int, seed: int, degree: int = 4, p: float = 0.1) -> nx.Graph:

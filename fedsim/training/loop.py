@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedsim.training.layout import ParameterLayout
+from fedsim.training.private import NoisyGradients
 from fedsim.training.schedule import Batches
 from fedsim.training.sgd import SGD
 
@@ -24,6 +25,7 @@ class LoopTrainer:
 
     def __init__(self, model: nn.Module, layout: ParameterLayout, optimizer: SGD) -> None:
         self.model = copy.deepcopy(model)
+        self.layout = layout
         self.weights = list(self.model.parameters())
         self.flat = layout.flatten(self.model).clone()
         for weight, view in zip(self.weights, layout.unflatten(self.flat).values(), strict=True):
@@ -48,8 +50,10 @@ class LoopTrainer:
         batches: Batches,
         train_x: torch.Tensor,
         train_y: torch.Tensor,
+        noisy: NoisyGradients | None = None,
     ) -> None:
-        """Train the (nodes, d) ``params`` (and ``momentum``) in place on ``batches``."""
+        """Train the (nodes, d) ``params`` (and ``momentum``) in place on ``batches``;
+        with ``noisy``, every step is a private one (clipped per example, noised)."""
         # Real examples fill a prefix of each batch (fedsim.training.schedule), so one
         # host-side count per (node, step) replaces boolean indexing in the loop.
         counts = batches.mask.sum(dim=-1).to(torch.int64).tolist()
@@ -60,10 +64,36 @@ class LoopTrainer:
             for step, count in enumerate(node_counts):
                 if count == 0:
                     continue
-                indices = batches.indices[node, step, :count]
-                self.sgd.zero_grad()
-                F.cross_entropy(self.model(train_x[indices]), train_y[indices]).backward()
+                if noisy is None:
+                    indices = batches.indices[node, step, :count]
+                    self.sgd.zero_grad()
+                    F.cross_entropy(self.model(train_x[indices]), train_y[indices]).backward()
+                else:
+                    self._noisy_gradient(noisy, batches, train_x, train_y, node, step)
                 self.sgd.step()
             params[node] = self.flat
             if self.flat_momentum is not None:
                 momentum[node] = self.flat_momentum
+
+    def _noisy_gradient(
+        self,
+        noisy: NoisyGradients,
+        batches: Batches,
+        train_x: torch.Tensor,
+        train_y: torch.Tensor,
+        node: int,
+        step: int,
+    ) -> None:
+        """Set the model's gradients to node ``node``'s private gradient at ``step``."""
+        indices = batches.indices[node : node + 1, step]
+        gradient = noisy(
+            self.flat[None],
+            train_x[indices],
+            train_y[indices],
+            batches.mask[node : node + 1, step],
+            step,
+            torch.tensor([node], device=self.flat.device),
+        )[0]
+        views = self.layout.unflatten(gradient).values()
+        for weight, view in zip(self.weights, views, strict=True):
+            weight.grad = view

@@ -7,6 +7,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from fedsim.training.layout import ParameterLayout
+from fedsim.training.private import NoisyGradients
 from fedsim.training.schedule import Batches
 from fedsim.training.sgd import SGD
 
@@ -52,12 +53,17 @@ class VectorisedTrainer:
         batches: Batches,
         train_x: torch.Tensor,
         train_y: torch.Tensor,
+        noisy: NoisyGradients | None = None,
     ) -> None:
-        """Train the (nodes, d) ``params`` (and ``momentum``) in place on ``batches``."""
+        """Train the (nodes, d) ``params`` (and ``momentum``) in place on ``batches``;
+        with ``noisy``, every step is a private one (clipped per example, noised)."""
         active = batches.active
+        everyone = torch.arange(len(params), device=params.device)
         for step in range(batches.num_steps):
             indices = batches.indices[:, step]
-            grads = self.gradients(
-                params, train_x[indices], train_y[indices], batches.mask[:, step]
-            )
+            x, y, weight = train_x[indices], train_y[indices], batches.mask[:, step]
+            if noisy is None:
+                grads = self.gradients(params, x, y, weight)
+            else:
+                grads = noisy(params, x, y, weight, step, everyone)
             self.optimizer.step(params, grads, momentum, active[:, step])

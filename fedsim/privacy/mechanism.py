@@ -1,0 +1,222 @@
+"""``privacy=...``: noisy local steps before sharing, with the noise covariance across nodes
+that the mechanism prescribes, and the privacy accounting of the run.
+
+CorN-DSGD (Rodio, Chen, Larsson, arXiv 2501.14644) and its baselines: independent local
+noise (LDP, DP-DSGD), pairwise-cancelling DECOR (Allouah et al., ICML 2024), globally
+cancelling zero-sum noise, CorN's SDP-optimal covariance, and the central-DP reference.
+Every node takes ``x_i - lr (sum_s clip_C(g_s) + n_i) / B`` then gossips with W
+(adapt-then-combine), with ``n ~ N(0, R)`` across nodes drawn afresh per coordinate,
+round and local step; R satisfies ``(R^-1)_ii <= b`` for every node, b from (eps, delta,
+C, T) by DECOR's accountant (:mod:`fedsim.privacy.accounting`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from fedsim.errors import check
+from fedsim.plans import Gossip, RoundPlan, Train
+from fedsim.privacy import accounting
+from fedsim.privacy.covariance import (
+    MECHANISMS,
+    NoiseCovariance,
+    covariance,
+    max_inverse_diagonal,
+    noise_trace,
+)
+from fedsim.privacy.noise import SAMPLERS, NoisyStep
+
+CACHE = 64  # covariances kept (more than any period of a time-varying topology in use)
+
+THREAT_MODELS = {
+    "local": "curious nodes and eavesdroppers: each node's noise is its own",
+    "decor": "eavesdroppers; a curious node knows the pairwise seeds of its own edges",
+    "zero_sum": "eavesdroppers only: one seed is shared by all nodes",
+    "corn": "eavesdroppers only: one seed is shared by all nodes",
+    "central": "a trusted aggregator (a reference level; shared models are not protected)",
+}
+
+
+def disabled() -> None:
+    """``privacy=none``: nodes share their models as they are."""
+    return None
+
+
+class Privacy:
+    """A differentially private run: (``epsilon``, ``delta``)-DP per node over the whole run,
+    per-example gradients clipped to ``clip``, noise of the ``mechanism``'s covariance.
+
+    ``max_variance_ratio`` caps each node's noise variance at that multiple of the local-DP
+    variance 1/b (without a cap the complete graph's optimum is unbounded); ``sampler`` draws
+    the noise from the seeds each node knows (``shared_seeds``) or in one central draw.
+    """
+
+    def __init__(
+        self,
+        mechanism: str,
+        epsilon: float = 10.0,
+        delta: float = 1e-5,
+        clip: float = 0.1,
+        max_variance_ratio: float = 1000.0,
+        sampler: str = "shared_seeds",
+        solver: str = "CLARABEL",
+    ) -> None:
+        check(
+            mechanism in MECHANISMS,
+            f"privacy.mechanism={mechanism} is not one of: {', '.join(MECHANISMS)}",
+        )
+        accounting.check_privacy_settings(epsilon, delta, clip)
+        check(
+            max_variance_ratio >= 1,
+            f"privacy.max_variance_ratio={max_variance_ratio} must be >= 1 "
+            "(1 is the local-DP variance)",
+        )
+        check(
+            sampler in SAMPLERS,
+            f"privacy.sampler={sampler} is not one of: {', '.join(SAMPLERS)}",
+        )
+        self.mechanism, self.epsilon, self.delta, self.clip = mechanism, epsilon, delta, clip
+        self.max_variance_ratio, self.sampler, self.solver = max_variance_ratio, sampler, solver
+
+    def prepare(self, strategy: Any, federation: Any, rounds: int, name: str) -> None:
+        """Check that ``strategy`` (named ``name``) trains every node and then gossips in
+        each round, find the noisy steps T of the run, the bound b, and solve round 0's
+        covariance: bad settings fail here, before training."""
+        self.seed, self.num_nodes = federation.seed, federation.num_nodes
+        plan = copy.deepcopy(strategy).plan(0, federation)
+        train = _noisy_train(plan, federation.num_nodes)
+        check(
+            train is not None,
+            f"privacy={self.mechanism} adds noise before every node gossips with W; {name}'s "
+            "rounds do not train every node and then gossip (strategy=dpsgd does)",
+        )
+        self.steps_per_round = _steps_per_round(train, federation)
+        self.total_steps = max(1, rounds * self.steps_per_round)
+        self.bound = accounting.privacy_bound(self.epsilon, self.delta, self.total_steps, self.clip)
+        self.worst_inverse_diagonal = 0.0  # over the covariances used so far
+        self._solved: dict[int, tuple[Any, np.ndarray, NoiseCovariance]] = {}
+        self.last = self._covariance(_gossip_after(plan).weights)
+
+    def _covariance(self, weights: Any) -> tuple[np.ndarray, NoiseCovariance]:
+        """W as a dense array and the mechanism's covariance for it, solved once per matrix
+        (a bounded cache: a topology drawn afresh every round brings a new one each round)."""
+        key = id(weights)
+        if key not in self._solved:
+            if len(self._solved) >= CACHE:
+                del self._solved[next(iter(self._solved))]  # the oldest entry
+            dense = np.asarray(weights.toarray(), dtype=np.float64)
+            found = covariance(
+                self.mechanism, dense, self.bound, self.max_variance_ratio, self.solver
+            )
+            self._solved[key] = (weights, dense, found)  # holding W keeps its id unique
+        _, dense, found = self._solved[key]
+        return dense, found
+
+    def apply(self, plan: RoundPlan, round_idx: int) -> RoundPlan:
+        """The plan with its training step made private, with the noise for the W it mixes by."""
+        train = _noisy_train(plan, self.num_nodes)
+        check(train is not None, f"round {round_idx}'s plan has no Train step followed by Gossip")
+        self.last = self._covariance(_gossip_after(plan).weights)
+        found = self.last[1]
+        if self.mechanism != "central":
+            self.worst_inverse_diagonal = max(
+                self.worst_inverse_diagonal, max_inverse_diagonal(found.matrix())
+            )
+        noisy = NoisyStep(self.clip, found, self.seed, self.sampler)
+        steps = tuple(replace(s, privacy=noisy) if s is train else s for s in plan.steps)
+        return replace(plan, steps=steps)
+
+    def state(self) -> dict[str, float]:
+        return {"worst_inverse_diagonal": self.worst_inverse_diagonal}
+
+    def restore(self, state: dict[str, float]) -> None:
+        self.worst_inverse_diagonal = state["worst_inverse_diagonal"]
+
+    def metrics(self, rounds_completed: int) -> dict[str, float]:
+        """The guarantee spent so far and the residual noise of the last covariance."""
+        steps = rounds_completed * self.steps_per_round
+        dense, found = self.last
+        trace = noise_trace(dense, found.matrix())
+        return {
+            "privacy_epsilon_spent": self._epsilon(steps, accounting.epsilon_spent),
+            "noise_trace": trace,
+            "noise_normalised": self.num_nodes * self.bound * trace,
+        }
+
+    def _epsilon(self, steps: int, accountant) -> float:
+        if self.mechanism == "central":  # the network sum's noise: variance 1/b, per node b
+            return accountant(self.bound, steps, self.clip, self.delta)
+        return accountant(self.worst_inverse_diagonal, steps, self.clip, self.delta)
+
+    def summary(self, rounds_completed: int) -> dict[str, Any]:
+        """What the run's ``summary.json`` records about its privacy."""
+        steps = rounds_completed * self.steps_per_round
+        dense, found = self.last
+        matrix = found.matrix()
+        curious = _curious_node_inverse_diagonal(found)
+        return {
+            "mechanism": self.mechanism,
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "clip": self.clip,
+            "noisy_steps_planned": self.total_steps,
+            "noisy_steps_run": steps,
+            "bound_b": self.bound,
+            "bound_formula": accounting.BOUND_FORMULA,
+            "threat_model": THREAT_MODELS[self.mechanism],
+            "max_inverse_diagonal": max_inverse_diagonal(matrix),
+            "independent_variance": found.independent,
+            "noise_trace": noise_trace(dense, matrix),
+            "noise_normalised": self.num_nodes * self.bound * noise_trace(dense, matrix),
+            "epsilon_spent": self._epsilon(steps, accounting.epsilon_spent),
+            "epsilon_spent_dp_accounting": self._epsilon(steps, accounting.library_epsilon),
+            "epsilon_against_one_curious_node": accounting.epsilon_spent(
+                curious, steps, self.clip, self.delta
+            ),
+            "sampler": self.sampler,
+            "max_variance_ratio": self.max_variance_ratio,
+        }
+
+
+def _noisy_train(plan: RoundPlan, num_nodes: int) -> Train | None:
+    """The plan's Train step if it trains every node and a Gossip follows it."""
+    steps = plan.steps
+    for index, step in enumerate(steps[:-1]):
+        if (
+            isinstance(step, Train)
+            and isinstance(steps[index + 1], Gossip)
+            and len(step.nodes) == num_nodes
+        ):
+            return step
+    return None
+
+
+def _gossip_after(plan: RoundPlan) -> Gossip:
+    steps = plan.steps
+    return next(steps[i + 1] for i, step in enumerate(steps[:-1]) if isinstance(step, Train))
+
+
+def _steps_per_round(train: Train, federation: Any) -> int:
+    """Noisy steps a node takes per round at most (the count the accountant composes)."""
+    if train.steps is not None:
+        return train.steps
+    per_epoch = np.ceil(np.asarray(federation.num_examples) / federation.batch_size)
+    return int(train.epochs * per_epoch.max())
+
+
+def _curious_node_inverse_diagonal(found: NoiseCovariance) -> float:
+    """max over curious nodes j and other nodes i of ((R_i|j)^-1)_ii: the bound that holds
+    once node j subtracts every noise term whose seed it knows (spec section 8)."""
+    worst = 0.0
+    for node in range(found.num_nodes):
+        others = np.delete(np.arange(found.num_nodes), node)
+        remaining = found.without([node]).matrix()[np.ix_(others, others)]
+        worst = max(worst, max_inverse_diagonal(remaining))
+        if math.isinf(worst):
+            break
+    return worst

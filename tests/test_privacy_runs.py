@@ -1,0 +1,96 @@
+"""Private runs as a researcher starts them: the guarantee recorded, bad settings refused in
+one line before any work, resumable, and a strategy that cannot carry the noise refused."""
+
+import shutil
+
+import pandas as pd
+import pytest
+from conftest import compose_config
+
+from fedsim.build import build_simulation
+from fedsim.errors import ConfigError
+from fedsim.metrics.recorder import Recorder
+from fedsim.runner import precheck, run_job
+
+PRIVATE = [
+    "strategy=dpsgd",
+    "strategy.local_epochs=null",
+    "strategy.local_steps=1",
+    "topology=erdos_renyi",
+    "topology.p=0.5",
+    "topology.connected=true",
+    "model=logreg",
+    "num_nodes=8",
+    "optimizer.batch_size=8",
+    "optimizer.lr=0.5",
+    "eval_every=2",
+]
+
+
+@pytest.mark.parametrize("mechanism", ["local", "decor", "zero_sum", "corn", "central"])
+def test_a_private_run_records_the_guarantee_it_achieved(tmp_path, mechanism):
+    config = compose_config(*PRIVATE, "rounds=4", f"privacy={mechanism}", "privacy.epsilon=20")
+    summary = run_job(config, tmp_path)
+    privacy = summary["privacy"]
+    assert privacy["mechanism"] == mechanism and privacy["noisy_steps_run"] == 4
+    assert privacy["epsilon_spent"] == pytest.approx(20, rel=1e-6)
+    assert privacy["epsilon_spent_dp_accounting"] < 20
+    assert privacy["noise_normalised"] >= 1 - 1e-6  # never below the central-DP level
+    if mechanism != "central":
+        assert privacy["max_inverse_diagonal"] <= privacy["bound_b"] * (1 + 1e-6)
+    rows = pd.read_parquet(tmp_path / "metrics.parquet")
+    spent = rows[rows.metric == "privacy_epsilon_spent"].set_index("round").value
+    assert spent.to_dict() == pytest.approx({0: 0.0, 2: spent[2], 4: 20.0})
+    assert 0 < spent[2] < 20
+
+
+def test_only_local_noise_protects_against_one_curious_node(tmp_path):
+    spent = {}
+    for mechanism in ("local", "decor", "corn"):
+        config = compose_config(*PRIVATE, "rounds=2", f"privacy={mechanism}")
+        privacy = run_job(config, tmp_path / mechanism)["privacy"]
+        spent[mechanism] = privacy["epsilon_against_one_curious_node"]
+    assert spent["local"] == pytest.approx(10)
+    assert spent["decor"] > 10  # a neighbour subtracts the pairwise noise it shares
+    assert spent["corn"] > spent["decor"]  # everyone knows the one shared seed
+
+
+def test_a_private_run_resumes_to_the_same_metrics(tmp_path):
+    config = compose_config(*PRIVATE, "rounds=4", "privacy=decor", "checkpoint_every=2")
+    states = []
+    uninterrupted = tmp_path / "whole.parquet"
+    recorder = Recorder(uninterrupted)
+    build_simulation(config).run(recorder, progress=False, checkpoint=states.append)
+    recorder.close()
+    resumed = tmp_path / "resumed.parquet"
+    shutil.copytree(uninterrupted, resumed)
+    recorder = Recorder(resumed, keep_through_round=2)  # what a run killed after round 2 kept
+    build_simulation(config).run(recorder, progress=False, resume=states[0])
+    recorder.close()
+    whole, again = (
+        pd.read_parquet(path).query("metric != 'wall_time_s'").reset_index(drop=True)
+        for path in (uninterrupted, resumed)
+    )
+    pd.testing.assert_frame_equal(whole, again)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["privacy=local", "privacy.epsilon=0"], "privacy.epsilon=0 must be > 0"),
+        (["privacy=local", "privacy.delta=1.5"], r"privacy.delta=1.5 must lie in \(0, 1\)"),
+        (["privacy=decor", "privacy.clip=0"], "privacy.clip=0 must be > 0"),
+        (["privacy=local", "privacy.sampler=fast"], "privacy.sampler=fast is not one of"),
+        (["privacy=corn", "privacy.max_variance_ratio=0.5"], "must be >= 1"),
+        (["privacy=corn", "privacy.solver=MOSEK"], "privacy.solver=MOSEK"),
+        (["privacy=corn", "num_nodes=300"], "privacy=corn solves an n x n semidefinite"),
+        (
+            ["privacy=local", "strategy=fedavg", "strategy.sample_size=8"],
+            "privacy=local adds noise before every node gossips with W; FedAvg's rounds",
+        ),
+    ],
+)
+def test_bad_privacy_settings_fail_in_one_line_before_training(overrides, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        precheck([*PRIVATE, "rounds=2", *overrides])
+    assert "\n" not in str(error.value)

@@ -1,0 +1,102 @@
+"""Noisy local steps: per-example clipping equals a plain per-example loop, the noise goes on
+the clipped sum before the division by B, and the noisy step comes before gossip."""
+
+import numpy as np
+import pytest
+import torch
+from helpers import path_federation, started_backend, zero_logreg_task
+
+from fedsim.models import lenet5, mlp
+from fedsim.plans import Gossip, RoundPlan, Train
+from fedsim.privacy import Privacy
+from fedsim.privacy.covariance import NoiseCovariance
+from fedsim.privacy.noise import NoisyStep
+from fedsim.strategies import DPSGD
+from fedsim.training.layout import ParameterLayout
+from fedsim.training.private import ClippedGradients
+
+
+def slow_clipped_sum(model, flat, x, y, count, clip):
+    """The textbook loop: one backward pass per example, clip its gradient, add it up."""
+    layout = ParameterLayout.of(model)
+    for weight, view in zip(model.parameters(), layout.unflatten(flat).values(), strict=True):
+        weight.data = view.clone()
+    total = torch.zeros_like(flat)
+    for index in range(count):
+        model.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x[index : index + 1]), y[index : index + 1])
+        loss.backward()
+        gradient = torch.cat([w.grad.reshape(-1) for w in model.parameters()])
+        total += gradient * min(1.0, clip / max(gradient.norm().item(), 1e-30))
+    return total
+
+
+@pytest.mark.parametrize(
+    "model, shape, clip",  # per-example norms here: MLP 1.0 to 2.5, LeNet-5 3.2 to 7.1
+    [(mlp((12,), 3, hidden=(8,)), (12,), 1.5), (lenet5((1, 28, 28), 3), (1, 28, 28), 5.0)],
+)
+def test_clipped_sums_equal_a_per_example_loop(model, shape, clip):
+    torch.manual_seed(0)
+    layout = ParameterLayout.of(model)
+    nodes, batch = 3, 5
+    params = layout.flatten(model) + 0.05 * torch.randn(nodes, layout.size)
+    x, y = torch.randn(nodes, batch, *shape), torch.randint(0, 3, (nodes, batch))
+    counts = [5, 3, 1]  # short batches: padding slots must weigh nothing
+    weight = (torch.arange(batch)[None] < torch.tensor(counts)[:, None]).float()
+    sums = ClippedGradients(model, layout)(params, x, y, weight, clip)
+    for node, count in enumerate(counts):
+        expected = slow_clipped_sum(model, params[node], x[node], y[node], count, clip)
+        assert torch.allclose(sums[node], expected, atol=1e-5)
+
+
+def fixed_noise(num_nodes=3):
+    """Independent unit noise: R = I."""
+    empty = np.zeros((0, 2), dtype=np.int64)
+    return NoiseCovariance(num_nodes, 1.0, empty, 0.0, None)
+
+
+def test_noise_is_added_to_the_clipped_sum_before_dividing_by_the_batch_size():
+    task = zero_logreg_task(lr=0.5)  # batch_size 4; node 2 holds two examples
+    backend = started_backend(task, 3, zero=True)
+    step = NoisyStep(clip=0.1, covariance=fixed_noise(), seed=7)
+    backend.execute(RoundPlan((Train(np.arange(3), steps=1, privacy=step),)), round_idx=0)
+    noise = step.draw(torch.arange(3), round_idx=0, step=0, dim=6).float()
+    x, y = task.dataset.train_x, task.dataset.train_y
+    from helpers import hand_gradient
+
+    for node, examples in enumerate([[0], [1], [2, 3]]):
+        clipped = sum(
+            g * min(1.0, 0.1 / g.norm().item())
+            for g in (hand_gradient(x[e], int(y[e])) for e in examples)
+        )
+        expected = -0.5 * (clipped + noise[node]) / 4  # lr (sum + noise) / B
+        assert torch.allclose(backend.params[node], expected, atol=1e-6)
+
+
+def test_the_loop_and_the_vectorised_path_take_the_same_noisy_steps():
+    task = zero_logreg_task(lr=0.5)
+    step = NoisyStep(clip=0.3, covariance=fixed_noise(), seed=1)
+    plan = RoundPlan((Train(np.arange(3), steps=3, privacy=step),))
+    results = []
+    for vectorise in (True, False):
+        backend = started_backend(task, 3, vectorise=vectorise, chunk_size=2)
+        backend.execute(plan, round_idx=4)
+        results.append(backend.params.clone())
+    assert torch.allclose(*results, atol=1e-6)
+
+
+def test_dpsgd_adds_the_noise_before_it_gossips():
+    task = zero_logreg_task(lr=0.5)
+    federation = path_federation(task)
+    privacy = Privacy("local", epsilon=5.0, clip=0.1)
+    privacy.prepare(DPSGD(local_epochs=None, local_steps=1), federation, rounds=10, name="DPSGD")
+    plan = privacy.apply(DPSGD(local_epochs=None, local_steps=1).plan(0, federation), 0)
+    train, gossip = plan.steps
+    assert isinstance(train, Train) and isinstance(gossip, Gossip)
+    backend = started_backend(task, 3, zero=True)
+    backend.execute(RoundPlan((train,)), round_idx=0)
+    noisy = backend.params.clone()  # x - lr (G + n) / B: what each node sends
+    backend.execute(RoundPlan((gossip,)), round_idx=0)
+    weights = torch.tensor(gossip.weights.toarray(), dtype=torch.float32)
+    assert torch.allclose(backend.params, weights @ noisy, atol=1e-6)  # own model via W_ii
+    assert train.privacy.covariance.independent == pytest.approx(1 / privacy.bound)

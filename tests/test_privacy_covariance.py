@@ -78,6 +78,12 @@ def test_decor_is_independent_plus_unweighted_laplacian_of_the_support():
     assert (noise.matrix() - noise.independent * np.eye(N)).sum(axis=0) == pytest.approx(0)
 
 
+def test_nodes_without_links_keep_only_private_noise():
+    for mechanism in ("decor", "zero_sum", "corn"):
+        noise = covariance(mechanism, np.eye(3), 2.0)  # W = I: nothing is mixed away
+        np.testing.assert_allclose(noise.matrix(), np.eye(3) / 2, rtol=1e-6)
+
+
 def test_zero_sum_and_corn_factors_rebuild_their_covariance():
     weights = metropolis_hastings(GRAPHS["ring"])
     zero_sum = covariance("zero_sum", weights, 1.0)
@@ -197,13 +203,17 @@ def ring_weights(n=4):
             "corn", ring_weights(), 1.0, {"max_variance_ratio": 0.5},
             r"privacy.max_variance_ratio=0.5 must be >= 1 \(1 is the local-DP variance\)",
         ),
+        (
+            "decor", ring_weights(), 1.0, {"max_variance_ratio": np.inf},
+            "privacy.max_variance_ratio=inf must be finite",
+        ),
         ("decor", np.ones((2, 3)) / 3, 1.0, {}, r"square mixing matrix W, got shape \(2, 3\)"),
         (
             "corn", 0.5 * np.eye(3) + 0.5 * np.roll(np.eye(3), 1, axis=1), 1.0, {},
             "privacy=corn needs a symmetric W",
         ),
         (
-            "zero_sum", ring_weights() + 0.1 * np.eye(4), 1.0, {},
+            "zero_sum", ring_weights() + np.diag([0.1, 0, 0, 0]), 1.0, {},
             "privacy=zero_sum needs a doubly stochastic W; row 0 sums to 1.1",
         ),
         (

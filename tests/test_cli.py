@@ -96,6 +96,32 @@ def test_multirun_sweep_then_report(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_sweep_over_mechanisms_takes_settings_of_the_swept_group(tmp_path):
+    # privacy=none, the default Hydra composes the sweep with, has no epsilon or clip
+    sweep = tmp_path / "sweep"
+    result = fedsim(
+        "run", "-m", "num_nodes=6", "rounds=1", "progress=false", "strategy=dpsgd",
+        "topology=ring", "privacy=local,decor", "privacy.epsilon=5", "privacy.clip=1",
+        f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for job, mechanism in (("0", "local"), ("1", "decor")):
+        privacy = json.loads((sweep / job / "summary.json").read_text())["privacy"]
+        assert (privacy["mechanism"], privacy["epsilon"], privacy["clip"]) == (mechanism, 5, 1)
+
+
+def test_only_settings_of_swept_groups_are_deferred_to_each_job():
+    from fedsim.cli import settings_of_swept_groups_per_job
+
+    args = ["-m", "privacy=local,corn", "privacy.clip=1", "privacy.epsilon=3,10", "seed=0"]
+    assert settings_of_swept_groups_per_job(args) == [
+        "-m", "privacy=local,corn", "privacy.clip=choice(1)", "privacy.epsilon=3,10", "seed=0",
+    ]  # fmt: skip
+    unswept = ["-m", "privacy=corn", "privacy.clip=1", "seed=0,1"]
+    assert settings_of_swept_groups_per_job(unswept) == unswept
+
+
+@pytest.mark.slow
 def test_list_shows_every_group_and_option(tmp_path):
     result = fedsim("list", cwd=tmp_path)
     assert result.returncode == 0

@@ -94,3 +94,15 @@ def test_bad_privacy_settings_fail_in_one_line_before_training(overrides, messag
     with pytest.raises(ConfigError, match=message) as error:
         precheck([*PRIVATE, "rounds=2", *overrides])
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.slow
+def test_the_papers_cnn_trains_privately_on_mnist_sized_images(tmp_path):
+    config = compose_config(
+        "strategy=dpsgd", "strategy.local_epochs=null", "strategy.local_steps=1",
+        "topology=ring", "num_nodes=4", "rounds=1", "model=cnn_corn", "data.image_size=28",
+        "optimizer.batch_size=4", "privacy=corn",
+    )  # fmt: skip
+    summary = run_job(config, tmp_path)
+    assert summary["status"] == "completed" and summary["num_parameters"] == 421_642
+    assert summary["privacy"]["noisy_steps_run"] == 1

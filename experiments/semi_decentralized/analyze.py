@@ -15,6 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 import fedsim
+from fedsim.metrics.tables import markdown_table
 
 HERE = Path(__file__).resolve().parent
 RUNS, RESULTS = HERE / "runs", HERE / "results"
@@ -43,15 +44,6 @@ def by_setting(final: pd.DataFrame, axis: str, metric: str = "accuracy") -> pd.D
     table.columns = [f"{strategy}_{stat}" for stat, strategy in table.columns]
     table["gap_s2s_minus_s2a"] = table["s2s_mean"] - table["s2a_mean"]
     return table.reset_index()
-
-
-def markdown_table(table: pd.DataFrame) -> str:
-    rows = [
-        [f"{v:.4f}" if isinstance(v, float) else str(v) for v in row]
-        for row in table.itertuples(index=False)
-    ]
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
 
 
 def plot_against(table: pd.DataFrame, axis: str, label: str, path: Path) -> None:

@@ -57,7 +57,7 @@ def curves(sweeps: list[Path]) -> pd.DataFrame:
 def ticks_to_targets(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """First evaluated tick at which each run's score reached each target; mean over seeds."""
     rows = []
-    for (run, *keys), history in table.groupby(["run", *by]):
+    for (_run, *keys), history in table.groupby(["run", *by]):
         history = history.sort_values("tick")
         row = dict(zip(by, keys, strict=True))
         for target in TARGETS:

@@ -247,3 +247,18 @@ def _format_numbers(summary: pd.DataFrame, column: str, spec: str, scale: float 
         return pd.Series("-", index=summary.index)
     values = summary[column].astype("float64") * scale
     return values.map(lambda value: "-" if pd.isna(value) else spec.format(value))
+
+
+def markdown_table(table: pd.DataFrame, digits: int = 4, index: bool = False) -> str:
+    """``table`` as a GitHub markdown table, floats with ``digits`` decimals (no tabulate)."""
+    if index:
+        table = table.reset_index()
+    table = table.set_axis(
+        [" ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in table.columns], axis=1
+    )
+    rows = [
+        [f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in row]
+        for row in table.itertuples(index=False)
+    ]
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"

@@ -13,6 +13,7 @@ C, T) by DECOR's accountant (:mod:`fedsim.privacy.accounting`).
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from dataclasses import replace
 from typing import Any
@@ -23,7 +24,6 @@ from fedsim.errors import check
 from fedsim.plans import Gossip, RoundPlan, Train
 from fedsim.privacy import accounting
 from fedsim.privacy.covariance import (
-    MECHANISMS,
     NoiseCovariance,
     covariance,
     max_inverse_diagonal,
@@ -49,7 +49,8 @@ def disabled() -> None:
 
 class Privacy:
     """A differentially private run: (``epsilon``, ``delta``)-DP per node over the whole run,
-    per-example gradients clipped to ``clip``, noise of the ``mechanism``'s covariance.
+    per-example gradients clipped to ``clip``, noise of the ``mechanism``'s covariance
+    (:func:`fedsim.privacy.covariance.covariance` checks the mechanism and the cap).
 
     ``max_variance_ratio`` caps each node's noise variance at that multiple of the local-DP
     variance 1/b (without a cap the complete graph's optimum is unbounded); ``sampler`` draws
@@ -66,16 +67,7 @@ class Privacy:
         sampler: str = "shared_seeds",
         solver: str = "CLARABEL",
     ) -> None:
-        check(
-            mechanism in MECHANISMS,
-            f"privacy.mechanism={mechanism} is not one of: {', '.join(MECHANISMS)}",
-        )
         accounting.check_privacy_settings(epsilon, delta, clip)
-        check(
-            max_variance_ratio >= 1,
-            f"privacy.max_variance_ratio={max_variance_ratio} must be >= 1 "
-            "(1 is the local-DP variance)",
-        )
         check(
             sampler in SAMPLERS,
             f"privacy.sampler={sampler} is not one of: {', '.join(SAMPLERS)}",
@@ -88,19 +80,19 @@ class Privacy:
         each round, find the noisy steps T of the run, the bound b, and solve round 0's
         covariance: bad settings fail here, before training."""
         self.seed, self.num_nodes = federation.seed, federation.num_nodes
-        plan = copy.deepcopy(strategy).plan(0, federation)
-        train = _noisy_train(plan, federation.num_nodes)
+        pair = _train_then_gossip(copy.deepcopy(strategy).plan(0, federation), self.num_nodes)
         check(
-            train is not None,
+            pair is not None,
             f"privacy={self.mechanism} adds noise before every node gossips with W; {name}'s "
             "rounds do not train every node and then gossip (strategy=dpsgd does)",
         )
+        train, gossip = pair
         self.steps_per_round = _steps_per_round(train, federation)
         self.total_steps = max(1, rounds * self.steps_per_round)
         self.bound = accounting.privacy_bound(self.epsilon, self.delta, self.total_steps, self.clip)
         self.worst_inverse_diagonal = 0.0  # over the covariances used so far
         self._solved: dict[int, tuple[Any, np.ndarray, NoiseCovariance]] = {}
-        self.last = self._covariance(_gossip_after(plan).weights)
+        self.last = self._covariance(gossip.weights)
 
     def _covariance(self, weights: Any) -> tuple[np.ndarray, NoiseCovariance]:
         """W as a dense array and the mechanism's covariance for it, solved once per matrix
@@ -119,9 +111,10 @@ class Privacy:
 
     def apply(self, plan: RoundPlan, round_idx: int) -> RoundPlan:
         """The plan with its training step made private, with the noise for the W it mixes by."""
-        train = _noisy_train(plan, self.num_nodes)
-        check(train is not None, f"round {round_idx}'s plan has no Train step followed by Gossip")
-        self.last = self._covariance(_gossip_after(plan).weights)
+        pair = _train_then_gossip(plan, self.num_nodes)
+        check(pair is not None, f"round {round_idx}'s plan has no Train step followed by Gossip")
+        train, gossip = pair
+        self.last = self._covariance(gossip.weights)
         found = self.last[1]
         if self.mechanism != "central":
             self.worst_inverse_diagonal = max(
@@ -183,22 +176,16 @@ class Privacy:
         }
 
 
-def _noisy_train(plan: RoundPlan, num_nodes: int) -> Train | None:
-    """The plan's Train step if it trains every node and a Gossip follows it."""
-    steps = plan.steps
-    for index, step in enumerate(steps[:-1]):
+def _train_then_gossip(plan: RoundPlan, num_nodes: int) -> tuple[Train, Gossip] | None:
+    """The plan's Train step of every node and the Gossip right after it, if it has them."""
+    for step, following in itertools.pairwise(plan.steps):
         if (
             isinstance(step, Train)
-            and isinstance(steps[index + 1], Gossip)
+            and isinstance(following, Gossip)
             and len(step.nodes) == num_nodes
         ):
-            return step
+            return step, following
     return None
-
-
-def _gossip_after(plan: RoundPlan) -> Gossip:
-    steps = plan.steps
-    return next(steps[i + 1] for i, step in enumerate(steps[:-1]) if isinstance(step, Train))
 
 
 def _steps_per_round(train: Train, federation: Any) -> int:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import torch
@@ -47,6 +48,19 @@ class Task:
     @property
     def device(self) -> torch.device:
         return self.dataset.train_x.device
+
+    def to(self, device: torch.device | str) -> Task:
+        """The same task with its model and data on ``device`` (a Ray actor's own GPU)."""
+        device = torch.device(device)
+        if device == self.device:
+            return self
+        data = self.node_data
+        return replace(
+            self,
+            model=copy.deepcopy(self.model).to(device),
+            dataset=self.dataset.to(device),
+            node_data=type(data)(data.table.to(device), data.counts.to(device)),
+        )
 
     def initial_rows(self, num_rows: int) -> torch.Tensor:
         """The initial model of every row, shape (num_rows, d)."""

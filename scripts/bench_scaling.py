@@ -1,9 +1,10 @@
 """Scaling of D-PSGD with the number of nodes: the local backend against Ray with 1 and 2 actors.
 
 D-PSGD on a random 6-regular graph, digits MLP (64-128-10) on digits tiled 10x, every node
-one local step (a batch of 8) per round, so the work per node is the same at every size.  Each configuration runs in a fresh process (so that peak memory is its own): a
-warm-up round, then ``--rounds`` timed rounds; the table gives the median seconds per round
-of ``--repeats`` processes, rounds per second, the ratio to the local backend measured in
+one local step (a batch of 8) per round, so the work per node is the same at every size.
+Each configuration runs in a fresh process (so that peak memory is its own): a warm-up
+round, then ``--rounds`` timed rounds; the table gives the median seconds per round of
+``--repeats`` processes, rounds per second, the ratio to the local backend measured in
 the same run, and the peak resident memory of the driver plus every Ray actor.
 
 Usage: python scripts/bench_scaling.py [--nodes 100 1000 10000] [--rounds 3] [--repeats 3]

@@ -6,11 +6,13 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import compose_config
 
 from fedsim.build import build_simulation
+from fedsim.errors import ConfigError
 from fedsim.metrics.recorder import Recorder
-from fedsim.runner import run_job
+from fedsim.runner import precheck, run_job
 
 ray = pytest.importorskip("ray")
 
@@ -78,6 +80,14 @@ def test_private_dpsgd_draws_the_same_noise_on_ray_and_local(tmp_path, local_ray
     assert "privacy_epsilon_spent" in set(local.metric)
     pd.testing.assert_frame_equal(local.drop(columns="value"), on_ray.drop(columns="value"))
     assert np.allclose(local.value, on_ray.value, rtol=1e-4, atol=1e-5)
+
+
+def test_gpus_per_actor_without_a_gpu_is_refused_before_ray_starts():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ConfigError, match="but this machine has no CUDA GPU") as error:
+        precheck(["backend=ray", "backend.gpus_per_actor=0.5"])
+    assert "\n" not in str(error.value)
 
 
 @pytest.mark.slow

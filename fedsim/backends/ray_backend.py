@@ -36,7 +36,8 @@ class RayBackend:
         Actors (shards); nodes are ordered so that graph neighbours share a shard (reverse
         Cuthill-McKee on the topology) and cut into contiguous, equal shards.
     cpus_per_actor, gpus_per_actor:
-        Ray resources of each actor (fractional GPUs allowed; the actor trains on its GPU).
+        Ray resources of each actor (fractional GPUs allowed): an actor with a GPU moves its
+        rows, model and data onto it; asking for more GPUs than exist is refused.
     address:
         None starts a local Ray on 127.0.0.1 (dashboard off, quiet); ``auto`` or
         ``ray://host:port`` joins an existing cluster.
@@ -56,6 +57,11 @@ class RayBackend:
         check(num_actors >= 1, f"backend.num_actors={num_actors} must be >= 1")
         check(cpus_per_actor > 0, f"backend.cpus_per_actor={cpus_per_actor} must be > 0")
         check(gpus_per_actor >= 0, f"backend.gpus_per_actor={gpus_per_actor} must be >= 0")
+        check(
+            gpus_per_actor == 0 or address is not None or _local_gpus() > 0,
+            f"backend.gpus_per_actor={gpus_per_actor} but this machine has no CUDA GPU; "
+            "use backend.gpus_per_actor=0 (or join a cluster with GPUs: backend.address)",
+        )
         check_training_settings(chunk_size, vectorise)
         self.num_actors, self.address = num_actors, address
         self.cpus_per_actor, self.gpus_per_actor = cpus_per_actor, gpus_per_actor
@@ -82,6 +88,13 @@ class RayBackend:
                 cpus = max(1, int(np.ceil(self.num_actors * self.cpus_per_actor)))
                 options.update(num_cpus=cpus, _node_ip_address="127.0.0.1")
             ray.init(address=self.address, log_to_driver=False, **options)
+        gpus = ray.cluster_resources().get("GPU", 0)
+        check(
+            self.gpus_per_actor * self.num_actors <= gpus,
+            f"backend.gpus_per_actor={self.gpus_per_actor} x backend.num_actors="
+            f"{self.num_actors} needs {self.gpus_per_actor * self.num_actors:g} GPUs; the Ray "
+            f"cluster has {gpus:g}",
+        )
         self.task, self.aggregator = task, aggregator or Mean()
         self.num_rows, self.row_bytes = num_rows, task.layout.size * FLOAT_BYTES
         order = _order(num_rows, topology)
@@ -97,9 +110,10 @@ class RayBackend:
         threads = max(1, int(self.cpus_per_actor))
         self.actors = [actor.remote(self.chunk_size, self.vectorise, threads) for _ in self.shards]
         initial = task.initial_rows(num_rows).cpu().numpy()
+        device = "cuda" if self.gpus_per_actor > 0 else "cpu"  # the actor's, not the driver's
         self._wait(
             [
-                (i, a.start.remote(task, rows, initial[rows], self.aggregator))
+                (i, a.start.remote(task.to("cpu"), rows, initial[rows], self.aggregator, device))
                 for i, (a, rows) in enumerate(zip(self.actors, self.shards, strict=True))
             ]
         )
@@ -343,3 +357,8 @@ def _order(num_rows: int, topology: Topology | None) -> np.ndarray:
     ordering = nx.utils.reverse_cuthill_mckee_ordering(nx.Graph(graph))
     nodes = np.array(list(ordering), dtype=np.int64)
     return np.concatenate([nodes, np.arange(graph.number_of_nodes(), num_rows)])
+
+
+def _local_gpus() -> int:
+    """CUDA devices of this machine (what a local Ray offers its actors)."""
+    return torch.cuda.device_count()

@@ -25,10 +25,17 @@ class Shard:
         self.backend = LocalBackend(chunk_size=chunk_size, vectorise=vectorise)
 
     def start(
-        self, task: Task, rows: np.ndarray, initial: np.ndarray, aggregator: Aggregator
+        self,
+        task: Task,
+        rows: np.ndarray,
+        initial: np.ndarray,
+        aggregator: Aggregator,
+        device: str = "cpu",
     ) -> None:
+        """Hold ``rows`` with their ``initial`` models on ``device`` ("cuda" is the GPU that
+        Ray gave this actor: it makes only that one visible)."""
         self.rows = rows
-        self.backend.start(task, len(rows), aggregator)
+        self.backend.start(task.to(device), len(rows), aggregator)
         self.backend.params.copy_(torch.from_numpy(initial))
         self.backend.node_ids = torch.as_tensor(rows, device=self.backend.params.device)
 

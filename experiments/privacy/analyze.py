@@ -119,6 +119,7 @@ def accuracy_figure(runs: pd.DataFrame) -> Figure:
         ax.axhline(clear, color="black", linestyle="--", label="non-private D-SGD")
         ax.set_xscale("log")
         ax.set_xticks([3, 10, 20, 40], labels=["3", "10", "20", "40"])
+        ax.minorticks_off()
         ax.set_title(f"G(20, p = {p})")
         ax.set_xlabel("epsilon (delta = 1e-5)")
         ax.grid(alpha=0.3)
@@ -166,6 +167,12 @@ def curves_figure() -> Figure:
     return figure
 
 
+def _labelled(table: pd.DataFrame) -> pd.DataFrame:
+    """The (p, epsilon) index as short labels for the markdown tables."""
+    labels = [(f"{p:g}", f"{eps:g}") for p, eps in table.index]
+    return table.set_axis(pd.MultiIndex.from_tuples(labels, names=table.index.names))
+
+
 def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     solver = solver_table()
@@ -176,12 +183,13 @@ def main() -> None:
     table.to_csv(RESULTS / "accuracy.csv", float_format="%.4f")
     checks = orderings(table)
     checks.to_csv(RESULTS / "orderings.csv")
-    rho_runs = runs[runs.mechanism != "non-private"].groupby(["p", "mechanism"]).rho
+    rho_runs = runs[runs.mechanism != "non-private"].groupby(["p", "seed", "mechanism"]).rho
     invariant = float((rho_runs.max() / rho_runs.min()).max())
     accuracy_figure(runs).savefig(RESULTS / "accuracy_vs_epsilon.png", dpi=120)
     rho_figure(solver).savefig(RESULTS / "residual_noise_vs_p.png", dpi=120)
     curves_figure().savefig(RESULTS / "accuracy_vs_round.png", dpi=120)
-    means = table.xs("mean", axis=1, level=1)[list(ORDER)]
+    means = _labelled(table.xs("mean", axis=1, level=1)[list(ORDER)])
+    checks = _labelled(checks)
     lines = [
         "# Privacy study: results",
         "",
@@ -189,9 +197,13 @@ def main() -> None:
         "",
         "## Residual noise n b Tr(W R W^T) (1 = central DP), mean over 5 graphs G(20, p)",
         "",
-        markdown_table(solver.xs("mean", axis=1, level=0)[list(MECHANISMS)], 3, index=True),
+        markdown_table(
+            solver.xs("mean", axis=1, level=0)[list(MECHANISMS)].rename(index="{:g}".format),
+            3,
+            index=True,
+        ),
         "",
-        f"Across epsilon (same graph), rho varies by a factor of at most {invariant:.9f}.",
+        f"Across epsilon on the same graph, rho varies by a factor of at most {invariant:.9f}.",
         "",
         "## Final test accuracy (mean over 3 seeds), logistic regression on digits",
         "",

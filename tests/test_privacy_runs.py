@@ -3,6 +3,7 @@ one line before any work, resumable, and a strategy that cannot carry the noise 
 
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import compose_config
@@ -25,6 +26,7 @@ PRIVATE = [
     "optimizer.lr=0.5",
     "eval_every=2",
 ]
+ANY_GRAPH = [o for o in PRIVATE if not o.startswith("topology")]
 
 
 @pytest.mark.parametrize("mechanism", ["local", "decor", "zero_sum", "corn", "central"])
@@ -84,6 +86,7 @@ def test_a_private_run_resumes_to_the_same_metrics(tmp_path):
         (["privacy=corn", "privacy.max_variance_ratio=0.5"], "must be >= 1"),
         (["privacy=corn", "privacy.solver=MOSEK"], "privacy.solver=MOSEK"),
         (["privacy=corn", "num_nodes=300"], "privacy=corn solves an n x n semidefinite"),
+        (["privacy=decor", "topology=one_peer_exponential"], "privacy=decor needs a symmetric W"),
         (
             ["privacy=local", "strategy=fedavg", "strategy.sample_size=8"],
             "privacy=local adds noise before every node gossips with W; FedAvg's rounds",
@@ -91,8 +94,13 @@ def test_a_private_run_resumes_to_the_same_metrics(tmp_path):
     ],
 )
 def test_bad_privacy_settings_fail_in_one_line_before_training(overrides, message):
+    graph = (
+        [o for o in PRIVATE if not o.startswith("topology")]
+        if "topology=" in str(overrides)
+        else PRIVATE
+    )
     with pytest.raises(ConfigError, match=message) as error:
-        precheck([*PRIVATE, "rounds=2", *overrides])
+        precheck([*graph, "rounds=2", *overrides])
     assert "\n" not in str(error.value)
 
 
@@ -106,3 +114,15 @@ def test_the_papers_cnn_trains_privately_on_mnist_sized_images(tmp_path):
     summary = run_job(config, tmp_path)
     assert summary["status"] == "completed" and summary["num_parameters"] == 421_642
     assert summary["privacy"]["noisy_steps_run"] == 1
+
+
+def test_a_graph_drawn_every_round_gets_its_own_covariance(tmp_path):
+    config = compose_config(
+        *ANY_GRAPH, "topology=random_regular_per_round", "rounds=3", "privacy=corn"
+    )
+    simulation = build_simulation(config)
+    recorder = Recorder(tmp_path / "metrics.parquet")
+    simulation.run(recorder, progress=False)
+    recorder.close()
+    solved = [dense for _, dense, _ in simulation.privacy._solved.values()]
+    assert len(solved) == 3 and not np.allclose(solved[1], solved[2])

@@ -1,6 +1,7 @@
 import networkx as nx
 import numpy as np
 import pytest
+import scipy.sparse
 from scipy.optimize import brentq
 
 from fedsim.errors import ConfigError
@@ -239,3 +240,14 @@ def test_a_failed_solve_names_its_status_and_suggests_scs():
     infeasible = cp.Problem(cp.Minimize(variable), [variable >= 1, variable <= 0])
     with pytest.raises(ConfigError, match="ended with status infeasible.*privacy.solver=SCS"):
         _run(infeasible, "corn", "CLARABEL")
+
+
+@pytest.mark.parametrize("mechanism", ["local", "central", "decor", "zero_sum", "corn"])
+def test_the_trace_from_r_s_parts_equals_the_dense_product(mechanism):
+    weights = metropolis_hastings(GRAPHS["ring"])  # DECOR's pairwise part is used here
+    found = covariance(mechanism, weights, bound=0.5)
+    assert found.pair_variance > 0 or mechanism != "decor"
+    expected = noise_trace(weights, found.matrix())
+    assert found.trace_after(weights) == pytest.approx(expected)
+    assert found.trace_after(scipy.sparse.csr_array(weights)) == pytest.approx(expected)
+    assert found.max_inverse_diagonal() == pytest.approx(max_inverse_diagonal(found.matrix()))

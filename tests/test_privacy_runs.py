@@ -124,5 +124,5 @@ def test_a_graph_drawn_every_round_gets_its_own_covariance(tmp_path):
     recorder = Recorder(tmp_path / "metrics.parquet")
     simulation.run(recorder, progress=False)
     recorder.close()
-    solved = [dense for _, dense, _ in simulation.privacy._solved.values()]
+    solved = [entry.weights.toarray() for entry in simulation.privacy._solved.values()]
     assert len(solved) == 3 and not np.allclose(solved[1], solved[2])

@@ -16,9 +16,10 @@ import functools
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from fedsim.errors import ConfigError, check
 
@@ -68,6 +69,31 @@ class NoiseCovariance:
         if self.dense is not None:
             result += self.dense @ self.dense.T
         return result
+
+    def trace_after(self, weights: Any) -> float:
+        """``Tr(W R W^T)`` from R's parts, for a dense or sparse W: ``s ||W||_F^2 + c
+        ||W D||_F^2 + ||W F||_F^2`` with D the edges' incidence matrix (no n x n product)."""
+        weights = sp.csr_array(weights)
+        total = self.independent * float((weights.data**2).sum())
+        if len(self.edges):
+            edges = np.arange(len(self.edges))
+            incidence = sp.csr_array(
+                (
+                    np.repeat([[1.0, -1.0]], len(edges), axis=0).ravel(),
+                    (self.edges.ravel(), np.repeat(edges, 2)),
+                ),
+                shape=(self.num_nodes, len(edges)),
+            )
+            total += self.pair_variance * float(((weights @ incidence).data ** 2).sum())
+        if self.dense is not None:
+            total += float(((weights @ self.dense) ** 2).sum())
+        return total
+
+    def max_inverse_diagonal(self) -> float:
+        """``max_i (R^-1)_ii``: ``1 / s`` for independent noise, else from R's eigenvalues."""
+        if self.dense is None and not len(self.edges):
+            return 1 / self.independent if self.independent > 0 else float("inf")
+        return max_inverse_diagonal(self.matrix())
 
     def scaled(self, factor: float) -> NoiseCovariance:
         """``R * factor``, with the same seeds (edges and dense columns)."""
@@ -159,19 +185,20 @@ def covariance(
         f"privacy.max_variance_ratio={max_variance_ratio} must be finite: "
         "on the complete graph no optimum exists",
     )
-    if hasattr(weights, "toarray"):
-        weights = weights.toarray()
-    weights = np.ascontiguousarray(weights, dtype=np.float64)
+    shape = np.shape(weights)
     check(
-        weights.ndim == 2 and weights.shape[0] == weights.shape[1] > 0,
-        f"privacy needs a square mixing matrix W, got shape {weights.shape}",
+        len(shape) == 2 and shape[0] == shape[1] > 0,
+        f"privacy needs a square mixing matrix W, got shape {shape}",
     )
-    num_nodes = len(weights)
-    if mechanism == "local":
+    num_nodes = shape[0]
+    if mechanism == "local":  # neither needs W itself: no dense copy of a large graph's W
         return _local(num_nodes, 1 / bound)
     if mechanism == "central":
         column = np.full((num_nodes, 1), 1 / (num_nodes * np.sqrt(bound)))
         return NoiseCovariance(num_nodes, 0.0, NO_EDGES, 0.0, column)
+    if hasattr(weights, "toarray"):
+        weights = weights.toarray()
+    weights = np.ascontiguousarray(weights, dtype=np.float64)
     _check_weights(mechanism, weights)
     _check_solver(solver.upper())
     unit = _unit_covariance(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -23,15 +23,23 @@ import numpy as np
 from fedsim.errors import check
 from fedsim.plans import Gossip, RoundPlan, Train
 from fedsim.privacy import accounting
-from fedsim.privacy.covariance import (
-    NoiseCovariance,
-    covariance,
-    max_inverse_diagonal,
-    noise_trace,
-)
+from fedsim.privacy.covariance import NoiseCovariance, covariance, max_inverse_diagonal
 from fedsim.privacy.noise import SAMPLERS, NoisyStep
 
 CACHE = 64  # covariances kept (more than any period of a time-varying topology in use)
+CURIOUS_MAX_NODES = 200  # one (n-1) x (n-1) eigendecomposition per node above this is slow
+
+
+@dataclass(frozen=True, eq=False)
+class Solved:
+    """A mixing matrix (held: its id keys the cache), its covariance, ``max_i (R^-1)_ii``
+    and ``Tr(W R W^T)``."""
+
+    weights: Any
+    covariance: NoiseCovariance
+    inverse_diagonal: float
+    trace: float
+
 
 THREAT_MODELS = {
     "local": "curious nodes and eavesdroppers: each node's noise is its own",
@@ -91,23 +99,24 @@ class Privacy:
         self.total_steps = max(1, rounds * self.steps_per_round)
         self.bound = accounting.privacy_bound(self.epsilon, self.delta, self.total_steps, self.clip)
         self.worst_inverse_diagonal = 0.0  # over the covariances used so far
-        self._solved: dict[int, tuple[Any, np.ndarray, NoiseCovariance]] = {}
+        self._solved: dict[int, Solved] = {}
         self.last = self._covariance(gossip.weights)
 
-    def _covariance(self, weights: Any) -> tuple[np.ndarray, NoiseCovariance]:
-        """W as a dense array and the mechanism's covariance for it, solved once per matrix
-        (a bounded cache: a topology drawn afresh every round brings a new one each round)."""
+    def _covariance(self, weights: Any) -> Solved:
+        """The mechanism's covariance for mixing matrix ``weights``, solved once per matrix
+        with what the accounting needs of it (a bounded cache: a topology drawn afresh every
+        round brings a new matrix each round)."""
         key = id(weights)
         if key not in self._solved:
             if len(self._solved) >= CACHE:
                 del self._solved[next(iter(self._solved))]  # the oldest entry
-            dense = np.asarray(weights.toarray(), dtype=np.float64)
             found = covariance(
-                self.mechanism, dense, self.bound, self.max_variance_ratio, self.solver
+                self.mechanism, weights, self.bound, self.max_variance_ratio, self.solver
             )
-            self._solved[key] = (weights, dense, found)  # holding W keeps its id unique
-        _, dense, found = self._solved[key]
-        return dense, found
+            self._solved[key] = Solved(
+                weights, found, found.max_inverse_diagonal(), found.trace_after(weights)
+            )
+        return self._solved[key]
 
     def apply(self, plan: RoundPlan, round_idx: int) -> RoundPlan:
         """The plan with its training step made private, with the noise for the W it mixes by."""
@@ -115,12 +124,11 @@ class Privacy:
         check(pair is not None, f"round {round_idx}'s plan has no Train step followed by Gossip")
         train, gossip = pair
         self.last = self._covariance(gossip.weights)
-        found = self.last[1]
         if self.mechanism != "central":
             self.worst_inverse_diagonal = max(
-                self.worst_inverse_diagonal, max_inverse_diagonal(found.matrix())
+                self.worst_inverse_diagonal, self.last.inverse_diagonal
             )
-        noisy = NoisyStep(self.clip, found, self.seed, self.sampler)
+        noisy = NoisyStep(self.clip, self.last.covariance, self.seed, self.sampler)
         steps = tuple(replace(s, privacy=noisy) if s is train else s for s in plan.steps)
         return replace(plan, steps=steps)
 
@@ -133,12 +141,10 @@ class Privacy:
     def metrics(self, rounds_completed: int) -> dict[str, float]:
         """The guarantee spent so far and the residual noise of the last covariance."""
         steps = rounds_completed * self.steps_per_round
-        dense, found = self.last
-        trace = noise_trace(dense, found.matrix())
         return {
             "privacy_epsilon_spent": self._epsilon(steps, accounting.epsilon_spent),
-            "noise_trace": trace,
-            "noise_normalised": self.num_nodes * self.bound * trace,
+            "noise_trace": self.last.trace,
+            "noise_normalised": self.num_nodes * self.bound * self.last.trace,
         }
 
     def _epsilon(self, steps: int, accountant) -> float:
@@ -149,9 +155,7 @@ class Privacy:
     def summary(self, rounds_completed: int) -> dict[str, Any]:
         """What the run's ``summary.json`` records about its privacy."""
         steps = rounds_completed * self.steps_per_round
-        dense, found = self.last
-        matrix = found.matrix()
-        curious = _curious_node_inverse_diagonal(found)
+        found, curious = self.last.covariance, _curious_node_inverse_diagonal(self.last.covariance)
         return {
             "mechanism": self.mechanism,
             "epsilon": self.epsilon,
@@ -162,14 +166,16 @@ class Privacy:
             "bound_b": self.bound,
             "bound_formula": accounting.BOUND_FORMULA,
             "threat_model": THREAT_MODELS[self.mechanism],
-            "max_inverse_diagonal": max_inverse_diagonal(matrix),
+            "max_inverse_diagonal": self.last.inverse_diagonal,
             "independent_variance": found.independent,
-            "noise_trace": noise_trace(dense, matrix),
-            "noise_normalised": self.num_nodes * self.bound * noise_trace(dense, matrix),
+            "noise_trace": self.last.trace,
+            "noise_normalised": self.num_nodes * self.bound * self.last.trace,
             "epsilon_spent": self._epsilon(steps, accounting.epsilon_spent),
             "epsilon_spent_dp_accounting": self._epsilon(steps, accounting.library_epsilon),
-            "epsilon_against_one_curious_node": accounting.epsilon_spent(
-                curious, steps, self.clip, self.delta
+            "epsilon_against_one_curious_node": (
+                None
+                if curious is None
+                else accounting.epsilon_spent(curious, steps, self.clip, self.delta)
             ),
             "sampler": self.sampler,
             "max_variance_ratio": self.max_variance_ratio,
@@ -196,9 +202,15 @@ def _steps_per_round(train: Train, federation: Any) -> int:
     return int(train.epochs * per_epoch.max())
 
 
-def _curious_node_inverse_diagonal(found: NoiseCovariance) -> float:
+def _curious_node_inverse_diagonal(found: NoiseCovariance) -> float | None:
     """max over curious nodes j and other nodes i of ((R_i|j)^-1)_ii: the bound that holds
-    once node j subtracts every noise term whose seed it knows (spec section 8)."""
+    once node j subtracts every noise term whose seed it knows (spec section 8).  Without
+    pairwise seeds this is ``1 / s`` (a shared seed is known to all); with them it takes one
+    eigendecomposition per node, done up to 200 nodes (None above)."""
+    if not len(found.edges):
+        return found.without([0]).max_inverse_diagonal()
+    if found.num_nodes > CURIOUS_MAX_NODES:
+        return None
     worst = 0.0
     for node in range(found.num_nodes):
         others = np.delete(np.arange(found.num_nodes), node)

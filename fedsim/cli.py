@@ -67,16 +67,13 @@ def settings_of_swept_groups_per_job(args: list[str]) -> list[str]:
 
     overrides = [arg for arg in args if arg not in ("-m", "--multirun")]
     parsed = OverridesParser.create().parse_overrides(overrides)
-    swept = {o.key_or_group for o in parsed if o.is_sweep_override() and "." not in o.key_or_group}
+    swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
     rewritten = {
         o.input_line: f"{o.key_or_group}=choice({o.get_value_element_as_str()})"
         for o in parsed
-        if not o.is_sweep_override()
+        if "." in o.key_or_group
         and o.key_or_group.split(".")[0] in swept
-        and "." in o.key_or_group
-        and o.value_type is not None
-        and not o.is_delete()
-        and not o.is_add()
+        and not (o.is_sweep_override() or o.is_delete() or o.is_add())
     }
     return [rewritten.get(arg, arg) for arg in args]
 

@@ -6,9 +6,9 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from conftest import compose_config
 
+from fedsim.backends import ray_backend
 from fedsim.build import build_simulation
 from fedsim.errors import ConfigError
 from fedsim.metrics.recorder import Recorder
@@ -82,12 +82,13 @@ def test_private_dpsgd_draws_the_same_noise_on_ray_and_local(tmp_path, local_ray
     assert np.allclose(local.value, on_ray.value, rtol=1e-4, atol=1e-5)
 
 
-def test_gpus_per_actor_without_a_gpu_is_refused_before_ray_starts():
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU")
+def test_gpus_per_actor_without_a_gpu_is_refused_before_ray_starts(monkeypatch):
+    monkeypatch.setattr(ray_backend, "_local_gpus", lambda: 0)  # a machine without CUDA
     with pytest.raises(ConfigError, match="but this machine has no CUDA GPU") as error:
         precheck(["backend=ray", "backend.gpus_per_actor=0.5"])
     assert "\n" not in str(error.value)
+    monkeypatch.setattr(ray_backend, "_local_gpus", lambda: 1)  # one GPU: the check passes
+    precheck(["backend=ray", "backend.gpus_per_actor=0.5"])
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ value and what is allowed.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 import re
@@ -16,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from hydra._internal.utils import _locate
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigTypeError, OmegaConfBaseException, ValidationError
 
 from fedsim.errors import ConfigError, check
 
@@ -46,7 +47,7 @@ RUNTIME_INPUTS: dict[str, frozenset[str]] = {
     "churn": frozenset({"num_nodes", "seed"}),
 }
 OPTIONAL_INPUTS = frozenset({"owners", "components"})  # passed only to targets that declare them
-TOP_LEVEL: dict[str, type | tuple[type, ...]] = {
+TOP_LEVEL: dict[str, type] = {
     "num_nodes": int,
     "rounds": int,
     "seed": int,
@@ -60,6 +61,15 @@ TOP_LEVEL: dict[str, type | tuple[type, ...]] = {
     "checkpoint_every": int,
     "resume": bool,
 }
+# The schema of the top level, registered with Hydra by fedsim.schemas; configs/config.yaml
+# gives the values.
+RunConfig = dataclasses.make_dataclass(
+    "RunConfig",
+    [(name, kind, MISSING) for name, kind in TOP_LEVEL.items()]
+    + [(group, Any, MISSING) for group in GROUPS],
+)
+RunConfig.__module__ = __name__  # importable by name: a pickled config loads anywhere
+RunConfig.__doc__ = "Settings of a run: the top level, and one node per config group."
 INT64 = 1 << 63  # integer settings reach numpy and torch, which hold at most 64 bits
 DEVICE = re.compile(r"cpu|cuda(:[0-9]+)?")
 
@@ -86,7 +96,10 @@ def check_config(cfg: DictConfig) -> None:
     """Check top-level settings and every group's keys and value types."""
     _check_resolves(cfg)
     for name, expected in TOP_LEVEL.items():
-        check(name in cfg, f"{name} is missing; it must be {_describe(expected)}")
+        check(
+            name in cfg and not OmegaConf.is_missing(cfg, name),
+            f"{name} is missing; it must be {_describe(expected)}",
+        )
         value = cfg.get(name)
         check(_matches(value, expected), f"{name}={value!r} must be {_describe(expected)}")
         _check_range(name, value)
@@ -116,18 +129,20 @@ def check_config(cfg: DictConfig) -> None:
 
 def check_group(group: str, node: DictConfig) -> None:
     """Every key of a group must be a typed parameter of its ``_target_``."""
-    _, signature, hints = _target(group, node)
+    _, signature, hints = target_of(group, node.get("_target_"))
     runtime = RUNTIME_INPUTS.get(group, frozenset()) | {"self"}
     _check_partial(group, node)
     _check_parameters(group, node, signature, runtime)
     settings = [name for name in signature.parameters if name not in runtime]
-    for key, value in node.items():
+    for key in node:
         if key in ("_target_", "_partial_"):
             continue
         if key not in settings:
             raise ConfigError(
                 f"{group}.{key} is not a setting of this {group}{_suggest(key, settings)}"
             )
+        check(not OmegaConf.is_missing(node, key), f"{group}.{key} is ??? (required): set it")
+        value = node[key]
         plain = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
         expected = hints.get(key)
         if expected is not None:
@@ -137,9 +152,8 @@ def check_group(group: str, node: DictConfig) -> None:
         _check_range(f"{group}.{key}", plain)
 
 
-def _target(group: str, node: DictConfig) -> tuple[Callable[..., Any], inspect.Signature, dict]:
-    """The group's ``_target_``, its signature and its type hints; a ConfigError if unusable."""
-    name = node.get("_target_")
+def target_of(group: str, name: Any) -> tuple[Callable[..., Any], inspect.Signature, dict]:
+    """A group's ``_target_``, its signature and its type hints; a ConfigError if unusable."""
     check(
         isinstance(name, str) and name != "",
         f"{group}._target_={name!r} must name a class or function (e.g. one from {group}=OPTION)",
@@ -152,6 +166,27 @@ def _target(group: str, node: DictConfig) -> tuple[Callable[..., Any], inspect.S
         reason = " ".join(str(error).split()) or type(error).__name__
         raise ConfigError(f"{group}._target_={name} cannot be used: {reason}") from None
     return target, signature, hints
+
+
+def schema_error(error: BaseException) -> str | None:
+    """A schema's rejection of a value while Hydra composes, as one line naming the setting, the
+    value and the type the schema asks for; None for other errors."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, ValidationError | ConfigTypeError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None or not getattr(cause, "full_key", None):
+        return None
+    if isinstance(cause, ConfigTypeError):
+        return f"~{cause.full_key}: a setting cannot be deleted; set {cause.full_key}=VALUE instead"
+    expected: Any = None
+    owner, key = cause.object_type, cause.key
+    if dataclasses.is_dataclass(owner) and isinstance(key, str):
+        expected = {field.name: field.type for field in dataclasses.fields(owner)}.get(key)
+    elif typing.get_args(cause.ref_type):
+        expected = typing.get_args(cause.ref_type)[0]  # an item of a typed list
+    if expected is None:
+        return f"{cause.full_key}={cause.value!r} is not allowed: {cause.msg.splitlines()[0]}"
+    return f"{cause.full_key}={cause.value!r} must be {_describe(expected)}"
 
 
 def _check_partial(group: str, node: DictConfig) -> None:
@@ -185,7 +220,7 @@ def _check_parameters(
         if parameter.default is inspect.Parameter.empty
         and parameter.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
         and name not in runtime
-        and name not in node
+        and (name not in node or OmegaConf.is_missing(node, name))
     ]
     check(
         not unset,
@@ -245,7 +280,8 @@ def _describe(expected: Any) -> str:
         return "null"
     if typing.get_origin(expected) is not None:
         (item,) = typing.get_args(expected)[:1] or (Any,)
-        return f"a list of {_describe(item)}"
+        plural = {int: "integers", float: "numbers", bool: "true/false values", str: "strings"}
+        return f"a list of {plural.get(item, 'values')}"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
         expected, getattr(expected, "__name__", str(expected))
     )
@@ -254,4 +290,4 @@ def _describe(expected: Any) -> str:
 def _suggest(name: str, candidates: list[str]) -> str:
     close = difflib.get_close_matches(name, candidates, n=1)
     hint = f"; did you mean {close[0]}?" if close else ""
-    return f"{hint} (settings: {', '.join(candidates)})"
+    return f"{hint} (settings: {', '.join(candidates)})" if candidates else " (it has no settings)"

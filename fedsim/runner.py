@@ -21,14 +21,22 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fedsim import checkpoint
+from fedsim import checkpoint, schemas  # noqa: F401  (schemas: registers what the YAMLs extend)
 from fedsim.build import build_simulation
-from fedsim.config import GROUPS, PRESETS, check_choice, config_dir
+from fedsim.config import GROUPS, PRESETS, check_choice, config_dir, options, schema_error
 from fedsim.errors import ConfigError, check
 from fedsim.metrics.recorder import Recorder
 
 METRICS = "metrics.parquet"
 NODE_TOTALS = "node_totals.parquet"  # per node over the run: bytes sent, aggregations
+
+
+def _groups_help() -> str:
+    """The config groups and their options, one line each, for ``fedsim run --help``."""
+    return "\n".join(f"{group}: {', '.join(options(group))}" for group in (*GROUPS, *PRESETS))
+
+
+OmegaConf.register_new_resolver("fedsim_groups", _groups_help, replace=True)
 
 
 def precheck(args: list[str]) -> None:
@@ -84,6 +92,9 @@ def _one_line(error: Exception, overrides: list[str] = ()) -> str:
         close = difflib.get_close_matches(key, known, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
         return f"{key} is not a setting; {hint}(`fedsim list` shows every setting)"
+    typed = schema_error(error)
+    if typed is not None:
+        return typed
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return "; ".join(lines[:3])
 

@@ -9,6 +9,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+import fedsim.schemas  # noqa: F401  (registers the schemas the YAML files extend)
 from fedsim.config import config_dir
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))

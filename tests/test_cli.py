@@ -43,7 +43,7 @@ def test_run_writes_metrics_and_summary(tmp_path):
             "strategy.sample_sise is not a setting; did you mean strategy.sample_size?",
         ),
         ("strategy.sample_size=11", "strategy.sample_size=11 must be <= num_nodes=10"),
-        ("optimizer.lr=-1", "optimizer.lr=-1 must be > 0"),
+        ("optimizer.lr=-1", "optimizer.lr=-1.0 must be > 0"),
         ("seed=0,1", "a sweep (a,b or range(...)) needs -m"),
     ],
 )
@@ -135,6 +135,16 @@ def test_list_shows_every_group_and_option(tmp_path):
         "dirichlet",
     ):
         assert name in result.stdout
+
+
+@pytest.mark.slow
+def test_run_help_shows_the_groups_with_their_options_and_the_settings(tmp_path):
+    result = fedsim("run", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "privacy: central, corn, decor, local, none, zero_sum\n" in result.stdout
+    assert "experiment: modest, semi_decentralized\n" in result.stdout
+    assert "  sample_size: 10\n" in result.stdout
+    assert "schema" not in result.stdout.split("== Config ==")[0]  # schemas are no choices
 
 
 def test_unknown_command_is_refused(tmp_path):

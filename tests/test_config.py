@@ -8,6 +8,7 @@ from sklearn.datasets import dump_svmlight_file
 from fedsim.build import build_simulation
 from fedsim.config import GROUPS, options
 from fedsim.errors import ConfigError
+from fedsim.runner import precheck
 
 STRATEGY_SIZE = {
     "fedavg": "strategy.sample_size=4",
@@ -115,10 +116,15 @@ def test_every_option_composes_and_builds(group, option, tmp_path):
         ("device=cuda:x", "device=cuda:x is not one of: cpu, cuda, cuda:N"),
         ("num_nodes=${oops}", "num_nodes cannot be resolved: Interpolation key 'oops' not found"),
         ("~num_nodes", "num_nodes is missing; it must be an integer"),
-        ("~model._partial_", "model._partial_=false must be true: fedsim passes input_shape"),
+        ("~model._partial_", "~model._partial_: a setting cannot be deleted; set model._partial_"),
+        (
+            "++model._partial_=false",
+            "model._partial_=false must be true: fedsim passes input_shape",
+        ),
         ("++strategy._partial_=true", "strategy._partial_=true must be false"),
         ("strategy._target_=nope.Nope", "strategy._target_=nope.Nope cannot be used: Error load"),
-        ("++strategy._target_=5", "strategy._target_=5 must name a class or function"),
+        ("++strategy._target_=5", "strategy._target_=5 cannot be used: Error loading '5'"),
+        ("++strategy._target_=", "strategy._target_='' must name a class or function"),
         (
             "mixing._target_=fedsim.topology.graphs.ring",
             "mixing._target_=fedsim.topology.graphs.ring does not take graph",
@@ -131,7 +137,7 @@ def test_every_option_composes_and_builds(group, option, tmp_path):
 )
 def test_bad_values_are_named(override, message):
     with pytest.raises(ConfigError) as error:
-        build_simulation(compose_config(override))
+        precheck([override])  # as `fedsim run OVERRIDE` composes (schemas) and builds
     assert message in str(error.value)
     assert "\n" not in str(error.value)
 
@@ -144,7 +150,7 @@ def test_bad_values_are_named(override, message):
             ["strategy=dpsgd", "topology=erdos_renyi", "topology.p=0.0"],
             "needs a connected topology",
         ),
-        (["partition=dirichlet_per_node", "partition.alpha=0"], "partition.alpha=0 must be > 0"),
+        (["partition=dirichlet_per_node", "partition.alpha=0"], "partition.alpha=0.0 must be > 0"),
         (
             ["strategy=dpsgd", "topology=regular", "topology.degree=3", "num_nodes=5"],
             "topology.degree=3 is impossible",

@@ -79,9 +79,9 @@ def test_a_private_run_resumes_to_the_same_metrics(tmp_path):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["privacy=local", "privacy.epsilon=0"], "privacy.epsilon=0 must be > 0"),
+        (["privacy=local", "privacy.epsilon=0"], "privacy.epsilon=0.0 must be > 0"),
         (["privacy=local", "privacy.delta=1.5"], r"privacy.delta=1.5 must lie in \(0, 1\)"),
-        (["privacy=decor", "privacy.clip=0"], "privacy.clip=0 must be > 0"),
+        (["privacy=decor", "privacy.clip=0"], "privacy.clip=0.0 must be > 0"),
         (["privacy=local", "privacy.sampler=fast"], "privacy.sampler=fast is not one of"),
         (["privacy=corn", "privacy.max_variance_ratio=0.5"], "must be >= 1"),
         (["privacy=corn", "privacy.solver=MOSEK"], "privacy.solver=MOSEK"),

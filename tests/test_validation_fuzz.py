@@ -6,6 +6,7 @@ choices) are composed and built; through the CLI, a few of them run for one roun
 """
 
 import atexit
+import dataclasses
 import json
 import os
 import shutil
@@ -30,6 +31,7 @@ from fedsim.config import GROUPS, TOP_LEVEL, config_dir, options
 from fedsim.errors import ConfigError
 from fedsim.memory import estimate_memory
 from fedsim.runner import precheck
+from fedsim.schemas import schema
 
 FILES = Path(tempfile.mkdtemp(prefix="fedsim-fuzz-"))  # needed while strategies are built
 atexit.register(shutil.rmtree, FILES, ignore_errors=True)
@@ -39,7 +41,12 @@ def _option(group: str, option: str):
     return OmegaConf.load(config_dir() / group / f"{option}.yaml")
 
 
-SETTINGS = {(g, o): [str(key) for key in _option(g, o)] for g in GROUPS for o in options(g)}
+# Every setting of an option's schema: those its YAML lists and the target's other parameters.
+SETTINGS = {
+    (g, o): [field.name for field in dataclasses.fields(schema(g, _option(g, o)._target_))]
+    for g in GROUPS
+    for o in options(g)
+}
 TARGETS = {g: sorted({str(_option(g, o)._target_) for o in options(g)}) for g in GROUPS}
 DEFAULTS = {
     group: str(option)
@@ -136,7 +143,10 @@ def test_fuzzed_overrides_build_or_name_the_problem(case):
     try:
         config = compose_config(*overrides)
     except (HydraException, OmegaConfBaseException):
-        event("refused by Hydra at composition (the CLI reports it as one line)")
+        event("refused by Hydra at composition (a schema, a deletion)")
+        with pytest.raises(ConfigError) as error:
+            precheck(overrides)  # as the CLI composes: the same refusal, as one line
+        _assert_one_line(error.value)
         return
     try:
         with warnings.catch_warnings():
@@ -200,8 +210,6 @@ def test_raw_command_lines_are_checked_as_the_cli_does(overrides):
         event("passed the checks")
 
 
-# Remove the mark once build.py turns failed allocations into ConfigErrors
-# (fedsim.memory.allocation_failure) and digits checks its test split against its classes.
 @pytest.mark.parametrize(
     "override",
     [

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from helpers import path_federation, zero_logreg_task
+from helpers import path_federation, started_backend, zero_logreg_task
 from torch import nn
 
 from fedsim.backends.local import LocalBackend
@@ -87,3 +87,16 @@ def test_dpsgd_mixing_with_variance_correction_targets_the_in_neighbours_mean_va
     targets = [variances[1], (variances[0] + variances[2]) / 2, variances[1]]
     after = aggregator.variances(backend.params, task.layout)
     assert torch.allclose(after, torch.stack(targets), atol=1e-6)
+
+
+def test_consensus_distance_is_the_mean_squared_distance_to_the_average():
+    backend = started_backend(zero_logreg_task(), 3, zero=True)  # 6 parameters per row
+    backend.params[1, 0] = 3.0  # rows (0, ...), (3, ...), (0, ...): mean 1 in the first entry
+    assert backend.consensus_distance(3) == pytest.approx((1 + 4 + 1) / 3)
+
+
+def test_equal_models_are_exactly_at_consensus():
+    backend = started_backend(zero_logreg_task(), 20)
+    row = torch.randn(backend.params.shape[1], generator=torch.Generator().manual_seed(0))
+    backend.params[:] = row  # a float32 mean of these 20 rows rounds (6e-14 measured before)
+    assert backend.consensus_distance(20) == 0.0

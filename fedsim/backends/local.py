@@ -293,9 +293,15 @@ class LocalBackend:
         return self.params[:num_nodes].mean(dim=0)
 
     def consensus_distance(self, num_nodes: int) -> float:
-        """Mean squared distance of the node models to their average."""
+        """Mean squared distance of the node models to their average.
+
+        Measured about node 0's model, so that equal models give exactly 0 (a float32 mean
+        of equal rows may round), with one temporary copy of the node rows.
+        """
         nodes = self.params[:num_nodes]
-        return float((nodes - nodes.mean(dim=0)).pow(2).sum(dim=1).mean())
+        shifted = nodes - nodes[0]
+        shifted -= shifted.mean(dim=0)
+        return float(shifted.square_().sum(dim=1).mean())
 
 
 def _copy(tensors: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:

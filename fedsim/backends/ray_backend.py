@@ -276,14 +276,25 @@ class RayBackend:
 
     def node_mean(self, num_nodes: int) -> torch.Tensor:
         """The average of the node rows."""
+        return torch.from_numpy(self._mean_offset(num_nodes, None))
+
+    def _mean_offset(self, num_nodes: int, shift: np.ndarray | None) -> np.ndarray:
+        """The average of the node rows less ``shift``, from the shards' sums."""
         parts = self._wait(
-            [(i, self.actors[i].sums.remote(part)) for i, part in self._split(np.arange(num_nodes))]
+            [
+                (i, self.actors[i].sums.remote(part, shift))
+                for i, part in self._split(np.arange(num_nodes))
+            ]
         )
-        return torch.from_numpy(sum(total for total, _ in parts) / num_nodes)
+        return sum(total for total, _ in parts) / num_nodes
 
     def consensus_distance(self, num_nodes: int) -> float:
-        """Mean squared distance of the node models to their average."""
-        mean = self.node_mean(num_nodes).numpy()
+        """Mean squared distance of the node models to their average.
+
+        The average is taken about node 0's model, so that equal models give exactly 0.
+        """
+        reference = self.rows(np.array([0]))[0].numpy()
+        mean = reference + self._mean_offset(num_nodes, reference)
         parts = self._wait(
             [
                 (i, self.actors[i].squared_distance.remote(part, mean))

@@ -82,8 +82,10 @@ class Shard:
     def merge(self, nodes: np.ndarray, self_weights: np.ndarray) -> None:
         self.backend._merge(Merge(self.local(nodes), self_weights))
 
-    def sums(self, rows: np.ndarray) -> tuple[np.ndarray, int]:
+    def sums(self, rows: np.ndarray, shift: np.ndarray | None = None) -> tuple[np.ndarray, int]:
         held = self.backend.params[torch.as_tensor(self.local(rows))]
+        if shift is not None:
+            held -= torch.from_numpy(shift).to(held.device)  # held is a copy (indexed rows)
         return held.sum(dim=0).cpu().numpy(), len(held)
 
     def squared_distance(self, rows: np.ndarray, mean: np.ndarray) -> float:

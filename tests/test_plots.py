@@ -156,6 +156,17 @@ def test_consensus_distance_is_drawn_on_a_log_scale() -> None:
     assert figure is not None and figure.axes[0].get_yscale() == "log"
 
 
+def test_zeros_are_left_out_of_a_log_scale_and_the_label_says_so() -> None:
+    runs = sweep()
+    runs.loc[(runs["metric"] == "consensus_distance") & (runs["round"] == 0), "value"] = 0.0
+    figure = draw_figure(runs, "consensus_distance_vs_round")
+
+    assert figure is not None
+    axes = figure.axes[0]
+    assert axes.get_ylabel().endswith("; 0 not drawn")
+    assert np.isnan(np.asarray(axes.lines[0].get_ydata(), dtype=float)[0])
+
+
 def test_node_accuracy_figure_explains_its_band() -> None:
     figure = draw_figure(sweep(), "node_accuracy_vs_round")
 

@@ -132,6 +132,11 @@ def draw_curves(
     """
     figure = Figure(figsize=(7.5, 4.5), layout="constrained")
     axes = figure.subplots()
+    zero = table["y"] <= 0
+    if log_y and zero.any():  # e.g. equal models at round 0: no place on a log axis
+        table = table.copy()
+        table.loc[zero, ["y", "lower", "upper"]] = float("nan")
+        ylabel = f"{ylabel}; 0 not drawn"
     for index, (label, curve) in enumerate(table.groupby("configuration", sort=False)):
         curve = curve.sort_values("round", kind="stable")
         # The colour cycle has 10 colours; later lines differ by line style instead.

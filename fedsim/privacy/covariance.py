@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from fedsim.errors import ConfigError, check
+from fedsim.simulated.frozen import frozen
 
 if TYPE_CHECKING:
     import cvxpy as cp
@@ -31,8 +32,7 @@ CORN_MAX_NODES = 200  # two n x n variables and a 2n x 2n LMI (spec §13.10)
 TOLERANCE = 1e-9  # on the symmetry and the row sums of W
 FEASIBILITY = 1e-6  # relative slack of max_i (R^-1)_ii over b (spec §13.4)
 SINGULAR = 1e-12  # smallest / largest eigenvalue below which R counts as singular
-NO_EDGES = np.empty((0, 2), dtype=np.int64)
-NO_EDGES.setflags(write=False)
+NO_EDGES = frozen(np.empty((0, 2)), np.int64)
 # SCS's default 1e-4 leaves CorN 1% above its optimum on ER(20, 0.2); CLARABEL's are fine
 SOLVER_OPTIONS: dict[str, dict[str, float]] = {"SCS": {"eps_abs": 1e-8, "eps_rel": 1e-8}}
 
@@ -53,13 +53,10 @@ class NoiseCovariance:
     dense: np.ndarray | None  # (n, r) float64, or None
 
     def __post_init__(self) -> None:
-        edges = np.array(self.edges, dtype=np.int64).reshape(-1, 2)
-        edges.setflags(write=False)
-        object.__setattr__(self, "edges", edges)
+        object.__setattr__(self, "edges", frozen(np.reshape(self.edges, (-1, 2)), np.int64))
         if self.dense is not None:
-            dense = np.array(self.dense, dtype=np.float64).reshape(self.num_nodes, -1)
-            dense.setflags(write=False)
-            object.__setattr__(self, "dense", dense)
+            dense = np.reshape(self.dense, (self.num_nodes, -1))
+            object.__setattr__(self, "dense", frozen(dense, np.float64))
 
     def matrix(self) -> np.ndarray:
         """R as a dense float64 (n, n) array."""

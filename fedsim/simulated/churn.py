@@ -21,7 +21,7 @@ import numpy as np
 
 from fedsim import rng
 from fedsim.errors import ConfigError, check
-from fedsim.simulated.frozen import frozen
+from fedsim.simulated.frozen import freeze_fields
 
 CRASH, LEAVE, JOIN = 0, 1, 2
 KINDS = ("crash", "leave", "join")
@@ -55,10 +55,9 @@ class Churn:
     kinds: np.ndarray
 
     def __post_init__(self) -> None:
-        for name, dtype in [
-            ("initial", np.bool_), ("times", np.float64), ("nodes", np.int64), ("kinds", np.int8),
-        ]:  # fmt: skip
-            object.__setattr__(self, name, frozen(getattr(self, name), dtype))
+        freeze_fields(
+            self, {"initial": np.bool_, "times": np.float64, "nodes": np.int64, "kinds": np.int8}
+        )
         count = len(self.times)
         check(
             self.initial.ndim == 1 and self.nodes.shape == self.kinds.shape == (count,),

@@ -1,4 +1,4 @@
-"""Read-only arrays for the frozen dataclasses of the simulated world."""
+"""Read-only arrays for frozen dataclasses (the simulated world, noise covariances)."""
 
 from __future__ import annotations
 
@@ -11,3 +11,9 @@ def frozen(values: npt.ArrayLike, dtype: type) -> np.ndarray:
     array = np.array(values, dtype=dtype)
     array.setflags(write=False)
     return array
+
+
+def freeze_fields(instance: object, dtypes: dict[str, type]) -> None:
+    """Replace the named array fields of a frozen dataclass by read-only copies of ``dtype``."""
+    for name, dtype in dtypes.items():
+        object.__setattr__(instance, name, frozen(getattr(instance, name), dtype))

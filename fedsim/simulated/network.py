@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from fedsim import rng
 from fedsim.errors import check
-from fedsim.simulated.frozen import frozen
+from fedsim.simulated.frozen import freeze_fields
 
 UNITS = ("sample", "step")
 COMPUTE_MODES = ("constant", "lognormal", "file")
@@ -53,12 +53,10 @@ class Network:
     download: np.ndarray
 
     def __post_init__(self) -> None:
-        for name, dtype in [
-            ("seconds_per_unit", np.float64), ("site_latency", np.float64),
-            ("node_site", np.int64), ("access_latency", np.float64),
-            ("upload", np.float64), ("download", np.float64),
-        ]:  # fmt: skip
-            object.__setattr__(self, name, frozen(getattr(self, name), dtype))
+        freeze_fields(self, {
+            "seconds_per_unit": np.float64, "site_latency": np.float64, "node_site": np.int64,
+            "access_latency": np.float64, "upload": np.float64, "download": np.float64,
+        })  # fmt: skip
         check(self.unit in UNITS, f"network.unit={self.unit} is not one of: {', '.join(UNITS)}")
         n, sites = len(self.seconds_per_unit), len(self.site_latency)
         check(

@@ -62,12 +62,33 @@ def test_zero_sum_noise_cancels_in_the_network_sum():
     assert torch.allclose(noise.sum(dim=0), torch.zeros(DIM, dtype=torch.float64), atol=1e-9)
 
 
+def wide(num_nodes=64):
+    """All three parts at once, on 64 nodes: a ring's pairs and a dense factor."""
+    edges = np.array([[i, (i + 1) % num_nodes] for i in range(num_nodes)])
+    edges.sort(axis=1)
+    factor = np.random.default_rng(1).normal(size=(num_nodes, 7))
+    return NoiseCovariance(num_nodes, 0.5, edges, 2.0, factor)
+
+
 @pytest.mark.parametrize("make", [decor, dense])
 def test_a_nodes_noise_does_not_depend_on_who_else_is_drawn(make):
     everyone = draw(make())
     for node in range(5):
         alone = draw(make(), nodes=torch.tensor([node]))
         assert torch.equal(alone[0], everyone[node])  # any chunk, any shard: same bits
+
+
+@pytest.mark.parametrize("sampler", ["shared_seeds", "central"])
+def test_a_nodes_noise_has_the_same_bits_in_batches_of_any_size(sampler):
+    step = NoisyStep(0.1, wide(), seed=3, sampler=sampler)
+    node = 3
+    rows = {}
+    for size in (1, 2, 5, 64):
+        batch = torch.cat([torch.tensor([node]), torch.arange(64)[torch.arange(64) != node]])
+        noise = step.draw(batch[:size].flip(0), round_idx=2, step=1, dim=1_003)
+        rows[size] = noise[size - 1]  # flipped: node 3 is the batch's last row
+    for size in (2, 5, 64):
+        assert torch.equal(rows[size], rows[1]), f"batch of {size} rows"
 
 
 def test_draws_are_fresh_every_round_and_step():

@@ -100,3 +100,32 @@ def test_dpsgd_adds_the_noise_before_it_gossips():
     weights = torch.tensor(gossip.weights.toarray(), dtype=torch.float32)
     assert torch.allclose(backend.params, weights @ noisy, atol=1e-6)  # own model via W_ii
     assert train.privacy.covariance.independent == pytest.approx(1 / privacy.bound)
+
+
+def test_a_nodes_private_steps_have_the_same_bits_in_chunks_of_any_size():
+    from fedsim.data.datasets import Dataset
+    from fedsim.task import Task
+    from fedsim.training.schedule import NodeData
+    from fedsim.training.sgd import SGD
+
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 12, generator=generator), torch.randint(0, 3, (64,), generator=generator)
+    shards = [np.arange(8 * node, 8 * node + 8) for node in range(8)]
+    task = Task(
+        mlp((12,), 3, hidden=(16,)),
+        Dataset("random", x, y, x, y, num_classes=3),
+        NodeData.from_shards(shards),
+        SGD(lr=0.1, batch_size=4),
+        seed=0,
+    )
+    factor = np.random.default_rng(2).normal(size=(8, 8))
+    covariance = NoiseCovariance(8, 0.5, np.array([[0, 1], [1, 2]]), 1.0, factor)
+    step = NoisyStep(clip=0.5, covariance=covariance, seed=5)
+    plan = RoundPlan((Train(np.arange(8), steps=3, privacy=step),))
+    results = {}
+    for chunk_size in (1, 3, 8):
+        backend = started_backend(task, 8, vectorise=True, chunk_size=chunk_size)
+        backend.execute(plan, round_idx=1)
+        results[chunk_size] = backend.params.clone()
+    for chunk_size in (3, 8):
+        assert torch.equal(results[chunk_size], results[1]), f"chunks of {chunk_size}"

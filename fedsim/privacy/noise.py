@@ -50,7 +50,7 @@ class NoisyStep:
         key = (self.seed, rng.PRIVACY, round_idx, step)
         if self.sampler == "central":
             everyone = _normal((*key, CENTRAL), (self.covariance.num_nodes, dim), device)
-            return self._factor.to(device)[torch.as_tensor(nodes, device=device)] @ everyone
+            return _rows_times(self._factor[nodes].to(device), everyone)
         return _shared_seeds(self.covariance, nodes, key, dim, device)
 
     @cached_property
@@ -81,8 +81,19 @@ def _shared_seeds(
                 noise[position[high]] -= shared
     if covariance.dense is not None:
         shared = _normal((*key, SHARED), (covariance.dense.shape[1], dim), device)
-        noise += torch.as_tensor(covariance.dense[nodes], device=device) @ shared
+        noise += _rows_times(torch.as_tensor(covariance.dense[nodes], device=device), shared)
     return noise
+
+
+def _rows_times(rows: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
+    """``rows @ shared``, summed over the shared draws one at a time in a fixed order, so that
+    each node's row has the same bits whatever other rows are computed with it.  (A matrix
+    product picks its kernel and its blocking of the sum from the shapes: one row and five
+    rows then differ in their last bits on some CPUs.)"""
+    result = torch.zeros(rows.shape[0], shared.shape[1], dtype=shared.dtype, device=shared.device)
+    for column, draw in zip(rows.T, shared, strict=True):
+        result += column[:, None] * draw  # two correctly rounded operations, never fused
+    return result
 
 
 def _normal(coordinates: tuple, shape: tuple[int, ...], device) -> torch.Tensor:

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: list[str]) -> int:
     """``fedsim run [overrides]``: check every job, then hand over to Hydra."""
-    from fedsim.runner import hydra_main, precheck
+    from fedsim.runner import hydra_main, precheck, settings_of_swept_groups_per_job
 
     if not any(arg.startswith("-") and arg not in ("-m", "--multirun") for arg in args):
         precheck(args)
@@ -54,28 +54,6 @@ def run(args: list[str]) -> int:
         print("fedsim: interrupted; the metrics recorded so far are kept", file=sys.stderr)
         return 130
     return 0
-
-
-def settings_of_swept_groups_per_job(args: list[str]) -> list[str]:
-    """``-m privacy=corn,local privacy.clip=1`` as ``privacy.clip=choice(1)``.
-
-    Hydra composes a sweep's base config with the default option of every swept group, where
-    a setting of the chosen options may not exist (privacy=none has no clip); as a sweep of
-    one value the setting is applied per job, after its group's option is chosen.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    overrides = [arg for arg in args if arg not in ("-m", "--multirun")]
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
-    rewritten = {
-        o.input_line: f"{o.key_or_group}=choice({o.get_value_element_as_str()})"
-        for o in parsed
-        if "." in o.key_or_group
-        and o.key_or_group.split(".")[0] in swept
-        and not (o.is_sweep_override() or o.is_delete() or o.is_add())
-    }
-    return [rewritten.get(arg, arg) for arg in args]
 
 
 def resume(args: list[str]) -> int:

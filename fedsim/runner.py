@@ -44,6 +44,8 @@ def precheck(args: list[str]) -> None:
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
     multirun = any(arg in ("-m", "--multirun") for arg in args)
+    if multirun:
+        args = settings_of_swept_groups_per_job(args)  # as `fedsim run -m` hands them to Hydra
     overrides = [arg for arg in args if arg not in ("-m", "--multirun")]
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
@@ -65,14 +67,40 @@ def precheck(args: list[str]) -> None:
         raise ConfigError(
             "a sweep (a,b or range(...)) needs -m: fedsim run -m " + " ".join(overrides)
         )
-    jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    # As Hydra composes: a run applies the overrides as given, each in turn (so ``k=0.5 k=0``
+    # fails on the first); a sweep composes them all without the sweeps first, then each job,
+    # in which a later override of a key replaces an earlier one.
+    jobs = [overrides]
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="fedsim"):
+        if multirun:
+            _compose([o.input_line for o in parsed if not o.is_sweep_override()])
+            jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
         for job in jobs:
             cfg = _compose(job)
             _check_output_dir(cfg, multirun)
             OmegaConf.set_struct(cfg, False)
             del cfg["hydra"]
             build_simulation(cfg)
+
+
+def settings_of_swept_groups_per_job(args: list[str]) -> list[str]:
+    """``-m privacy=corn,local privacy.clip=1`` as ``privacy.clip=choice(1)``.
+
+    Hydra composes a sweep's base config with the default option of every swept group, where
+    a setting of the chosen options may not exist (privacy=none has no clip); as a sweep of
+    one value the setting is applied per job, after its group's option is chosen.
+    """
+    overrides = [arg for arg in args if arg not in ("-m", "--multirun")]
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
+    rewritten = {
+        o.input_line: f"{o.key_or_group}=choice({o.get_value_element_as_str()})"
+        for o in parsed
+        if "." in o.key_or_group
+        and o.key_or_group.split(".")[0] in swept
+        and not (o.is_sweep_override() or o.is_delete() or o.is_add())
+    }
+    return [rewritten.get(arg, arg) for arg in args]
 
 
 def _compose(overrides: list[str]) -> DictConfig:

@@ -7,12 +7,26 @@ import os
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hypothesis import HealthCheck, settings
 from omegaconf import DictConfig
 
 import fedsim.schemas  # noqa: F401  (registers the schemas the YAML files extend)
 from fedsim.config import config_dir
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+# Property tests: "ci" (the default) draws the same examples on every run, so a failure in CI
+# is a real one and reproduces; "explore" draws 10x as many, fresh each run, and keeps what it
+# finds in .hypothesis/ (HYPOTHESIS_PROFILE=explore pytest tests/test_validation_fuzz.py).
+_COMMON = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True, **_COMMON)
+settings.register_profile("explore", max_examples=1000, **_COMMON)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def examples(count: int) -> int:
+    """``count`` examples under the "ci" profile, scaled with the profile's max_examples."""
+    return max(1, count * settings.default.max_examples // 100)
 
 
 def compose_config(*overrides: str) -> DictConfig:

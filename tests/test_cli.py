@@ -111,7 +111,7 @@ def test_a_sweep_over_mechanisms_takes_settings_of_the_swept_group(tmp_path):
 
 
 def test_only_settings_of_swept_groups_are_deferred_to_each_job():
-    from fedsim.cli import settings_of_swept_groups_per_job
+    from fedsim.runner import settings_of_swept_groups_per_job
 
     args = ["-m", "privacy=local,corn", "privacy.clip=1", "privacy.epsilon=3,10", "seed=0"]
     assert settings_of_swept_groups_per_job(args) == [

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import compose_config
+from conftest import compose_config, examples
 from hydra.errors import HydraException
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -136,7 +136,7 @@ def _assert_one_line(error: ConfigError) -> None:
     assert message and "\n" not in message, repr(message)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(100))
 @given(fuzzed_overrides())
 def test_fuzzed_overrides_build_or_name_the_problem(case):
     choices, overrides = case
@@ -196,7 +196,7 @@ RAW = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60))
 @given(st.lists(RAW, min_size=1, max_size=3))
 def test_raw_command_lines_are_checked_as_the_cli_does(overrides):
     try:
@@ -208,6 +208,15 @@ def test_raw_command_lines_are_checked_as_the_cli_does(overrides):
         _assert_one_line(error)
     else:
         event("passed the checks")
+
+
+@pytest.mark.parametrize("sweep", [[], ["-m", "seed=0,1"]])
+def test_an_override_hydra_refuses_is_refused_even_when_a_later_one_replaces_it(sweep):
+    overrides = ["++checkpoint_every=0.5", "++checkpoint_every=0"]  # found by the fuzz test
+    with pytest.raises((HydraException, OmegaConfBaseException)):
+        compose_config(*overrides)
+    with pytest.raises(ConfigError, match=r"^checkpoint_every=0.5 must be an integer$"):
+        precheck([*sweep, *overrides])
 
 
 @pytest.mark.parametrize(
@@ -233,7 +242,7 @@ FEDSIM = [sys.executable, "-m", "fedsim.cli", "run"]
 
 
 @pytest.mark.slow
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(15))
 @given(fuzzed_overrides(values=SMALL + WRONG, keys_per_example=2))
 def test_fuzzed_command_lines_run_or_stop_with_one_line(case):
     _, overrides = case

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fedsim.errors import ConfigError
+from fedsim.errors import ConfigError, RunError
 
 USAGE = """usage: fedsim run [-m] [key=value ...]   run a simulation (Hydra overrides; -m sweeps)
        fedsim resume RUN_DIR             continue a run from its last checkpoint
@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"fedsim: config error: {error}", file=sys.stderr)
         return 2
+    except RunError as error:
+        print(f"fedsim: error: {error}", file=sys.stderr)
+        return 1
 
 
 def run(args: list[str]) -> int:

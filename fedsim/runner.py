@@ -24,7 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 from fedsim import checkpoint, schemas  # noqa: F401  (schemas: registers what the YAMLs extend)
 from fedsim.build import build_simulation
 from fedsim.config import GROUPS, PRESETS, check_choice, config_dir, options, schema_error
-from fedsim.errors import ConfigError, check
+from fedsim.errors import ConfigError, RunError, check
 from fedsim.metrics.recorder import Recorder
 
 METRICS = "metrics.parquet"
@@ -182,6 +182,9 @@ def hydra_main(cfg: DictConfig) -> None:
     except ConfigError as error:
         print(f"fedsim: config error: {error}", file=sys.stderr)
         sys.exit(2)
+    except RunError as error:
+        print(f"fedsim: error: {error}", file=sys.stderr)
+        sys.exit(1)
 
 
 def run_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:

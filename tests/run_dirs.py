@@ -104,3 +104,39 @@ def two_strategy_sweep(root: Path) -> Path:
             gap = 0.2 + 0.1 * seed
             write_run(root / strategy / str(seed), metrics, seed, strategy, spectral_gap=gap)
     return root
+
+
+def write_unreadable_runs(root: Path) -> dict[str, str]:
+    """One run of each kind of damage below ``root``; returns each run's name and the file
+    its reason for being skipped must name."""
+    damages = {
+        "truncated_part": "metrics.parquet/part-00001.parquet",
+        "junk_part": "metrics.parquet/part-00001.parquet",
+        "wrong_columns": "metrics.parquet: columns round, accuracy; metric, value, node missing",
+        "text_values": "metrics.parquet: columns do not convert",
+        "unfinished_summary": "summary.json",
+        "summary_not_an_object": "summary.json is a list, not a dict",
+        "broken_hydra_config": ".hydra/config.yaml",
+    }
+    for name in damages:
+        write_run(root / name, three_rounds(0.9))
+    for name, junk in [("truncated_part", None), ("junk_part", b"not a parquet file\n")]:
+        parts = root / name / "metrics.parquet"
+        rows = pd.read_parquet(parts)
+        parts.unlink()
+        parts.mkdir()
+        rows.iloc[:4].to_parquet(parts / "part-00000.parquet")
+        rows.iloc[4:].to_parquet(parts / "part-00001.parquet")
+        whole = (parts / "part-00001.parquet").read_bytes()
+        (parts / "part-00001.parquet").write_bytes(junk or whole[: len(whole) // 2])
+    pd.DataFrame({"round": [0, 1], "accuracy": [0.5, 0.7]}).to_parquet(
+        root / "wrong_columns" / "metrics.parquet"
+    )
+    text = three_rounds(0.9).astype({"value": "str"}).assign(value="high")
+    text.to_parquet(root / "text_values" / "metrics.parquet")
+    (root / "unfinished_summary" / "summary.json").write_text("{")
+    (root / "summary_not_an_object" / "summary.json").write_text("[1, 2]")
+    (root / "broken_hydra_config" / "summary.json").unlink()  # as a run killed early
+    (root / "broken_hydra_config" / ".hydra").mkdir()
+    (root / "broken_hydra_config" / ".hydra" / "config.yaml").write_text("seed: [0,\n")
+    return damages

@@ -18,6 +18,7 @@ from run_dirs import (
     two_strategy_sweep,
     write_run,
     write_sweep,
+    write_unreadable_runs,
 )
 
 from fedsim.cli import main
@@ -190,3 +191,82 @@ def test_cli_report_refuses_a_target_outside_0_1(
     assert exit_.value.code == 2
     assert "--target must be an accuracy in (0, 1], got 80.0" in capsys.readouterr().err
     assert not (run_dir / "report.csv").exists()
+
+
+def test_unreadable_runs_are_named_and_left_out_of_the_report(tmp_path: Path) -> None:
+    sweep = write_sweep(tmp_path / "sweep")
+    damages = write_unreadable_runs(sweep / "damaged")
+
+    written = report(sweep, out_dir=tmp_path / "out")
+
+    assert written.summary["run"].tolist() == ["0", "1", "2"]
+    assert pd.read_csv(tmp_path / "out" / "report.csv")["run"].tolist() == [0, 1, 2]
+    reasons = {run.run_dir.name: run.reason for run in written.unreadable}
+    assert sorted(reasons) == sorted(damages)
+    for name, named in damages.items():
+        assert named in reasons[name]
+        assert "\n" not in reasons[name]
+    assert all(run.run_dir.parent == sweep / "damaged" for run in written.unreadable)
+
+
+def test_load_runs_warns_of_each_unreadable_run_and_loads_the_others(tmp_path: Path) -> None:
+    sweep = write_sweep(tmp_path / "sweep")
+    damages = write_unreadable_runs(sweep / "damaged")
+
+    with pytest.warns(UserWarning) as caught:
+        runs = load_runs(sweep)
+
+    assert runs["run"].unique().tolist() == ["0", "1", "2"]
+    skipped = sorted(str(w.message) for w in caught if "unreadable" in str(w.message))
+    assert len(skipped) == len(damages)
+    for line, name in zip(skipped, sorted(damages), strict=True):
+        assert line.startswith(f"skipped unreadable run {sweep / 'damaged' / name}: ")
+        assert damages[name] in line
+
+
+def test_cli_report_names_each_unreadable_run_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep = write_sweep(tmp_path / "sweep")
+    damages = write_unreadable_runs(sweep / "damaged")
+
+    assert main(["report", str(sweep), "--out", str(tmp_path / "out")]) == 0
+
+    printed = capsys.readouterr()
+    lines = printed.err.splitlines()
+    assert len(lines) == len(damages)
+    for line, name in zip(lines, sorted(damages), strict=True):
+        assert line.startswith(f"fedsim: skipped unreadable run {sweep / 'damaged' / name}: ")
+    assert "fedsim runs" in printed.out and "report.csv" in printed.out
+
+
+def test_cli_report_of_unreadable_runs_only_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_unreadable_runs(tmp_path / "damaged")
+    write_run(tmp_path / "alone", three_rounds(0.9))
+    (tmp_path / "alone" / "summary.json").write_text("{")
+
+    assert main(["report", str(tmp_path / "damaged")]) == 2
+    assert main(["report", str(tmp_path / "alone")]) == 2
+
+    damaged, alone = capsys.readouterr().err.splitlines()
+    assert damaged.startswith(f"fedsim: no readable run at or below {tmp_path / 'damaged'}: ")
+    assert alone.startswith(f"fedsim: no readable run at or below {tmp_path / 'alone'}: ")
+    assert alone.endswith(
+        "summary.json: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"
+    )
+    with pytest.raises(ValueError, match="no readable run at or below"):
+        load_runs(tmp_path / "damaged")
+    assert not (tmp_path / "alone" / "report.csv").exists()
+
+
+def test_unreadable_label_histograms_leave_the_rest_of_the_report(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path / "run", three_rounds(0.9))
+    (run_dir / "partition.parquet").write_bytes(b"junk")
+
+    with pytest.warns(UserWarning, match="no label histograms: .*partition.parquet"):
+        written = report(run_dir)
+
+    assert written.summary["accuracy"].tolist() == [0.9]
+    assert not (run_dir / "label_histograms.png").exists()

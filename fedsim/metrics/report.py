@@ -2,31 +2,53 @@
 
 A run directory is any directory holding ``metrics.parquet`` (one file, or a directory
 of part files). Its configuration comes from ``summary.json``, or, for a run killed
-before writing it, from the ``.hydra/`` files that Hydra writes at start-up.
+before writing it, from the ``.hydra/`` files that Hydra writes at start-up. A run whose
+files cannot be read is skipped and named, with what is wrong (:class:`UnreadableRun`).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fedsim.metrics.figures import write_figures
 from fedsim.metrics.plots import plot_label_histograms
+from fedsim.metrics.recorder import read_rows
 from fedsim.metrics.tables import aggregate_seeds, summarize
 
 METRICS_FILE = "metrics.parquet"
-METRIC_DTYPES = {"round": "int64", "metric": "str", "value": "float64", "node": "Int64"}
 CHOICE_GROUPS = ("strategy", "topology", "data", "partition", "model", "backend", "optimizer")
 """Config groups that always get a column, empty when a run does not record its choice."""
 SKIPPED_KEYS = frozenset({"_target_", "_partial_"})
+UNREADABLE = (OSError, ValueError, pa.ArrowException, yaml.YAMLError, OmegaConfBaseException)
+"""What reading a run's files raises when they are truncated, junk or of another shape."""
+
+
+@dataclass(frozen=True)
+class UnreadableRun:
+    """A run directory that :func:`load_runs` and :func:`report` skipped, and why."""
+
+    run_dir: Path
+    reason: str
+    """One line: the file and what is wrong with it."""
+
+    def __str__(self) -> str:
+        return f"{self.run_dir}: {self.reason}"
+
+
+class NoReadableRunError(ValueError):
+    """Every run at or below a path is unreadable."""
 
 
 def find_run_dirs(root: Path) -> list[Path]:
@@ -73,50 +95,70 @@ def load_runs(path: str | Path) -> pd.DataFrame:
     ------
     FileNotFoundError
         If no ``metrics.parquet`` exists at or below ``path``.
+    NoReadableRunError
+        If no run can be read; one that cannot among others that can gives a warning
+        naming it and what is wrong, and is left out.
     """
-    root = Path(path)
+    runs, _, unreadable = _load_runs(Path(path))
+    for run in unreadable:
+        warnings.warn(f"skipped unreadable run {run}", stacklevel=2)
+    return runs
+
+
+def _load_runs(root: Path) -> tuple[pd.DataFrame, list[Path], tuple[UnreadableRun, ...]]:
+    """:func:`load_runs`, the directories of the runs read, and those skipped."""
     run_dirs = find_run_dirs(root)
     if not run_dirs:
         raise FileNotFoundError(f"no {METRICS_FILE} found at or below {root}")
-    named = {run_dir.relative_to(root).as_posix(): run_dir for run_dir in run_dirs}
-    metrics = pd.concat(
-        [_read_metrics(run_dir).assign(run=name) for name, run_dir in named.items()],
-        ignore_index=True,
-    )
-    config = pd.DataFrame(
-        [{"run": name, **_run_config(run_dir)} for name, run_dir in named.items()]
-    )
+    metrics, configs, read, unreadable = [], [], [], []
+    for run_dir in run_dirs:
+        name = run_dir.relative_to(root).as_posix()
+        try:
+            rows, config = _read_metrics(run_dir), _run_config(run_dir)
+        except UNREADABLE as error:
+            unreadable.append(UnreadableRun(run_dir, " ".join(str(error).split())))
+            continue
+        metrics.append(rows.assign(run=name))
+        configs.append({"run": name, **config})
+        read.append(run_dir)
+    if not read:
+        problems = "; ".join(map(str, unreadable))
+        raise NoReadableRunError(f"no readable run at or below {root}: {problems}")
+    runs = pd.concat(metrics, ignore_index=True)
+    config = pd.DataFrame(configs)
     # A config key named like a metric column must not shadow it.
-    clashes = {column: f"config.{column}" for column in config.columns[1:] if column in metrics}
-    config = config.rename(columns=clashes)
-    runs = metrics.merge(config, on="run", how="left")
-    return runs[["run", *(column for column in runs if column != "run")]]
+    clashes = {column: f"config.{column}" for column in config.columns[1:] if column in runs}
+    runs = runs.merge(config.rename(columns=clashes), on="run", how="left")
+    return runs[["run", *(column for column in runs if column != "run")]], read, tuple(unreadable)
 
 
 def _read_metrics(run_dir: Path) -> pd.DataFrame:
-    metrics = pd.read_parquet(run_dir / METRICS_FILE)
-    if metrics.columns.empty:  # a part-file directory before its first flush
-        return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in METRIC_DTYPES.items()})
-    return metrics.astype({"round": "int64", "node": "Int64"})
+    rows = read_rows(run_dir / METRICS_FILE).to_pandas()
+    return rows.astype({"round": "int64", "node": "Int64"})
 
 
 def _run_config(run_dir: Path) -> dict[str, Any]:
     """Overrides, group choices and flattened config of one run."""
     summary_file = run_dir / "summary.json"
     if summary_file.is_file():
-        summary = json.loads(summary_file.read_text())
-        choices = summary.get("choices") or {}
-        overrides = summary.get("overrides") or []
-        config = summary.get("config") or {}
-        graph = {f"graph.{key}": value for key, value in (summary.get("topology") or {}).items()}
+        try:
+            summary = json.loads(summary_file.read_text())
+        except ValueError as error:  # not JSON, or not UTF-8
+            raise ValueError(f"summary.json: {error}") from error
+        summary = _expect(summary, dict, "summary.json")
+        choices = _expect(summary.get("choices"), dict, "summary.json: choices")
+        overrides = _expect(summary.get("overrides"), list, "summary.json: overrides")
+        config = _expect(summary.get("config"), dict, "summary.json: config")
+        topology = _expect(summary.get("topology"), dict, "summary.json: topology")
+        graph = {f"graph.{key}": value for key, value in topology.items()}
     else:
         graph = {}
         hydra_dir = run_dir / ".hydra"
-        choices = _read_yaml(hydra_dir / "hydra.yaml", "hydra.runtime.choices") or {}
-        overrides = _read_yaml(hydra_dir / "overrides.yaml") or []
-        config = _read_yaml(hydra_dir / "config.yaml") or {}
+        choices = _read_yaml(hydra_dir / "hydra.yaml", dict, "hydra.runtime.choices")
+        overrides = _read_yaml(hydra_dir / "overrides.yaml", list)
+        config = _read_yaml(hydra_dir / "config.yaml", dict)
     return {
-        "overrides": " ".join(overrides),
+        "overrides": " ".join(map(str, overrides)),
         **{group: None for group in CHOICE_GROUPS},
         **{group: choice for group, choice in choices.items() if not group.startswith("hydra/")},
         **_flatten(config),
@@ -124,19 +166,36 @@ def _run_config(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def _read_yaml(path: Path, key: str | None = None) -> Any:
-    """Plain containers from a YAML file (``None`` if absent), resolved where possible."""
+def _expect(value: Any, kind: type, where: str) -> Any:
+    """``value``, an empty ``kind`` for None; ValueError naming ``where`` for another type."""
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        raise ValueError(f"{where} is a {type(value).__name__}, not a {kind.__name__}")
+    return value
+
+
+def _read_yaml(path: Path, kind: type, key: str | None = None) -> Any:
+    """Plain ``kind`` from a YAML file (empty if absent), resolved where possible."""
     if not path.is_file():
-        return None
-    node = OmegaConf.load(path)
+        return kind()
+    where = f"{path.parent.name}/{path.name}"
+    try:
+        node = OmegaConf.load(path)
+    except (yaml.YAMLError, OmegaConfBaseException) as error:
+        raise ValueError(f"{where}: {error}") from error
     if key is not None:
         node = OmegaConf.select(node, key)
         if node is None:
-            return None
+            return kind()
+        where = f"{where}: {key}"
     try:
-        return OmegaConf.to_container(node, resolve=True)
+        plain = OmegaConf.to_container(node, resolve=True)
     except OmegaConfBaseException:  # e.g. ${hydra:...}, whose resolver only a Hydra app has
-        return OmegaConf.to_container(node, resolve=False)
+        plain = OmegaConf.to_container(node, resolve=False)
+    except ValueError:  # a scalar, not a container
+        plain = node
+    return _expect(plain, kind, where)
 
 
 def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -164,6 +223,8 @@ class Report:
     some has several seeds."""
     files: tuple[Path, ...]
     """Every file written, tables first."""
+    unreadable: tuple[UnreadableRun, ...] = ()
+    """The runs left out, as their files cannot be read."""
 
 
 def report(
@@ -176,8 +237,10 @@ def report(
     (:func:`~fedsim.metrics.tables.aggregate_seeds`, when some configuration has several
     seeds), the standard figures of :func:`fedsim.metrics.figures.write_figures` and, for
     a single run, ``label_histograms.png``. ``target`` adds the times to that accuracy.
+    Unreadable runs are left out and listed in :attr:`Report.unreadable`; it raises
+    :class:`NoReadableRunError` if all are.
     """
-    runs = load_runs(path)
+    runs, run_dirs, unreadable = _load_runs(Path(path))
     summary = summarize(runs, target)
     out = Path(path if out_dir is None else out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -189,9 +252,13 @@ def report(
         by_config.to_csv(out / "report_by_config.csv", index=False)
         files.append(out / "report_by_config.csv")
     files += write_figures(runs, out)
-    run_dirs = find_run_dirs(Path(path))
-    if len(run_dirs) == 1 and (run_dirs[0] / "partition.parquet").is_file():
-        histograms = pd.read_parquet(run_dirs[0] / "partition.parquet")
-        plot_label_histograms(histograms, out / "label_histograms.png")
-        files.append(out / "label_histograms.png")
-    return Report(summary, by_config if repeated else None, tuple(files))
+    partition = run_dirs[0] / "partition.parquet"
+    if len(run_dirs) == 1 and partition.is_file():
+        try:
+            histograms = pd.read_parquet(partition, columns=["node", "label", "count"])
+        except UNREADABLE as error:
+            warnings.warn(f"no label histograms: {partition}: {error}", stacklevel=2)
+        else:
+            plot_label_histograms(histograms, out / "label_histograms.png")
+            files.append(out / "label_histograms.png")
+    return Report(summary, by_config if repeated else None, tuple(files), unreadable)

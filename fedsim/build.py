@@ -107,6 +107,7 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         eval_nodes=cfg.eval_nodes,
         header_bytes=cfg.header_bytes,
         checkpoint_every=cfg.checkpoint_every,
+        on_divergence=cfg.on_divergence,
         label_histograms=label_histograms(dataset.train_y.numpy(), shards, dataset.num_classes),
         privacy=privacy,
     )

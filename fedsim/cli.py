@@ -7,6 +7,7 @@ one line on stderr with exit status 2.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -41,22 +42,39 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: list[str]) -> int:
-    """``fedsim run [overrides]``: check every job, then hand over to Hydra."""
-    from fedsim.runner import hydra_main, precheck, settings_of_swept_groups_per_job
+    """``fedsim run [overrides]``: check every job, take the output directory, then hand
+    over to Hydra.  Ctrl-C and SIGTERM stop between two rounds after a checkpoint."""
+    from fedsim.runner import claim, hydra_main, precheck, settings_of_swept_groups_per_job
 
+    multirun = any(arg in ("-m", "--multirun") for arg in args)
+    held = None
     if not any(arg.startswith("-") and arg not in ("-m", "--multirun") for arg in args):
-        precheck(args)
-    if any(arg in ("-m", "--multirun") for arg in args):
+        directory, resuming = precheck(args)
+        held = claim(directory, multirun, resuming)
+        args = [*args, f"hydra.{'sweep' if multirun else 'run'}.dir={directory}"]
+    if multirun:
         args = settings_of_swept_groups_per_job(args)
     sys.argv = ["fedsim run", *args]
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         hydra_main()
     except SystemExit as exit_:
         return int(exit_.code or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print("fedsim: interrupted; the metrics recorded so far are kept", file=sys.stderr)
-        return 130
+        return 128 + getattr(stop, "signal_number", signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if held is not None:
+            held.close()
     return 0
+
+
+def _interrupt(number: int, _frame: object) -> None:
+    """SIGTERM (what schedulers send) outside the round loop: stop as Ctrl-C would."""
+    from fedsim.engine import Interrupted
+
+    raise Interrupted(number)
 
 
 def resume(args: list[str]) -> int:
@@ -80,9 +98,11 @@ def resume(args: list[str]) -> int:
 
 def report(args: list[str]) -> int:
     """``fedsim report PATH [--out DIR] [--target ACCURACY]``: print the per-run summary
-    (and the per-configuration one when seeds repeat); write report*.csv and figures."""
+    (and the per-configuration one when seeds repeat); write report*.csv and figures.
+    Unreadable runs are left out, one line each on stderr; exit 2 if no run is readable."""
     from rich.console import Console
 
+    from fedsim.metrics.report import NoReadableRunError
     from fedsim.metrics.report import report as write_report
     from fedsim.metrics.tables import format_by_config, format_summary
 
@@ -101,9 +121,11 @@ def report(args: list[str]) -> int:
         parser.error(f"--target must be an accuracy in (0, 1], got {options.target}")
     try:
         written = write_report(options.path, options.out, target=options.target)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, NoReadableRunError) as error:
         print(f"fedsim: {error}", file=sys.stderr)
         return 2
+    for run in written.unreadable:
+        print(f"fedsim: skipped unreadable run {run}", file=sys.stderr)
     # A pipe or file has no width: do not squeeze the tables into rich's default 80 columns.
     console = Console() if sys.stdout.isatty() else Console(width=160)
     console.print(format_summary(written.summary))

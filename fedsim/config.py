@@ -60,6 +60,7 @@ TOP_LEVEL: dict[str, type] = {
     "init_scheme": str,
     "checkpoint_every": int,
     "resume": bool,
+    "on_divergence": str,
 }
 # The schema of the top level, registered with Hydra by fedsim.schemas; configs/config.yaml
 # gives the values.

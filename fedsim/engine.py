@@ -28,6 +28,15 @@ from fedsim.training.evaluate import Evaluator
 
 FLOAT_BYTES = 4
 CHANNELS = ("d2d", "uplink", "downlink")
+ON_DIVERGENCE = ("stop", "continue")
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal (Ctrl-C's SIGINT, a scheduler's SIGTERM) stopped the run between two rounds."""
+
+    def __init__(self, signal_number: int) -> None:
+        super().__init__(signal.Signals(signal_number).name)
+        self.signal_number = signal_number
 
 
 @dataclass
@@ -41,7 +50,9 @@ class Simulation:
     model bytes and control bytes by kind (views, pings, membership announcements).
     A protocol that stalls (``RoundPlan.stalled``) ends the run early with its reason in
     ``stalled``.  With ``privacy`` every plan's training becomes noisy local steps
-    (:class:`fedsim.privacy.Privacy`) and the privacy spent is recorded.
+    (:class:`fedsim.privacy.Privacy`) and the privacy spent is recorded.  Non-finite
+    parameters after a round, or a non-finite loss, mark the run ``diverged`` and, with
+    ``on_divergence="stop"``, end it after recording that round.
     """
 
     strategy: Strategy
@@ -56,9 +67,11 @@ class Simulation:
     checkpoint_every: int = 0
     label_histograms: np.ndarray | None = None
     privacy: Privacy | None = None
+    on_divergence: str = "stop"
     timings: dict[str, float] = field(default_factory=lambda: {"train_s": 0.0, "eval_s": 0.0})
     rounds_completed: int = 0
     stalled: str | None = None
+    diverged: str | None = None
 
     def __post_init__(self) -> None:
         check(self.rounds >= 0, f"rounds={self.rounds} must be >= 0")
@@ -66,6 +79,10 @@ class Simulation:
         check(self.eval_nodes >= 1, f"eval_nodes={self.eval_nodes} must be >= 1")
         check(self.header_bytes >= 0, f"header_bytes={self.header_bytes} must be >= 0")
         check(self.checkpoint_every >= 0, f"checkpoint_every={self.checkpoint_every} must be >= 0")
+        check(
+            self.on_divergence in ON_DIVERGENCE,
+            f"on_divergence={self.on_divergence} must be one of {', '.join(ON_DIVERGENCE)}",
+        )
 
     @property
     def num_rows(self) -> int:
@@ -122,22 +139,27 @@ class Simulation:
                 self.timings["train_s"] += time.perf_counter() - started
                 self.rounds_completed = round_idx + 1
                 self.stalled = plan.stalled
+                diverging = self.diverged is None and not self.backend.all_finite()
+                if diverging:
+                    self.diverged = f"non-finite parameters after round {self.rounds_completed}"
                 if (
                     self.rounds_completed % self.eval_every == 0
                     or self.rounds_completed == self.rounds
                     or self.stalled
+                    or diverging
                 ):
                     final = self._evaluate(self.rounds_completed, recorder)
                     bar.update(task_id, description=f"accuracy {final['accuracy']:.3f}")
                 bar.advance(task_id)
+                ended = self.stalled or (self.diverged and self.on_divergence == "stop")
                 due = self.rounds_completed == self.rounds or (
                     self.checkpoint_every and self.rounds_completed % self.checkpoint_every == 0
                 )
-                if checkpoint is not None and (due or interrupted() or self.stalled):
+                if checkpoint is not None and (due or interrupted() or ended):
                     checkpoint(self.state(final))
                 if interrupted():
-                    raise KeyboardInterrupt
-                if self.stalled:
+                    raise Interrupted(interrupted())
+                if ended:
                     break
         return final
 
@@ -154,10 +176,25 @@ class Simulation:
             "strategy": self.strategy.state(),
             "privacy": None if self.privacy is None else self.privacy.state(),
             "stalled": self.stalled,
+            "diverged": self.diverged,
             "timings": dict(self.timings),
             "elapsed_s": time.perf_counter() - self.start_time,
             "final": dict(final),
         }
+
+    def check_resumable(self, state: dict[str, Any]) -> None:
+        """Refuse, in one line, a saved :meth:`state` that this run cannot continue from."""
+        params = state.get("backend", {}).get("params") if isinstance(state, dict) else None
+        shape = (self.num_rows, self.task.layout.size)
+        check(
+            isinstance(params, torch.Tensor) and tuple(params.shape) == shape,
+            f"the checkpoint holds no {shape[0]} x {shape[1]} parameters (this run's)",
+        )
+        completed = state["rounds_completed"]
+        check(
+            0 <= completed <= self.rounds,
+            f"the checkpoint is at round {completed}, outside this run's 0..{self.rounds}",
+        )
 
     def restore(self, state: dict[str, Any]) -> dict[str, float]:
         """Continue from a :meth:`state`; returns the metrics of its last evaluation."""
@@ -172,6 +209,7 @@ class Simulation:
         if self.privacy is not None:
             self.privacy.restore(state["privacy"])
         self.stalled = state["stalled"]
+        self.diverged = state.get("diverged")
         self.timings.update(state["timings"])
         self.start_time -= state["elapsed_s"]
         return dict(state["final"])
@@ -275,6 +313,8 @@ class Simulation:
         }
         if self.privacy is not None:
             metrics.update(self.privacy.metrics(round_idx))
+        if self.diverged is None and not np.isfinite(loss):
+            self.diverged = f"non-finite loss at round {round_idx}"
         crossed = getattr(self.backend, "bytes_between_actors", None)  # the simulator's own
         if crossed is not None:
             metrics["bytes_between_actors_total"] = float(crossed)
@@ -301,17 +341,22 @@ def _rows(per_node: np.ndarray, num_rows: int) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
-    """Turn Ctrl-C into a flag checked between rounds, so a round is never cut in half."""
+def _deferred_interrupt() -> Iterator[Callable[[], int | None]]:
+    """Turn Ctrl-C (SIGINT) and SIGTERM into a flag checked between rounds, so a round is
+    never cut in half; the flag is the first signal's number, or None."""
     if threading.current_thread() is not threading.main_thread():
-        yield lambda: False
+        yield lambda: None
         return
-    caught: list[bool] = []
-    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    caught: list[int] = []
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {
+        stop: signal.signal(stop, lambda number, _: caught.append(number)) for stop in stops
+    }
     try:
-        yield lambda: bool(caught)
+        yield lambda: caught[0] if caught else None
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
 
 
 def _progress_bar(enabled: bool) -> Progress:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import difflib
+import fcntl
 import json
 import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import hydra
 import numpy as np
@@ -29,6 +30,13 @@ from fedsim.metrics.recorder import Recorder
 
 METRICS = "metrics.parquet"
 NODE_TOTALS = "node_totals.parquet"  # per node over the run: bytes sent, aggregations
+SUMMARY = "summary.json"
+PARTITION = "partition.parquet"
+# Any of these makes a directory a run's: a new run never writes into it.
+ARTEFACTS = (METRICS, SUMMARY, checkpoint.CHECKPOINT, NODE_TOTALS, PARTITION)
+LOCK = ".fedsim.lock"
+# Settings a resumed run may change: they do not change its results.
+RESUMABLE = ("resume", "progress", "checkpoint_every")
 
 
 def _groups_help() -> str:
@@ -39,8 +47,12 @@ def _groups_help() -> str:
 OmegaConf.register_new_resolver("fedsim_groups", _groups_help, replace=True)
 
 
-def precheck(args: list[str]) -> None:
-    """Compose and build every job that ``fedsim run args`` would start; raise on the first bad."""
+def precheck(args: list[str]) -> tuple[Path, bool]:
+    """Compose and build every job that ``fedsim run args`` would start; raise on the first bad.
+
+    Returns the directory the run (or the sweep) will write, ``now`` resolved, and whether
+    the run resumes the one in it.
+    """
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
     multirun = any(arg in ("-m", "--multirun") for arg in args)
@@ -73,14 +85,61 @@ def precheck(args: list[str]) -> None:
     jobs = [overrides]
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="fedsim"):
         if multirun:
-            _compose([o.input_line for o in parsed if not o.is_sweep_override()])
+            sweep = _compose([o.input_line for o in parsed if not o.is_sweep_override()])
             jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
         for job in jobs:
             cfg = _compose(job)
             _check_output_dir(cfg, multirun)
+            directory = Path(sweep.hydra.sweep.dir if multirun else cfg.hydra.run.dir)
             OmegaConf.set_struct(cfg, False)
             del cfg["hydra"]
-            build_simulation(cfg)
+            simulation = build_simulation(cfg)
+            if cfg.resume:
+                resumed = checkpoint.load(directory, job_config(cfg))
+                simulation.check_resumable(resumed)
+    return directory, bool(cfg.resume)
+
+
+def claim(directory: Path, multirun: bool = False, resuming: bool = False) -> IO[str]:
+    """Take ``directory`` for this process before Hydra writes anything into it.
+
+    An exclusive ``flock`` on its lock file, held until the returned handle is closed or the
+    process ends (also when killed): a second run into the same directory is refused, and
+    so is a new run into a directory that got a run's files since it was checked.
+    """
+    setting = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    directory.mkdir(parents=True, exist_ok=True)
+    handle = (directory / LOCK).open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(
+            f"{setting}={directory} is in use by another fedsim run; choose a new directory"
+        ) from None
+    try:
+        if not resuming:
+            _check_free(directory, multirun)
+    except ConfigError:
+        handle.close()
+        raise
+    return handle
+
+
+def job_config(cfg: DictConfig) -> dict[str, Any]:
+    """A job's settings that a resumed run must share with the run it continues."""
+    job = OmegaConf.masked_copy(cfg, [key for key in cfg if key not in ("hydra", *RESUMABLE)])
+    return OmegaConf.to_container(job, resolve=True)
+
+
+def artefact(directory: Path, sweep: bool = False) -> Path | None:
+    """The first file in ``directory`` (in its job directories, for a sweep) that a run
+    writes, or None: such a directory is taken."""
+    for name in ARTEFACTS:
+        found = next(directory.rglob(name), None) if sweep else directory / name
+        if found is not None and found.exists():
+            return found
+    return None
 
 
 def settings_of_swept_groups_per_job(args: list[str]) -> list[str]:
@@ -138,7 +197,7 @@ def _setting_names(cfg: DictConfig, prefix: str = "") -> list[str]:
 
 
 def _check_output_dir(cfg: DictConfig, multirun: bool) -> None:
-    """Never write over an earlier run's results; resume only a run of the same config."""
+    """Never write over an earlier run's results; resume only a run with a checkpoint."""
     if cfg.resume:
         check(not multirun, "resume=true continues one run: fedsim resume RUN_DIR (not -m)")
         run_dir = Path(cfg.hydra.run.dir)
@@ -146,32 +205,18 @@ def _check_output_dir(cfg: DictConfig, multirun: bool) -> None:
             checkpoint.exists(run_dir),
             f"resume=true but hydra.run.dir={run_dir} holds no {checkpoint.CHECKPOINT}",
         )
-        _check_same_config(run_dir, cfg)
         return
-    if multirun:
-        sweep = Path(cfg.hydra.sweep.dir)
-        if sweep.exists() and any(sweep.rglob(METRICS)):
-            raise ConfigError(f"hydra.sweep.dir={sweep} already holds runs; choose a new directory")
-    else:
-        run_dir = Path(cfg.hydra.run.dir)
-        if (run_dir / METRICS).exists():
-            raise ConfigError(
-                f"hydra.run.dir={run_dir} already holds a run ({METRICS}); choose a new directory"
-            )
+    _check_free(Path(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir), multirun)
 
 
-def _check_same_config(run_dir: Path, cfg: DictConfig) -> None:
-    saved = json.loads((run_dir / "summary.json").read_text())["config"]
-    job = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
-    current = OmegaConf.to_container(job, resolve=True)
-    ignored = {"resume", "progress", "checkpoint_every"}
-    changed = sorted(
-        k for k in set(saved) | set(current) if k not in ignored and saved.get(k) != current.get(k)
-    )
-    check(
-        not changed,
-        f"resume=true with other settings than the run in {run_dir}: {', '.join(changed)} differ",
-    )
+def _check_free(directory: Path, multirun: bool) -> None:
+    found = artefact(directory, sweep=multirun)
+    if found is not None:
+        setting = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+        raise ConfigError(
+            f"{setting}={directory} already holds a run ({found.relative_to(directory)}); "
+            "choose a new directory"
+        )
 
 
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
@@ -188,61 +233,115 @@ def hydra_main(cfg: DictConfig) -> None:
 
 
 def run_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Run the simulation described by ``cfg`` in ``run_dir``; returns the summary it writes."""
+    """Run the simulation described by ``cfg`` in ``run_dir``; returns the summary it writes.
+
+    Nothing is written before the checkpoint to resume from (if any) is known to be this
+    run's; a full disk ends the run in one line, its last checkpoint kept.
+    """
     started = time.perf_counter()
     simulation = build_simulation(cfg)
-    check(
-        not cfg.resume or checkpoint.exists(run_dir),
-        f"resume=true but {run_dir} holds no {checkpoint.CHECKPOINT}",
-    )
-    resume = checkpoint.load(run_dir) if cfg.resume else None
-    if resume is None and (run_dir / METRICS).exists():
-        raise ConfigError(f"{run_dir} already holds a run ({METRICS}); choose a new hydra.run.dir")
-    keep = None if resume is None else resume["rounds_completed"]
-    recorder = Recorder(run_dir / METRICS, keep_through_round=keep)
-    topology = simulation.federation.topology
-    summary: dict[str, Any] = {
-        "status": "running",
-        "rounds_completed": 0,
-        "num_parameters": simulation.task.layout.size,
-        "choices": _choices(),
-        "overrides": _overrides(),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "topology": None if topology is None else topology.summary(),
-    }
-    _write_label_histograms(run_dir, simulation.label_histograms)
-    _write_summary(run_dir, summary)
-    simulation.timings["setup_s"] = time.perf_counter() - started
+    config = job_config(cfg)
+    resume = checkpoint.load(run_dir, config) if cfg.resume else None
+    if resume is None:
+        found = artefact(run_dir)
+        check(found is None, f"{run_dir} already holds a run ({found}); choose a new hydra.run.dir")
+    else:
+        simulation.check_resumable(resume)
     try:
-        summary["final"] = simulation.run(
-            recorder,
-            progress=cfg.progress,
-            checkpoint=lambda state: checkpoint.save(run_dir, state),
-            resume=resume,
+        keep = None if resume is None else resume["rounds_completed"]
+        recorder = Recorder(run_dir / METRICS, keep_through_round=keep)
+    except ValueError as error:  # a resumed run's metrics that do not read
+        raise RunError(f"cannot resume {run_dir}: {error}") from None
+    except OSError as error:
+        raise RunError(f"cannot write {run_dir}: {checkpoint.disk_error(error)}") from None
+    summary: dict[str, Any] = {"status": "running"}
+    try:
+        topology = simulation.federation.topology
+        summary.update(
+            rounds_completed=0,
+            num_parameters=simulation.task.layout.size,
+            choices=_choices(),
+            overrides=_overrides(),
+            config=OmegaConf.to_container(cfg, resolve=True),
+            topology=None if topology is None else topology.summary(),
         )
-        summary["status"] = "completed" if simulation.stalled is None else "stalled"
-        if simulation.stalled is not None:
-            summary["stalled"] = simulation.stalled
-            warnings.warn(simulation.stalled, stacklevel=1)
+        _write_label_histograms(run_dir, simulation.label_histograms)
+        _write_summary(run_dir, summary)
+        simulation.timings["setup_s"] = time.perf_counter() - started
+        try:
+            summary["final"] = simulation.run(
+                recorder,
+                progress=cfg.progress,
+                checkpoint=lambda state: checkpoint.save(run_dir, {**state, "config": config}),
+                resume=resume,
+            )
+        finally:
+            simulation.backend.close()  # Ray actors go, also on errors and Ctrl-C
+            recorder.close()
+        summary["status"] = _ending(simulation, summary)
     except KeyboardInterrupt:
         summary["status"] = "interrupted"
         raise
+    except OSError as error:
+        summary["status"] = f"failed: {checkpoint.disk_error(error)}"
+        raise RunError(
+            f"cannot write {error.filename or run_dir}: {checkpoint.disk_error(error)}; "
+            f"the metrics recorded so far and the last checkpoint are kept "
+            f"(fedsim resume {run_dir})"
+        ) from None
     except Exception:
         summary["status"] = "failed"
         raise
     finally:
-        simulation.backend.close()  # Ray actors go, also on errors and Ctrl-C
-        recorder.close()
-        summary["rounds_completed"] = simulation.rounds_completed
         summary["wall_time_s"] = time.perf_counter() - started
-        summary["timings"] = simulation.timings
-        if simulation.privacy is not None:
-            summary["privacy"] = simulation.privacy.summary(simulation.rounds_completed)
+        _finish_summary(run_dir, summary, simulation)
+    _print_summary(run_dir, summary)
+    return summary
+
+
+def _ending(simulation: Any, summary: dict[str, Any]) -> str:
+    """``completed``, or ``stalled`` / ``diverged`` with the reason in ``summary``."""
+    for status in ("stalled", "diverged"):
+        reason = getattr(simulation, status)
+        if reason is not None:
+            summary[status] = reason
+            warnings.warn(f"{status}: {reason}", stacklevel=1)
+    if simulation.stalled is not None:
+        return "stalled"
+    return "completed" if simulation.diverged is None else "diverged"
+
+
+def _finish_summary(run_dir: Path, summary: dict[str, Any], simulation: Any) -> None:
+    """The summary's last word on the run, written even when the disk is full (or said so)."""
+    summary["rounds_completed"] = simulation.rounds_completed
+    summary["timings"] = simulation.timings
+    if simulation.privacy is not None:
+        summary["privacy"] = simulation.privacy.summary(simulation.rounds_completed)
+    try:
         _write_summary(run_dir, summary)
         if simulation.rounds_completed:
             pq.write_table(pa.table(simulation.node_totals()), run_dir / NODE_TOTALS)
-    _print_summary(run_dir, summary)
-    return summary
+    except OSError as error:
+        if not _overwrite_summary(run_dir, summary):
+            print(
+                f"fedsim: cannot update {run_dir / SUMMARY}: {checkpoint.disk_error(error)}",
+                file=sys.stderr,
+            )
+
+
+def _overwrite_summary(run_dir: Path, summary: dict[str, Any]) -> bool:
+    """On a full disk: the summary, compact, written over the old one in the space it holds."""
+    path = run_dir / SUMMARY
+    text = json.dumps(summary, separators=(",", ":"), default=float).encode()
+    if not path.is_file() or len(text) > path.stat().st_size:
+        return False
+    try:
+        with path.open("r+b") as handle:
+            handle.write(text)
+            handle.truncate()
+    except OSError:
+        return False
+    return True
 
 
 def _write_label_histograms(run_dir: Path, histograms: np.ndarray | None) -> None:
@@ -251,7 +350,7 @@ def _write_label_histograms(run_dir: Path, histograms: np.ndarray | None) -> Non
         return
     nodes, labels = np.nonzero(histograms)
     table = pa.table({"node": nodes, "label": labels, "count": histograms[nodes, labels]})
-    pq.write_table(table, run_dir / "partition.parquet")
+    pq.write_table(table, run_dir / PARTITION)
 
 
 def _choices() -> dict[str, str]:
@@ -264,9 +363,12 @@ def _overrides() -> list[str]:
 
 
 def _write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    temporary = run_dir / ".summary.json.tmp"
-    temporary.write_text(json.dumps(summary, indent=2, default=float))
-    temporary.rename(run_dir / "summary.json")
+    temporary = run_dir / f".{SUMMARY}.tmp"
+    try:
+        temporary.write_text(json.dumps(summary, indent=2, default=float))
+        temporary.rename(run_dir / SUMMARY)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _print_summary(run_dir: Path, summary: dict[str, Any]) -> None:

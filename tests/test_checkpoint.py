@@ -1,6 +1,8 @@
 """Checkpoint and resume: a killed or interrupted run, resumed, equals an uninterrupted one."""
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -142,3 +144,133 @@ def test_checkpoints_are_written_atomically(tmp_path):
     checkpoint.save(tmp_path, {"params": torch.ones(3)})
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
     assert torch.equal(checkpoint.load(tmp_path)["params"], torch.ones(3))
+
+
+@pytest.fixture(scope="module")
+def finished_runs(tmp_path_factory):
+    """Two small finished runs that differ only in their seed."""
+    runs = tmp_path_factory.mktemp("finished")
+    for seed in (0, 1):
+        subprocess.run(
+            [*FEDSIM, "run", *RUN[:3], "rounds=4", "progress=false", f"seed={seed}",
+             f"hydra.run.dir={runs / str(seed)}"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    return runs
+
+
+class RunsCode:
+    """A pickle that calls ``touch`` when it is loaded."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (subprocess.call, (["touch", str(self.marker)],))
+
+
+def truncated(path):
+    path.write_bytes(path.read_bytes()[:200])
+
+
+BAD_CHECKPOINTS = {
+    "runs code": (
+        lambda path: torch.save({"rounds_completed": 1, "x": RunsCode(path.parent / "ran")}, path),
+        "(refused: a checkpoint holds data, never code)",
+    ),
+    "empty": (lambda path: path.write_bytes(b""), "is not a fedsim checkpoint"),
+    "truncated": (truncated, "is not a fedsim checkpoint: PytorchStreamReader failed"),
+    "random bytes": (lambda path: path.write_bytes(bytes(range(256)) * 8), "not a fedsim"),
+    "a plain tensor": (lambda path: torch.save(torch.zeros(3), path), "no rounds_completed"),
+}
+
+
+@pytest.mark.parametrize("case", [*BAD_CHECKPOINTS, "another run's"])
+def test_a_bad_checkpoint_is_refused_in_one_line_and_the_run_is_left_as_it_was(
+    tmp_path, finished_runs, case
+):
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_runs / "0", run_dir)
+    if case == "another run's":
+        shutil.copy(finished_runs / "1" / checkpoint.CHECKPOINT, run_dir)
+        expected = "seed differ"
+    else:
+        corrupt, expected = BAD_CHECKPOINTS[case]
+        corrupt(run_dir / checkpoint.CHECKPOINT)
+    before = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+    resumed = subprocess.run([*FEDSIM, "resume", str(run_dir)], capture_output=True, text=True)
+    assert resumed.returncode == 2
+    assert expected in resumed.stderr and len(resumed.stderr.strip().splitlines()) == 1
+    assert not (run_dir / "ran").exists()  # the pickle's code never ran
+    after = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+    assert after == before
+
+
+def test_a_checkpoint_holds_data_only_and_loads_without_code(finished_runs):
+    path = finished_runs / "0" / checkpoint.CHECKPOINT
+    allowed = {f"{g.__module__}.{g.__qualname__}" for g in checkpoint.NUMPY_GLOBALS}
+    assert set(torch.serialization.get_unsafe_globals_in_checkpoint(path)) <= allowed
+    state = checkpoint.load(finished_runs / "0")
+    assert state["rounds_completed"] == 4 and state["config"]["seed"] == 0
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_between_rounds_and_resumes(tmp_path, uninterrupted):
+    run_dir = tmp_path / "run"
+    process = start(run_dir)
+    wait_for_checkpoint(run_dir, process, at_least=20)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["rounds_completed"] >= 20
+    assert checkpoint.load(run_dir)["rounds_completed"] == summary["rounds_completed"]
+    resumed = subprocess.run([*FEDSIM, "resume", str(run_dir)], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    pd.testing.assert_frame_equal(metrics(run_dir), uninterrupted)
+
+
+FILL_THE_DISK = """
+set -u
+mount -t tmpfs -o size=64m tmpfs "$DISK"
+"$PYTHON" -m fedsim.cli run $RUN hydra.run.dir="$DISK/run" 2> "$OUT/stderr" &
+until "$PYTHON" -c "import sys; from fedsim import checkpoint; from pathlib import Path
+sys.exit(checkpoint.load(Path('$DISK/run'))['rounds_completed'] < 40)" 2> /dev/null; do
+  sleep 0.1
+done
+dd if=/dev/zero of="$DISK/filler" bs=64k 2> /dev/null
+wait $!; echo $? > "$OUT/status"
+cp -r "$DISK/run" "$OUT/full"
+rm "$DISK/filler"
+"$PYTHON" -m fedsim.cli resume "$DISK/run" > /dev/null 2> "$OUT/resume_stderr"
+echo $? >> "$OUT/status"
+cp -r "$DISK/run" "$OUT/resumed"
+"""
+
+
+@pytest.mark.slow
+def test_a_full_disk_ends_in_one_line_and_the_run_resumes_once_there_is_room(
+    tmp_path, uninterrupted
+):
+    """On a small tmpfs of its own (a user and mount namespace: no root needed), the disk
+    fills up after the checkpoint of round 40; once room is made the run resumes."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    environment = {
+        **os.environ, "DISK": str(disk), "OUT": str(tmp_path), "PYTHON": sys.executable,
+        "RUN": " ".join(RUN),
+    }  # fmt: skip
+    subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "bash", "-c", FILL_THE_DISK],
+        env=environment, check=True, timeout=600,
+    )  # fmt: skip
+    status, resumed_status = (tmp_path / "status").read_text().split()
+    stderr = (tmp_path / "stderr").read_text()
+    assert status == "1", stderr
+    assert "no space left" in stderr and "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1
+    full = tmp_path / "full"
+    assert json.loads((full / "summary.json").read_text())["status"] == "failed: no space left"
+    assert not [path.name for path in full.rglob(".*.tmp")]
+    assert checkpoint.load(full)["rounds_completed"] >= 40
+    assert resumed_status == "0", (tmp_path / "resume_stderr").read_text()
+    pd.testing.assert_frame_equal(metrics(tmp_path / "resumed"), uninterrupted)

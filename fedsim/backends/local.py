@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -291,6 +292,10 @@ class LocalBackend:
     def node_mean(self, num_nodes: int) -> torch.Tensor:
         """The average of the node rows (the consensus model)."""
         return self.params[:num_nodes].mean(dim=0)
+
+    def all_finite(self) -> bool:
+        """Whether every parameter is finite (a float64 sum: any inf or nan makes it so)."""
+        return math.isfinite(float(self.params.sum(dtype=torch.float64)))
 
     def consensus_distance(self, num_nodes: int) -> float:
         """Mean squared distance of the node models to their average.

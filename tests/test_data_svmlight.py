@@ -64,7 +64,9 @@ def test_missing_and_unreadable_files_are_named(tmp_path):
     path = write(tmp_path / "a9a", TRAIN_X, TRAIN_Y)
     with pytest.raises(ConfigError, match=r"data.test_path=.*a9a.t: no such file"):
         svmlight(path, test_path=str(tmp_path / "a9a.t"))
-    with pytest.raises(ConfigError, match=r"data=svmlight cannot read .*a9a"):
+    with pytest.raises(
+        ConfigError, match=r"data.path=.*a9a: expected LIBSVM.*found n_features was set to 2"
+    ):
         svmlight(path, num_features=2)
     with pytest.raises(ConfigError, match=r"data.test_fraction=0.1 cannot split"):
         svmlight(path, test_fraction=0.1)

@@ -1,6 +1,8 @@
 import networkx as nx
 import numpy as np
 import pytest
+import scipy.io
+import scipy.sparse as sp
 
 from fedsim.errors import ConfigError
 from fedsim.topology import (
@@ -51,7 +53,9 @@ def test_user_matrix_is_loaded_and_checked(tmp_path):
     good = np.array([[0.5, 0.5, 0], [0.5, 0.25, 0.25], [0, 0.25, 0.75]])
     np.save(tmp_path / "w.npy", good)
     np.savetxt(tmp_path / "w.csv", good, delimiter=",")
-    for name in ("w.npy", "w.csv"):
+    np.savetxt(tmp_path / "w.txt", good, header="W of a path of 3 nodes")
+    scipy.io.mmwrite(tmp_path / "w.mtx", sp.coo_array(good))
+    for name in ("w.npy", "w.csv", "w.txt", "w.mtx"):
         np.testing.assert_allclose(
             matrix(nx.path_graph(3), path=str(tmp_path / name)).toarray(), good
         )
@@ -61,7 +65,7 @@ def test_user_matrix_is_loaded_and_checked(tmp_path):
     np.save(tmp_path / "rows.npy", np.array([[0.5, 0.4, 0], [0.5, 0.5, 0], [0, 0, 1]]))
     with pytest.raises(ConfigError, match="row 0 sums to 0.9; rows must sum to 1"):
         matrix(nx.path_graph(3), path=str(tmp_path / "rows.npy"))
-    with pytest.raises(ConfigError, match="not 4 x 4"):
+    with pytest.raises(ConfigError, match=r"expected a 4 x 4 matrix .*found shape \(3, 3\)"):
         matrix(nx.path_graph(4), path=str(tmp_path / "w.npy"))
 
 

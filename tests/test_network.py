@@ -140,8 +140,8 @@ def test_bad_settings_name_the_setting(settings, message):
 @pytest.mark.parametrize(
     "setting, text, message",
     [
-        ("compute_file", "# nothing\n\n", "holds no numbers"),
-        ("compute_file", "0.1\nfast\n", "line 2: 'fast' must hold finite numbers >= 0"),
+        ("compute_file", "# nothing\n\n", "expected lines of numbers, found none"),
+        ("compute_file", "0.1\nfast\n", "line 2: expected numbers .*, found 'fast'"),
         ("compute_file", "0.1 0.2\n", "must hold one number per line"),
         ("compute_file", "-0.1\n", "line 1: '-0.1' must hold finite numbers >= 0"),
         ("latency_file", "0 1\n1 0\n2 2\n", "must be a square matrix, but it has 3 rows"),

@@ -64,6 +64,10 @@ def test_file_reads_edge_lists_and_graphml(tmp_path):
     assert sorted(graph.edges()) == [(0, 1), (1, 2)] and 3 in graph
     nx.write_graphml(nx.cycle_graph(5), tmp_path / "ring.graphml")
     assert degrees(file(5, 0, path=str(tmp_path / "ring.graphml"))) == [2] * 5
+    # Parallel edges make networkx read a multigraph; fedsim keeps one edge per pair.
+    nx.write_graphml(nx.MultiDiGraph([(0, 1), (0, 1), (1, 2)]), tmp_path / "one_way.graphml")
+    one_way = file(3, 0, path=str(tmp_path / "one_way.graphml"))
+    assert type(one_way) is nx.DiGraph and sorted(one_way.edges()) == [(0, 1), (1, 2)]
     (tmp_path / "far.txt").write_text("0 5\n")
     with pytest.raises(ConfigError, match=r"nodes \[5\] outside 0..4"):
         file(5, 0, path=str(tmp_path / "far.txt"))

@@ -10,9 +10,13 @@ import torch
 
 from fedsim.data.datasets import Dataset
 from fedsim.errors import ConfigError, check
+from fedsim.files import first_non_finite, reading, shorten
 
 NUM_CLASSES = 62  # digits, upper- and lower-case letters
 IMAGE_SIZE = 28
+PIXELS = IMAGE_SIZE * IMAGE_SIZE
+_NON_NUMBERS = {"U": "strings", "O": "nulls or mixed values"}
+LEAF_JSON = 'LEAF JSON {"users": [...], "user_data": {...}}'
 
 
 def femnist(root: str = "data/femnist") -> Dataset:
@@ -54,35 +58,81 @@ def _read_split(root: str, split: str) -> tuple[np.ndarray, np.ndarray, list[str
     counts: list[int] = []
     for file in files:
         # One file at a time: its Python lists are freed once they are numpy arrays.
-        with open(file) as handle:
-            content = json.load(handle)
-        for user in content["users"]:
-            data = content["user_data"][user]
-            if not data["y"]:
-                continue
-            pixels = np.asarray(data["x"], dtype=np.float32)
-            _check_shape(file, user, pixels, len(data["y"]))
-            images.append(pixels.reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE))
-            labels.append(np.asarray(data["y"], dtype=np.int64))
-            users.append(user)
-            counts.append(len(pixels))
-        del content
-    check(bool(labels), f"data=femnist: the files in {Path(root) / split} hold no examples")
-    all_labels = np.concatenate(labels)
-    check(
-        all_labels.min() >= 0 and all_labels.max() < NUM_CLASSES,
-        f"data=femnist: labels in {Path(root) / split} must lie in 0..{NUM_CLASSES - 1}",
-    )
-    return np.concatenate(images), all_labels, users, counts
+        where = f"data.root={root}: {file.relative_to(root)}"
+        for user, data in _users(where, file):
+            pixels, user_labels = _examples(f"{where} user {user}", data)
+            if len(user_labels):
+                images.append(pixels.reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE))
+                labels.append(user_labels)
+                users.append(user)
+                counts.append(len(user_labels))
+    check(bool(labels), f"data.root={root}: expected examples in {split}/*.json, found none")
+    return np.concatenate(images), np.concatenate(labels), users, counts
 
 
-def _check_shape(file: Path, user: str, pixels: np.ndarray, num_labels: int) -> None:
-    if pixels.ndim != 2 or pixels.shape[1] != IMAGE_SIZE * IMAGE_SIZE:
+def _users(where: str, file: Path) -> list[tuple[str, object]]:
+    """``(user, user_data[user])`` for each of a LEAF file's ``users``, in their order."""
+    with reading(where, LEAF_JSON), open(file, encoding="utf-8") as handle:
+        content = json.load(handle)
+    check(isinstance(content, dict), f"{where}: expected {LEAF_JSON}, found {_kind(content)}")
+    for key, kind, name in (("users", list, "a list"), ("user_data", dict, "an object")):
+        check(
+            isinstance(content.get(key), kind),
+            f"{where}: expected {name} {key!r}, found "
+            + (_kind(content[key]) if key in content else f"no key {key!r}"),
+        )
+    users, user_data = content["users"], content["user_data"]
+    for user in users:
+        check(
+            isinstance(user, str) and user in user_data,
+            f"{where}: expected every user of 'users' in 'user_data', found {user!r} missing",
+        )
+    return [(user, user_data[user]) for user in users]
+
+
+def _examples(where: str, data: object) -> tuple[np.ndarray, np.ndarray]:
+    """One writer's ``(n, 784)`` float32 pixels and ``(n,)`` labels, checked."""
+    inputs, targets = (data.get("x"), data.get("y")) if isinstance(data, dict) else (None, None)
+    if not (isinstance(inputs, list) and isinstance(targets, list)):
         raise ConfigError(
-            f"data=femnist: {file} user {user} has inputs of shape {pixels.shape}, "
-            f"not (n, {IMAGE_SIZE * IMAGE_SIZE})"
+            f'{where}: expected {{"x": [...], "y": [...]}}, found {shorten(repr(data))}'
+        )
+    bad_labels = [y for y in targets if type(y) is not int or not 0 <= y < NUM_CLASSES]
+    if bad_labels:
+        raise ConfigError(
+            f"{where}: expected integer labels in 0..{NUM_CLASSES - 1}, found {bad_labels[0]!r}"
+        )
+    bad_rows = [x for x in inputs if not isinstance(x, list) or len(x) != PIXELS]
+    if bad_rows:
+        row = bad_rows[0]
+        found = f"one of {len(row)}" if isinstance(row, list) else shorten(repr(row))
+        raise ConfigError(
+            f"{where}: expected each x a list of {PIXELS} pixel values, found {found}"
         )
     check(
-        len(pixels) == num_labels,
-        f"data=femnist: {file} user {user} has {len(pixels)} inputs but {num_labels} labels",
+        len(inputs) == len(targets),
+        f"{where}: expected one label per input, found {len(inputs)} inputs and "
+        f"{len(targets)} labels",
     )
+    with reading(where, f"x as lists of {PIXELS} numbers"):
+        values = np.array(inputs) if inputs else np.zeros((0, PIXELS))
+    check(
+        values.dtype.kind in "biuf" and values.shape == (len(inputs), PIXELS),
+        f"{where}: expected x as lists of {PIXELS} numbers, found lists of "
+        f"{_NON_NUMBERS.get(values.dtype.kind, 'lists')}",
+    )
+    with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused below
+        pixels = values.astype(np.float32)
+    bad = first_non_finite(pixels)
+    if bad is not None:
+        raise ConfigError(
+            f"{where}: expected finite pixel values, found {values.flat[bad]} in example "
+            f"{bad // PIXELS + 1} (counting from 1)"
+        )
+    return pixels, np.array(targets, dtype=np.int64)
+
+
+def _kind(value: object) -> str:
+    """How JSON calls the type of ``value``."""
+    kinds = {dict: "an object", list: "a list", str: "a string", bool: "true/false"}
+    return "null" if value is None else kinds.get(type(value), "a number")

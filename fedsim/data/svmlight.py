@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from fedsim.data.datasets import Dataset
 from fedsim.errors import ConfigError, check
+from fedsim.files import first_non_finite, reading
 
 
 def svmlight(
@@ -41,18 +43,24 @@ def svmlight(
     paths = {"path": path, "test_path": test_path}
     for setting, file in paths.items():
         check(file is None or Path(file).is_file(), f"data.{setting}={file}: no such file")
-    files = [file for file in paths.values() if file is not None]
-    try:
+    given = {setting: file for setting, file in paths.items() if file is not None}
+    where = ", ".join(f"data.{setting}={file}" for setting, file in given.items())
+    with reading(where, "LIBSVM/svmlight lines 'label index:value ...'"):
         # Read together so that train and test get the same number of features.
-        loaded = load_svmlight_files(files, n_features=num_features, dtype=np.float32)
-    except ValueError as error:
-        reason = " ".join(str(error).split())
-        raise ConfigError(f"data=svmlight cannot read {', '.join(files)}: {reason}") from error
+        loaded = load_svmlight_files(
+            list(given.values()), n_features=num_features, dtype=np.float32
+        )
+    for (setting, file), file_features, file_labels in zip(
+        given.items(), loaded[0::2], loaded[1::2], strict=True
+    ):
+        _check_finite(f"data.{setting}={file}", file_features, file_labels)
+    num_examples = sum(file_features.shape[0] for file_features in loaded[0::2])
+    _check_dense_fits(where, num_examples, loaded[0].shape[1])
     features = [matrix.toarray() for matrix in loaded[0::2]]
     classes, labels = np.unique(np.concatenate(loaded[1::2]), return_inverse=True)
     labels = np.split(labels, [len(features[0])])
     if test_path is None:
-        features, labels = _split(features[0], labels[0], test_fraction)
+        features, labels = _split(features[0], labels[0], test_fraction, path)
     return Dataset(
         name=Path(path).name,
         train_x=torch.from_numpy(features[0]),
@@ -63,8 +71,40 @@ def svmlight(
     )
 
 
+def _check_finite(where: str, features: sp.csr_matrix, labels: np.ndarray) -> None:
+    """Refuse NaN and infinite labels and feature values, naming the first example with one."""
+    bad = first_non_finite(features.data)
+    if bad is not None:
+        example = int(np.searchsorted(features.indptr, bad, side="right"))
+        raise ConfigError(
+            f"{where}: expected finite feature values, found {features.data[bad]} in example "
+            f"{example} (counting from 1)"
+        )
+    bad = first_non_finite(labels)
+    if bad is not None:
+        raise ConfigError(
+            f"{where}: expected finite labels, found {labels[bad]} in example {bad + 1} "
+            "(counting from 1)"
+        )
+
+
+def _check_dense_fits(where: str, num_examples: int, num_columns: int) -> None:
+    """Refuse features whose dense copy cannot fit in memory (e.g. one stray index 10^9)."""
+    from fedsim.memory import format_bytes, memory_budget
+
+    needed = 2 * num_examples * num_columns * 4  # float32 features and their split copy
+    budget = memory_budget(torch.device("cpu"))
+    if budget is not None and needed > budget:
+        raise ConfigError(
+            f"{where}: expected features that fit in memory as dense float32, found "
+            f"{num_examples} examples x {num_columns} features ({format_bytes(needed)}, "
+            f"{format_bytes(budget)} available); set data.num_features if the largest index "
+            "is a mistake"
+        )
+
+
 def _split(
-    features: np.ndarray, labels: np.ndarray, test_fraction: float
+    features: np.ndarray, labels: np.ndarray, test_fraction: float, path: str
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """A stratified train/test split fixed by random_state 0."""
     from sklearn.model_selection import train_test_split
@@ -76,6 +116,6 @@ def _split(
     except ValueError as error:
         reason = " ".join(str(error).split())
         raise ConfigError(
-            f"data.test_fraction={test_fraction} cannot split data.path stratified: {reason}"
+            f"data.test_fraction={test_fraction} cannot split data.path={path} stratified: {reason}"
         ) from error
     return [train_x, test_x], [train_y, test_y]

@@ -20,7 +20,8 @@ from typing import NamedTuple
 import numpy as np
 
 from fedsim import rng
-from fedsim.errors import ConfigError, check
+from fedsim.errors import check
+from fedsim.files import reading
 from fedsim.simulated.frozen import freeze_fields
 
 CRASH, LEAVE, JOIN = 0, 1, 2
@@ -252,7 +253,10 @@ def _read_trace(num_nodes: int, path: str) -> dict[int, list[tuple[float, float]
     check(path is not None, "churn=trace needs churn.path=PATH (a CSV file node,start_s,end_s)")
     source = Path(path)
     check(source.is_file(), f"churn.path={path} does not exist")
-    with source.open(newline="") as handle:
+    with (
+        reading(f"churn.path={path}", "a CSV file node,start_s,end_s"),
+        source.open(newline="", encoding="utf-8") as handle,
+    ):
         rows = list(csv.reader(handle))
     header = [cell.strip() for cell in rows[0]] if rows else []
     check(
@@ -279,8 +283,11 @@ def _read_trace(num_nodes: int, path: str) -> dict[int, list[tuple[float, float]
 
 
 def _number(text: str, where: str, column: str) -> float:
-    """``text`` as a float, or a :class:`ConfigError` naming the file, line and column."""
+    """``text`` as a float (NaN refused), or a :class:`ConfigError` naming the file, line and
+    column."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise ConfigError(f"{where}: {column}={text.strip()!r} is not a number") from None
+        value = math.nan
+    check(not math.isnan(value), f"{where}: {column}={text.strip()!r} is not a number")
+    return value

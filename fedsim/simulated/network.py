@@ -11,7 +11,6 @@ The :func:`network` factory builds one from the settings of the ``network`` conf
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy.typing as npt
 
 from fedsim import rng
 from fedsim.errors import check
+from fedsim.files import number_rows
 from fedsim.simulated.frozen import freeze_fields
 
 UNITS = ("sample", "step")
@@ -267,20 +267,11 @@ def _read_rows(setting: str, path: str) -> list[np.ndarray]:
     """The numbers of each non-blank, non-``#`` line of a file; finite and >= 0."""
     source = Path(path)
     check(source.is_file(), f"network.{setting}={path} does not exist")
-    rows = []
-    for line_number, line in enumerate(source.read_text().splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        tokens = [token for token in re.split(r"[,\s]+", line.strip()) if token]
-        try:
-            row = np.array([float(token) for token in tokens])
-        except ValueError:
-            row = np.array([np.nan])
+    rows = number_rows(f"network.{setting}={path}", source)
+    for line_number, line, numbers in rows:
         check(
-            bool(np.all(np.isfinite(row) & (row >= 0))),
-            f"network.{setting}={path} line {line_number}: {line.strip()[:40]!r} "
+            bool(np.all(np.isfinite(numbers) & (numbers >= 0))),
+            f"network.{setting}={path} line {line_number}: {line[:40]!r} "
             "must hold finite numbers >= 0",
         )
-        rows.append(row)
-    check(bool(rows), f"network.{setting}={path} holds no numbers")
-    return rows
+    return [numbers for _, _, numbers in rows]

@@ -8,12 +8,20 @@ on the nodes ``0 .. num_nodes - 1``.  An undirected edge is a link both ways; in
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import networkx as nx
 
 from fedsim import rng
 from fedsim.errors import ConfigError, check
+from fedsim.files import reading, shorten
+
+_NODE_ID = re.compile(r"-?[0-9]{1,18}")  # longer ids are out of range anyway
+_SELF_LOOP = (
+    "expected no self-loops, found node {node} linked to itself "
+    "(every node keeps its own model; the mixing weights' diagonal says how much)"
+)
 
 
 def complete(num_nodes: int, seed: int) -> nx.Graph:
@@ -137,24 +145,64 @@ def components(
 def file(num_nodes: int, seed: int, path: str | None = None) -> nx.Graph:
     """A graph a user supplies: an edge list (``u v`` per line) or GraphML (``.graphml``).
 
-    Node labels must be the integers ``0 .. num_nodes - 1``.
+    Node labels must be the integers ``0 .. num_nodes - 1``.  In an edge list, each line
+    holds exactly two node ids (``#`` starts a comment); a node with no line is isolated.
+    Self-loops are refused rather than dropped: every node keeps its own model anyway (the
+    mixing weights' diagonal), so one in a file is most likely a mistake in writing it.
     """
     check(path is not None, "topology=file needs topology.path=PATH (an edge list or .graphml)")
     source = Path(path)
     check(source.is_file(), f"topology.path={path} does not exist")
-    if source.suffix == ".graphml":
-        graph = nx.read_graphml(source, node_type=int)
-    else:
-        graph = nx.read_edgelist(source, nodetype=int, data=False)
+    where = f"topology.path={path}"
+    graph = (
+        _read_graphml(where, source) if source.suffix == ".graphml" else _read_edges(where, source)
+    )
     expected = set(range(num_nodes))
     if not set(graph.nodes) <= expected:
         extra = sorted(set(graph.nodes) - expected)[:3]
         raise ConfigError(
-            f"topology.path={path} has nodes {extra} outside 0..{num_nodes - 1} "
-            f"(num_nodes={num_nodes})"
+            f"{where} has nodes {extra} outside 0..{num_nodes - 1} (num_nodes={num_nodes})"
         )
     graph.add_nodes_from(expected)  # isolated nodes need no line in an edge list
-    return nx.Graph(graph) if not graph.is_directed() else graph
+    return nx.DiGraph(graph) if graph.is_directed() else nx.Graph(graph)
+
+
+def _read_edges(where: str, source: Path) -> nx.Graph:
+    """The undirected graph of an edge list: two integer node ids per line."""
+    with reading(where, "an edge list (two integer node ids per line)"):
+        text = source.read_text(encoding="utf-8")
+    graph = nx.Graph()
+    for line_number, line in enumerate(text.split("\n"), start=1):
+        ids = line.split("#", 1)[0].split()
+        if not ids:
+            continue
+        check(
+            len(ids) == 2 and all(_NODE_ID.fullmatch(node) for node in ids),
+            f"{where} line {line_number}: expected two integer node ids, found {shorten(line)}",
+        )
+        u, v = int(ids[0]), int(ids[1])
+        check(u != v, f"{where} line {line_number}: {_SELF_LOOP.format(node=u)}")
+        graph.add_edge(u, v)
+    return graph
+
+
+def _read_graphml(where: str, source: Path) -> nx.Graph:
+    """A GraphML graph, its node ids turned into integers."""
+    with reading(where, "a GraphML file"):
+        graph = nx.read_graphml(source)
+    names = [name for name in graph if not _NODE_ID.fullmatch(name)]
+    if names:
+        raise ConfigError(f"{where}: expected integer node ids, found node id {shorten(names[0])}")
+    ids = {name: int(name) for name in graph}
+    check(
+        len(set(ids.values())) == len(ids),
+        f"{where}: expected distinct integer node ids, found two spellings of one (e.g. 1, 01)",
+    )
+    graph = nx.relabel_nodes(graph, ids)
+    loop = next(iter(nx.selfloop_edges(graph)), None)
+    if loop is not None:
+        raise ConfigError(f"{where}: {_SELF_LOOP.format(node=loop[0])}")
+    return graph
 
 
 def require_connected(graph: nx.Graph, needed_by: str) -> None:

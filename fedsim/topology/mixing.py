@@ -10,10 +10,15 @@ from pathlib import Path
 
 import networkx as nx
 import numpy as np
-import scipy.io
 import scipy.sparse as sp
 
 from fedsim.errors import ConfigError, check
+from fedsim.files import first_non_finite, number_rows, read_matrix_market, reading
+
+_NPY_HEADERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
 
 
 def _received(graph: nx.Graph) -> tuple[np.ndarray, np.ndarray]:
@@ -54,34 +59,87 @@ def max_degree(graph: nx.Graph) -> sp.csr_array:
 
 
 def matrix(graph: nx.Graph, path: str | None = None) -> sp.csr_array:
-    """A matrix the user supplies: ``.npy``, ``.mtx`` (Matrix Market) or text (``.csv``, ``.txt``).
+    """A matrix the user supplies: ``.npy``, ``.mtx`` (Matrix Market) or text (``.csv``,
+    ``.txt``: one row per line, numbers separated by commas or spaces, ``#`` comments).
 
-    It must be n x n, non-negative and row-stochastic, and non-zero off the diagonal only
-    where the graph links the two nodes.
+    It must be n x n, real, finite, non-negative and row-stochastic, and non-zero off the
+    diagonal only where the graph links the two nodes.  A ``.npy`` file of Python objects
+    is refused: it would have to be unpickled, which can run code.
     """
     check(path is not None, "mixing=matrix needs mixing.path=PATH (.npy, .mtx, .csv or .txt)")
     source = Path(path)
     check(source.is_file(), f"mixing.path={path} does not exist")
+    where, n = f"mixing.path={path}", graph.number_of_nodes()
     if source.suffix == ".npy":
-        loaded = np.load(source)
+        loaded = _read_npy(where, source, n)
     elif source.suffix == ".mtx":
-        loaded = scipy.io.mmread(source)
+        loaded = read_matrix_market(where, source)
     else:
-        loaded = np.loadtxt(source, delimiter="," if source.suffix == ".csv" else None)
-    weights = sp.csr_array(loaded, dtype=np.float64)
-    n = graph.number_of_nodes()
-    check(
-        weights.shape == (n, n), f"mixing.path={path} holds a {weights.shape} matrix, not {n} x {n}"
-    )
-    coo = weights.tocoo()
+        loaded = _read_text(where, source, n)
+    _check_shape(where, loaded.shape, n)
+    coo = sp.coo_array(loaded, dtype=np.float64)
+    bad = first_non_finite(coo.data)
+    if bad is not None:
+        raise ConfigError(
+            f"{where}: expected finite weights, found W[{coo.row[bad]}, {coo.col[bad]}]="
+            f"{coo.data[bad]}"
+        )
     allowed = set(zip(*_received(graph), strict=True))
     for i, j, value in zip(coo.row, coo.col, coo.data, strict=True):
         if i != j and value != 0 and (i, j) not in allowed:
             raise ConfigError(
-                f"mixing.path={path} has W[{i}, {j}]={value:g} but node {j} does not send to {i}"
+                f"{where} has W[{i}, {j}]={value:g} but node {j} does not send to {i}"
             )
-    check_mixing(weights, "mixing=matrix")
+    weights = coo.tocsr()
+    check_mixing(weights, where)
     return weights
+
+
+def _read_npy(where: str, source: Path, n: int) -> np.ndarray:
+    """A ``.npy`` array, its header checked before any data is read (no pickles)."""
+    expected = f"a .npy file of a {n} x {n} array of numbers"
+    with reading(where, expected), source.open("rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = _NPY_HEADERS.get(version)
+        if read_header is None:
+            raise ConfigError(f"{where}: expected {expected}, found .npy version {version}")
+        shape, _, dtype = read_header(handle)
+        _check_numbers(where, dtype)
+        _check_shape(where, shape, n)
+        needed, left = int(np.prod(shape)) * dtype.itemsize, source.stat().st_size - handle.tell()
+        check(
+            left >= needed,
+            f"{where}: expected {needed} bytes of array data, found {left} (a truncated file?)",
+        )
+        return np.load(source, allow_pickle=False)
+
+
+def _read_text(where: str, source: Path, n: int) -> np.ndarray:
+    """A matrix written as text, one row per line."""
+    rows = number_rows(where, source)
+    for line_number, _, numbers in rows:
+        check(
+            len(numbers) == n,
+            f"{where} line {line_number}: expected {n} numbers (a row of W), found {len(numbers)}",
+        )
+    return np.array([numbers for _, _, numbers in rows])
+
+
+def _check_numbers(where: str, dtype: np.dtype) -> None:
+    """Refuse arrays of anything but real numbers (e.g. complex, strings, Python objects)."""
+    if dtype.kind == "O":
+        raise ConfigError(
+            f"{where}: expected an array of numbers, found an array of Python objects "
+            "(which would have to be unpickled; fedsim never does)"
+        )
+    check(dtype.kind in "biuf", f"{where}: expected real numbers, found dtype {dtype}")
+
+
+def _check_shape(where: str, shape: tuple[int, ...], n: int) -> None:
+    check(
+        tuple(shape) == (n, n),
+        f"{where}: expected a {n} x {n} matrix (one row per node), found shape {tuple(shape)}",
+    )
 
 
 def check_mixing(
@@ -89,6 +147,10 @@ def check_mixing(
 ) -> None:
     """Raise :class:`ConfigError` unless ``weights`` is a valid mixing matrix for the use."""
     tolerance = 1e-6
+    check(
+        first_non_finite(weights.data) is None,
+        f"{source} gives a mixing matrix with non-finite weights (NaN or infinite)",
+    )
     check(weights.min() >= 0, f"{source} gives a mixing matrix with negative weights")
     rows = np.asarray(weights.sum(axis=1)).ravel()
     worst = int(np.abs(rows - 1).argmax()) if len(rows) else 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 import re
 import types
 import typing
@@ -71,6 +72,7 @@ RunConfig = dataclasses.make_dataclass(
 )
 RunConfig.__module__ = __name__  # importable by name: a pickled config loads anywhere
 RunConfig.__doc__ = "Settings of a run: the top level, and one node per config group."
+UNLIMITED = frozenset({"network.upload_mbps", "network.download_mbps"})  # inf: no limit
 INT64 = 1 << 63  # integer settings reach numpy and torch, which hold at most 64 bits
 DEVICE = re.compile(r"cpu|cuda(:[0-9]+)?")
 
@@ -241,13 +243,20 @@ def _check_resolves(cfg: DictConfig) -> None:
 
 
 def _check_range(name: str, value: Any) -> None:
-    """Integers, also inside lists, must fit in 64 bits."""
+    """Integers, also inside lists, must fit in 64 bits; numbers must be finite, but for
+    the few settings where ``inf`` means unlimited (:data:`UNLIMITED`)."""
     values = value if isinstance(value, list | tuple) else [value]
     for item in values:
         if isinstance(item, int) and not isinstance(item, bool):
             check(
                 -INT64 <= item < INT64,
                 f"{name}={value!r} is out of range: integers must lie in [-2^63, 2^63)",
+            )
+        if isinstance(item, float) and not math.isfinite(item):
+            check(
+                name in UNLIMITED and item == math.inf,
+                f"{name}={value!r} must be a finite number"
+                + (" (or inf: unlimited)" if name in UNLIMITED else ""),
             )
 
 

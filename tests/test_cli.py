@@ -68,6 +68,39 @@ def test_an_earlier_run_is_never_written_over(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("artefact", ["summary.json", "checkpoint.pt", "partition.parquet"])
+def test_any_run_artefact_makes_a_directory_taken(tmp_path, artefact):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / artefact).write_text("a colleague's")
+    again = fedsim("run", *SMALL, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert again.returncode == 2
+    assert f"already holds a run ({artefact})" in again.stderr
+    assert [p.name for p in run_dir.iterdir()] == [artefact]
+    assert (run_dir / artefact).read_text() == "a colleague's"
+
+
+@pytest.mark.slow
+def test_two_runs_into_one_directory_at_once_leave_the_winners_files(tmp_path):
+    run_dir = tmp_path / "run"
+    runs = [
+        subprocess.Popen(
+            [*FEDSIM, "run", *SMALL, "rounds=30", f"seed={seed}", f"hydra.run.dir={run_dir}"],
+            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        for seed in (1, 2)
+    ]  # fmt: skip
+    results = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
+    assert sorted(code for code, _ in results) == [0, 2], results
+    winner = next(seed for seed, (code, _) in zip((1, 2), results, strict=True) if code == 0)
+    loser_message = next(message for code, message in results if code == 2)
+    assert "in use by another fedsim run" in loser_message or "already holds a run" in loser_message
+    saved = (run_dir / ".hydra" / "overrides.yaml").read_text()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert f"seed={winner}" in saved and summary["config"]["seed"] == winner
+
+
+@pytest.mark.slow
 def test_multirun_sweep_then_report(tmp_path):
     sweep = tmp_path / "sweep"
     result = fedsim(

@@ -134,3 +134,27 @@ def test_run_records_label_histograms_and_topology(tmp_path):
 def test_fedavg_builds_no_topology(tmp_path):
     _, summary = run(tmp_path, "run", "topology=ring")
     assert summary["topology"] is None
+
+
+DIVERGING = ["num_nodes=6", "rounds=8", "eval_every=4", "strategy.sample_size=3"]
+DIVERGING += ["optimizer.lr=1e30"]
+
+
+def test_non_finite_parameters_end_the_run_as_diverged_at_that_round(tmp_path):
+    with pytest.warns(UserWarning, match="non-finite parameters after round 1"):
+        summary = run_job(compose_config(*DIVERGING), tmp_path)
+    assert summary["status"] == "diverged" and summary["rounds_completed"] == 1
+    rows = pd.read_parquet(tmp_path / "metrics.parquet")
+    assert sorted(rows["round"].unique()) == [0, 1]  # the round it happened is recorded
+
+
+def test_a_diverged_run_may_go_on_to_the_last_round(tmp_path):
+    with pytest.warns(UserWarning, match="non-finite parameters after round 1"):
+        summary = run_job(compose_config(*DIVERGING, "on_divergence=continue"), tmp_path)
+    assert summary["status"] == "diverged" and summary["rounds_completed"] == 8
+    assert sorted(pd.read_parquet(tmp_path / "metrics.parquet")["round"].unique()) == [0, 1, 4, 8]
+
+
+def test_a_healthy_run_is_not_called_diverged(tmp_path):
+    summary = run_job(compose_config(*DIVERGING[:-1], "optimizer.lr=0.05"), tmp_path)
+    assert summary["status"] == "completed" and "diverged" not in summary

@@ -44,6 +44,8 @@ def test_run_writes_metrics_and_summary(tmp_path):
         ),
         ("strategy.sample_size=11", "strategy.sample_size=11 must be <= num_nodes=10"),
         ("optimizer.lr=-1", "optimizer.lr=-1.0 must be > 0"),
+        ("optimizer.lr=inf", "optimizer.lr=inf must be a finite number"),
+        ("network.upload_mbps=nan", "network.upload_mbps=nan must be a finite number (or inf"),
         ("seed=0,1", "a sweep (a,b or range(...)) needs -m"),
     ],
 )

@@ -1,20 +1,33 @@
-"""The Ray backend runs every strategy's plans to the local backend's numbers, and a dead
+"""The Ray backend runs every strategy's plans to the local backend's numbers, a local Ray
+listens on loopback only, a resumed run counts what an uninterrupted one does, and a dead
 actor stops the run with one line naming its shard."""
 
-import logging
+import ipaddress
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import compose_config
 
+from fedsim import checkpoint
 from fedsim.backends import ray_backend
+from fedsim.backends.ray_local import init_local_ray
+from fedsim.backends.shard import package_directory
 from fedsim.build import build_simulation
-from fedsim.errors import ConfigError
+from fedsim.errors import ConfigError, RunError
 from fedsim.metrics.recorder import Recorder
-from fedsim.runner import precheck, run_job
+from fedsim.runner import job_config, precheck, run_job
 
 ray = pytest.importorskip("ray")
+
+FEDSIM = [sys.executable, "-m", "fedsim.cli"]
 
 STRATEGIES = {
     "fedavg": ["strategy.sample_size=4"],
@@ -34,15 +47,70 @@ STRATEGIES = {
 @pytest.fixture(scope="module")
 def local_ray():
     """One Ray for the module: loopback only, two CPUs, no dashboard; shut down after."""
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        logging_level=logging.ERROR,
-        log_to_driver=False,
-    )
+    init_local_ray(num_cpus=2)
     yield
     ray.shutdown()
+
+
+def process_tree(root: int) -> set[int]:
+    """``root`` and every process below it (Ray's GCS, raylet, agents and workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text() if entry.isdigit() else ""
+        except OSError:  # gone meanwhile
+            continue
+        if stat:
+            parent = int(stat.rsplit(")", 1)[1].split()[1])  # after "pid (name) state"
+            children.setdefault(parent, []).append(int(entry))
+    tree, todo = set(), [root]
+    while todo:
+        tree.add(todo[-1])
+        todo += children.get(todo.pop(), [])
+    return tree
+
+
+def listening_addresses(root: int) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket that ``root``'s process tree listens on, from
+    /proc/net/tcp and tcp6 (state 0A); an IPv4 address mapped into IPv6 as IPv4."""
+    inodes = set()
+    for pid in process_tree(root):
+        try:
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:  # gone meanwhile
+            continue
+        inodes |= {link[len("socket:[") : -1] for link in links if link.startswith("socket:[")}
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            _, local, _, state, *_, inode = line.split()[:10]
+            if state == "0A" and inode in inodes:
+                host, port = local.split(":")
+                raw = bytes.fromhex(host)  # 32-bit words, each in the machine's (little) order
+                address = ipaddress.ip_address(
+                    b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                )
+                mapped = getattr(address, "ipv4_mapped", None)
+                found.add((str(mapped or address), int(port, 16)))
+    return found
+
+
+def exposed(addresses: set[tuple[str, int]]) -> set[tuple[str, int]]:
+    return {(host, port) for host, port in addresses if not ipaddress.ip_address(host).is_loopback}
+
+
+@pytest.mark.slow
+def test_a_local_ray_and_its_actors_listen_on_loopback_only(tmp_path, local_ray):
+    simulation = build_simulation(
+        compose_config("num_nodes=12", "rounds=1", "backend=ray", "backend.num_actors=2")
+    )
+    seen: list[set[tuple[str, int]]] = []
+    recorder = Recorder(tmp_path / "metrics.parquet")
+    simulation.run(recorder, checkpoint=lambda state: seen.append(listening_addresses(os.getpid())))
+    recorder.close()
+    simulation.backend.close()
+    assert len(seen[0]) >= 5  # GCS, raylet (2), this driver and the two actors
+    assert exposed(seen[0]) == set()
 
 
 def metrics(tmp_path, name, *overrides):
@@ -50,6 +118,10 @@ def metrics(tmp_path, name, *overrides):
     run_dir.mkdir()
     config = compose_config("num_nodes=12", "rounds=6", "eval_every=2", *overrides)
     assert run_job(config, run_dir)["status"] == "completed"
+    return metrics_of(run_dir)
+
+
+def metrics_of(run_dir):
     rows = pd.read_parquet(run_dir / "metrics.parquet")
     rows = rows[rows.metric != "wall_time_s"]
     return rows.sort_values(["round", "metric", "node"]).reset_index(drop=True)
@@ -82,6 +154,17 @@ def test_private_dpsgd_draws_the_same_noise_on_ray_and_local(tmp_path, local_ray
     assert np.allclose(local.value, on_ray.value, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
+def test_non_finite_parameters_on_a_shard_end_the_run_as_diverged(tmp_path, local_ray):
+    settings = [
+        "num_nodes=6", "rounds=8", "eval_every=4", "strategy.sample_size=3",
+        "optimizer.lr=1e30", "backend=ray", "backend.num_actors=2",
+    ]  # fmt: skip
+    with pytest.warns(UserWarning, match="non-finite parameters after round 1"):
+        summary = run_job(compose_config(*settings), tmp_path)
+    assert summary["status"] == "diverged" and summary["rounds_completed"] == 1
+
+
 def test_gpus_per_actor_without_a_gpu_is_refused_before_ray_starts(monkeypatch):
     monkeypatch.setattr(ray_backend, "_local_gpus", lambda: 0)  # a machine without CUDA
     with pytest.raises(ConfigError, match="but this machine has no CUDA GPU") as error:
@@ -104,12 +187,112 @@ def test_a_dead_actor_fails_the_run_naming_its_shard_and_keeps_the_metrics(tmp_p
         ray.kill(simulation.backend.actors[1])
 
     recorder = Recorder(tmp_path / "metrics.parquet")
-    with pytest.raises(RuntimeError, match=r"Ray actor of shard 1 \(rows .*\) died"):
+    with pytest.raises(RunError, match=r"Ray actor of shard 1 \(rows .*\) died") as error:
         simulation.run(recorder, progress=False, checkpoint=kill_shard_1)
+    assert "\n" not in str(error.value)
     recorder.close()
     rows = pd.read_parquet(tmp_path / "metrics.parquet")
     assert sorted(rows["round"].unique()) == [0, 1, 2]
     simulation.backend.close()
+
+
+class Crash(Exception):
+    """A run stopped right after a checkpoint, as by a power cut."""
+
+
+@pytest.mark.slow
+def test_a_resumed_run_records_what_an_uninterrupted_one_does(tmp_path, local_ray):
+    settings = [
+        "strategy=dpsgd", "topology=regular", "aggregator=variance_corrected",
+        "init=independent", "checkpoint_every=3", "backend=ray", "backend.num_actors=2",
+    ]  # fmt: skip
+    whole = metrics(tmp_path, "whole", *settings)
+    run_dir = tmp_path / "resumed"
+    run_dir.mkdir()
+    config = compose_config("num_nodes=12", "rounds=6", "eval_every=2", *settings)
+    simulation = build_simulation(config)
+
+    def save_and_crash(state):  # after round 3: its correction factors are not reported yet
+        checkpoint.save(run_dir, {**state, "config": job_config(config)})  # as run_job does
+        raise Crash
+
+    recorder = Recorder(run_dir / "metrics.parquet")
+    with pytest.raises(Crash):
+        simulation.run(recorder, progress=False, checkpoint=save_and_crash)
+    recorder.close()
+    simulation.backend.close()
+    config.resume = True
+    assert run_job(config, run_dir)["status"] == "completed"
+    resumed = metrics_of(run_dir)
+    crossed = resumed.query("metric == 'bytes_between_actors_total'")
+    assert len(crossed) == 4 and crossed.value.is_monotonic_increasing
+    assert "correction_factor_1.weight" in set(resumed.metric)
+    pd.testing.assert_frame_equal(resumed, whole)
+
+
+@pytest.mark.slow
+def test_a_run_on_its_own_ray_listens_on_loopback_only_and_a_dead_actor_ends_it_in_one_line(
+    tmp_path,
+):
+    run_dir = tmp_path / "run"
+    settings = [
+        "strategy=dpsgd", "topology=ring", "num_nodes=12", "rounds=1000", "eval_every=5",
+        "checkpoint_every=2", "backend=ray", "backend.num_actors=2", "progress=false",
+    ]  # fmt: skip
+    addresses: set[tuple[str, int]] = set()
+    with open(tmp_path / "stderr", "w") as stderr:
+        process = subprocess.Popen(
+            [*FEDSIM, "run", *settings, f"hydra.run.dir={run_dir}"],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not checkpoint.exists(run_dir):  # Ray, both actors and two rounds are up
+                assert process.poll() is None and time.monotonic() < deadline, "no checkpoint"
+                addresses |= listening_addresses(process.pid)
+                time.sleep(0.1)
+            addresses |= listening_addresses(process.pid)
+            actor = next(pid for pid in process_tree(process.pid) if "ray::Shard" in command(pid))
+            os.kill(actor, signal.SIGKILL)
+            assert process.wait(timeout=60) == 1
+        finally:
+            process.kill()  # only if a check above failed first
+    assert len(addresses) >= 5  # GCS, raylet (2), the driver and the two actors
+    assert exposed(addresses) == set()
+    error = (tmp_path / "stderr").read_text()
+    assert error.startswith("fedsim: error: Ray actor of shard "), error
+    assert error.count("\n") == 1 and "HYDRA_FULL_ERROR" not in error
+
+
+@pytest.mark.slow
+def test_a_run_whose_actors_would_import_another_fedsim_is_refused_in_one_line(tmp_path):
+    """Ray puts the current directory first on its workers' path: started in another
+    checkout, the actors would train with its code while this process evaluates with its own
+    (how the parity tests failed in a fresh clone whose pytest imported the main checkout)."""
+    shutil.copytree(
+        Path(package_directory()), tmp_path / "fedsim", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    done = subprocess.run(
+        [
+            Path(sys.executable).with_name("fedsim"), "run", "num_nodes=4", "rounds=1",
+            "strategy.sample_size=2", "backend=ray", "backend.num_actors=2", "progress=false",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.stderr.startswith(
+        f"fedsim: error: Ray's workers import fedsim from {tmp_path.resolve() / 'fedsim'} "
+    ), done.stderr[-2000:]
+    assert done.stderr.count("\n") == 1
+
+
+def command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:  # gone meanwhile
+        return ""
 
 
 def test_shards_keep_graph_neighbours_together():

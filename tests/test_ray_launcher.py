@@ -1,27 +1,41 @@
-"""``hydra/launcher=fedsim_ray``: a sweep's jobs run as Ray tasks and land where reports look."""
+"""``hydra/launcher=fedsim_ray``: a sweep's jobs run as Ray tasks and land where reports look,
+on a Ray that listens on loopback only."""
 
 import json
 import subprocess
 import sys
+import time
 
 import pytest
+from test_backend_ray import exposed, listening_addresses
 
 import fedsim
 
 
 @pytest.mark.slow
-def test_a_sweep_runs_its_jobs_as_ray_tasks(tmp_path):
+def test_a_sweep_runs_its_jobs_as_ray_tasks_on_a_loopback_only_ray(tmp_path):
     sweep = tmp_path / "sweep"
-    done = subprocess.run(
-        [
-            sys.executable, "-m", "fedsim.cli", "run", "-m", "hydra/launcher=fedsim_ray",
-            "hydra.launcher.num_cpus=2", "seed=0,1", "rounds=2", "num_nodes=10",
-            "strategy.sample_size=3", "progress=false", f"hydra.sweep.dir={sweep}",
-        ],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "Launching 2 jobs on Ray" in done.stderr + done.stdout
+    addresses: set[tuple[str, int]] = set()
+    with open(tmp_path / "output", "w") as output:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "fedsim.cli", "run", "-m", "hydra/launcher=fedsim_ray",
+                "hydra.launcher.num_cpus=2", "seed=0,1", "rounds=2", "num_nodes=10",
+                "strategy.sample_size=3", "progress=false", f"hydra.sweep.dir={sweep}",
+            ],
+            stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 300
+            while process.poll() is None and time.monotonic() < deadline:
+                addresses |= listening_addresses(process.pid)  # while Ray runs the jobs
+                time.sleep(0.1)
+            assert process.wait(timeout=1) == 0, (tmp_path / "output").read_text()[-2000:]
+        finally:
+            process.kill()  # only if the sweep ran past its deadline
+    assert "Launching 2 jobs on Ray" in (tmp_path / "output").read_text()
+    assert len(addresses) >= 4  # GCS, raylet (2), the driver, and the workers of the jobs
+    assert exposed(addresses) == set()
     for job in ("0", "1"):
         assert json.loads((sweep / job / "summary.json").read_text())["status"] == "completed"
     runs = fedsim.load_runs(sweep)

@@ -9,6 +9,7 @@ shard's nodes receive from other shards, or one average row per server-style ave
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import networkx as nx
@@ -18,8 +19,9 @@ import torch
 
 from fedsim.aggregators import Aggregator, Mean
 from fedsim.backends.local import check_training_settings
-from fedsim.backends.shard import Shard, average_of
-from fedsim.errors import check
+from fedsim.backends.ray_local import init_local_ray
+from fedsim.backends.shard import Shard, average_of, package_directory
+from fedsim.errors import RunError, check
 from fedsim.plans import Aggregate, Average, Gossip, Merge, Push, RoundPlan, Step, Train
 from fedsim.task import Task
 from fedsim.topology.base import Topology
@@ -39,8 +41,8 @@ class RayBackend:
         Ray resources of each actor (fractional GPUs allowed): an actor with a GPU moves its
         rows, model and data onto it; asking for more GPUs than exist is refused.
     address:
-        None starts a local Ray on 127.0.0.1 (dashboard off, quiet); ``auto`` or
-        ``ray://host:port`` joins an existing cluster.
+        None starts a local Ray that listens on 127.0.0.1 only (dashboard off, quiet);
+        ``auto`` or ``ray://host:port`` joins an existing cluster.
     chunk_size, vectorise:
         As for the local backend, inside each actor.
     """
@@ -82,12 +84,15 @@ class RayBackend:
 
         self._ray = ray
         self._owns_ray = not ray.is_initialized()
-        if self._owns_ray:
-            options = {"include_dashboard": False, "logging_level": logging.ERROR}
-            if self.address is None:
-                cpus = max(1, int(np.ceil(self.num_actors * self.cpus_per_actor)))
-                options.update(num_cpus=cpus, _node_ip_address="127.0.0.1")
-            ray.init(address=self.address, log_to_driver=False, **options)
+        if self._owns_ray and self.address is None:
+            init_local_ray(max(1, int(np.ceil(self.num_actors * self.cpus_per_actor))))
+        elif self._owns_ray:
+            ray.init(
+                address=self.address,
+                include_dashboard=False,
+                logging_level=logging.ERROR,
+                log_to_driver=False,
+            )
         gpus = ray.cluster_resources().get("GPU", 0)
         check(
             self.gpus_per_actor * self.num_actors <= gpus,
@@ -109,6 +114,8 @@ class RayBackend:
         actor = ray.remote(num_cpus=self.cpus_per_actor, num_gpus=self.gpus_per_actor)(Shard)
         threads = max(1, int(self.cpus_per_actor))
         self.actors = [actor.remote(self.chunk_size, self.vectorise, threads) for _ in self.shards]
+        if self.address is None:
+            self._check_same_code()
         initial = task.initial_rows(num_rows).cpu().numpy()
         device = "cuda" if self.gpus_per_actor > 0 else "cpu"  # the actor's, not the driver's
         self._wait(
@@ -129,18 +136,36 @@ class RayBackend:
         if getattr(self, "_owns_ray", False) and self._ray.is_initialized():
             self._ray.shutdown()
 
+    def _check_same_code(self) -> None:
+        """On one machine the actors must run this process's fedsim: Ray puts the current
+        directory first on its workers' path, so a run started in another checkout than the
+        one it imports would train with one code and evaluate with another."""
+        here = package_directory()
+        for there in self._wait([(i, a.package.remote()) for i, a in enumerate(self.actors)]):
+            if there != here:
+                raise RunError(
+                    f"Ray's workers import fedsim from {there} (Ray puts the current directory "
+                    f"first on their path), this process from {here}: run fedsim from "
+                    f"{Path(here).parent}, or install the fedsim here (pip install -e .)"
+                )
+
     def _wait(self, calls: list[tuple[int, Any]]) -> list[Any]:
-        """The results of actor calls; a dead actor is one clear error naming its shard."""
+        """The results of actor calls; a lost actor is one :class:`RunError` naming its shard."""
+        errors = self._ray.exceptions
+        # An actor killed, crashed, or stopped by Ray's memory monitor (other processes' memory
+        # counts too); an exception raised by fedsim's code inside an actor is a bug, not these.
+        lost = (errors.RayActorError, errors.OutOfMemoryError, errors.WorkerCrashedError)
         results = []
         for shard, future in calls:
             try:
                 results.append(self._ray.get(future))
-            except self._ray.exceptions.RayActorError as error:
+            except lost as error:
+                reason = (str(error).strip() or type(error).__name__).splitlines()[0].rstrip(".")
                 rows = self.shards[shard]
-                raise RuntimeError(
+                raise RunError(
                     f"Ray actor of shard {shard} (rows {rows[0]}..{rows[-1]}, {len(rows)} rows) "
-                    f"died: {str(error).splitlines()[0]}; the metrics written so far are kept, "
-                    "and `fedsim resume RUN_DIR` continues from the last checkpoint"
+                    f"died: {reason}; the metrics written so far are kept, and "
+                    "`fedsim resume RUN_DIR` continues from the last checkpoint"
                 ) from None
         return results
 
@@ -288,6 +313,10 @@ class RayBackend:
         )
         return sum(total for total, _ in parts) / num_nodes
 
+    def all_finite(self) -> bool:
+        """Whether every parameter of every shard is finite."""
+        return all(self._wait([(i, a.all_finite.remote()) for i, a in enumerate(self.actors)]))
+
     def consensus_distance(self, num_nodes: int) -> float:
         """Mean squared distance of the node models to their average.
 
@@ -316,9 +345,17 @@ class RayBackend:
         return dict(zip(names, (total / count).tolist(), strict=True))
 
     def state(self) -> dict[str, Any]:
-        """The whole federation's rows, gathered from the shards (for checkpoints)."""
+        """The whole federation's rows, gathered from the shards, and this backend's counters:
+        the bytes between actors, the correction factors not yet reported (here and per
+        shard, so that a resumed run sums them in the same order).  Plain data only."""
         states = self._wait([(i, a.state.remote()) for i, a in enumerate(self.actors)])
-        merged: dict[str, Any] = {}
+        merged: dict[str, Any] = {
+            "bytes_between_actors": float(self.bytes_between_actors),
+            "factor_sum": self.factor_sum.copy(),
+            "factor_count": int(self.factor_count),
+            "shard_factor_sums": [state["factor_sum"] for state in states],
+            "shard_factor_counts": [int(state["factor_count"]) for state in states],
+        }
         for key in ("params", "momentum"):
             merged[key] = self._gather([state[key] for state in states])
         buffers = [state["buffer"] for state in states]
@@ -345,7 +382,17 @@ class RayBackend:
         return whole
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Give each shard its rows of a :meth:`state`."""
+        """Give each shard its rows of a :meth:`state`, and take back the counters."""
+        self.bytes_between_actors = float(state.get("bytes_between_actors", 0.0))
+        self.factor_sum = np.array(state.get("factor_sum", self.factor_sum), dtype=np.float64)
+        self.factor_count = int(state.get("factor_count", 0))
+        sums = state.get("shard_factor_sums", [])
+        counts = state.get("shard_factor_counts", [])
+        if len(sums) != len(self.shards):  # saved with other shards: their sums count here
+            self.factor_sum += sum(sums, np.zeros_like(self.factor_sum))
+            self.factor_count += sum(counts)
+            sums = [np.zeros_like(self.factor_sum)] * len(self.shards)
+            counts = [0] * len(self.shards)
         calls = []
         for index, rows in enumerate(self.shards):
             index_rows = torch.as_tensor(rows)
@@ -355,6 +402,8 @@ class RayBackend:
                 "buffer": None
                 if state["buffer"] is None
                 else {name: value[index_rows] for name, value in state["buffer"].items()},
+                "factor_sum": sums[index],
+                "factor_count": counts[index],
             }
             calls.append((index, self.actors[index].restore.remote(part)))
         self._wait(calls)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import resource
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+import fedsim
 from fedsim.aggregators import Aggregator
 from fedsim.backends.local import LocalBackend
 from fedsim.plans import Merge, Train
@@ -38,6 +40,10 @@ class Shard:
         self.backend.start(task.to(device), len(rows), aggregator)
         self.backend.params.copy_(torch.from_numpy(initial))
         self.backend.node_ids = torch.as_tensor(rows, device=self.backend.params.device)
+
+    def package(self) -> str:
+        """Where this actor imported fedsim from."""
+        return package_directory()
 
     def local(self, rows: np.ndarray) -> np.ndarray:
         """Positions of global ``rows`` (all held here) in this shard."""
@@ -92,6 +98,9 @@ class Shard:
         held = self.backend.params[torch.as_tensor(self.local(rows))]
         return float((held - torch.from_numpy(mean).to(held.device)).pow(2).sum())
 
+    def all_finite(self) -> bool:
+        return self.backend.all_finite()
+
     def correction_factors(self) -> tuple[np.ndarray, int]:
         sums, count = self.backend.factor_sum.numpy().copy(), self.backend.factor_count
         self.backend.factor_sum.zero_()
@@ -99,10 +108,17 @@ class Shard:
         return sums, count
 
     def state(self) -> dict[str, Any]:
-        return self.backend.state()
+        """The rows' state, and the correction factors summed here since the last report."""
+        return {
+            **self.backend.state(),
+            "factor_sum": self.backend.factor_sum.numpy().copy(),
+            "factor_count": self.backend.factor_count,
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
         self.backend.restore(state)
+        self.backend.factor_sum.copy_(torch.from_numpy(np.asarray(state["factor_sum"])))
+        self.backend.factor_count = int(state["factor_count"])
 
     def peak_memory_mb(self) -> float:
         """This actor's peak resident memory."""
@@ -114,3 +130,8 @@ def average_of(partials: list[tuple[Any, Any]]) -> tuple[np.ndarray, np.ndarray 
     weighted = sum(part[0] for part in partials)
     variances = [part[1] for part in partials if part[1] is not None]
     return weighted, (sum(variances) if variances else None)
+
+
+def package_directory() -> str:
+    """The directory of the fedsim package this process runs."""
+    return str(Path(fedsim.__file__).resolve().parent)

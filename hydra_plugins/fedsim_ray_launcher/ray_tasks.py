@@ -2,7 +2,8 @@
 
 Hydra's own Ray launcher pins ``cloudpickle<3``, which conflicts with joblib 1.6; this one
 needs nothing beyond Ray, which fedsim already depends on.  ``fedsim run -m
-hydra/launcher=fedsim_ray ...`` starts a local Ray on 127.0.0.1 (dashboard off) with
+hydra/launcher=fedsim_ray ...`` starts a local Ray that listens on 127.0.0.1 only
+(:func:`fedsim.backends.ray_local.init_local_ray`, dashboard off) with
 ``hydra.launcher.num_cpus`` CPUs, or joins ``hydra.launcher.address``; each job takes
 ``hydra.launcher.cpus_per_job`` CPUs, so that many jobs run at once.  Every job writes its
 run directory under ``hydra.sweep.dir`` as with the basic launcher.
@@ -70,15 +71,21 @@ class RayTasksLauncher(Launcher):
     ) -> Sequence[JobReturn]:
         import ray
 
+        from fedsim.backends.ray_local import init_local_ray  # not at Hydra's plugin scan
+
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         owns_ray = not ray.is_initialized()
-        if owns_ray:
-            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
-            if self.address is None:
-                options.update(num_cpus=self.num_cpus, _node_ip_address="127.0.0.1")
-            ray.init(address=self.address, logging_level=logging.ERROR, **options)
+        if owns_ray and self.address is None:
+            init_local_ray(self.num_cpus, log_to_driver=True)
+        elif owns_ray:
+            ray.init(
+                address=self.address,
+                include_dashboard=False,
+                logging_level=logging.ERROR,
+                log_to_driver=True,
+            )
         remote = ray.remote(num_cpus=self.cpus_per_job)(_run)
         log.info(f"Launching {len(job_overrides)} jobs on Ray")
         futures = []

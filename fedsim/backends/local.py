@@ -263,16 +263,21 @@ class LocalBackend:
         return self._mixing[key][1]
 
     def state(self) -> dict[str, Any]:
-        """Copies of everything the rows hold: parameters, momentum, merge buffers (on CPU)."""
+        """Copies of everything the rows hold: parameters, momentum, merge buffers (on CPU),
+        and the correction factors summed since the last report."""
         return {
             "params": self.params.cpu().clone(),
             "momentum": None if self.momentum is None else self.momentum.cpu().clone(),
             "buffer": _copy(self.buffer),
+            "factor_sum": self.factor_sum.numpy().copy(),
+            "factor_count": self.factor_count,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from a :meth:`state`."""
         self.params.copy_(state["params"])
+        self.factor_sum.copy_(torch.from_numpy(np.asarray(state["factor_sum"])))
+        self.factor_count = int(state["factor_count"])
         if state["momentum"] is not None:
             self.momentum.copy_(state["momentum"])
         buffer = _copy(state["buffer"])

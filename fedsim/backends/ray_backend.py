@@ -383,11 +383,10 @@ class RayBackend:
 
     def restore(self, state: dict[str, Any]) -> None:
         """Give each shard its rows of a :meth:`state`, and take back the counters."""
-        self.bytes_between_actors = float(state.get("bytes_between_actors", 0.0))
-        self.factor_sum = np.array(state.get("factor_sum", self.factor_sum), dtype=np.float64)
-        self.factor_count = int(state.get("factor_count", 0))
-        sums = state.get("shard_factor_sums", [])
-        counts = state.get("shard_factor_counts", [])
+        self.bytes_between_actors = float(state["bytes_between_actors"])
+        self.factor_sum = np.array(state["factor_sum"], dtype=np.float64)
+        self.factor_count = int(state["factor_count"])
+        sums, counts = state["shard_factor_sums"], state["shard_factor_counts"]
         if len(sums) != len(self.shards):  # saved with other shards: their sums count here
             self.factor_sum += sum(sums, np.zeros_like(self.factor_sum))
             self.factor_count += sum(counts)

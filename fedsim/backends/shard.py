@@ -108,17 +108,11 @@ class Shard:
         return sums, count
 
     def state(self) -> dict[str, Any]:
-        """The rows' state, and the correction factors summed here since the last report."""
-        return {
-            **self.backend.state(),
-            "factor_sum": self.backend.factor_sum.numpy().copy(),
-            "factor_count": self.backend.factor_count,
-        }
+        """The rows' state, with the correction factors summed here since the last report."""
+        return self.backend.state()
 
     def restore(self, state: dict[str, Any]) -> None:
         self.backend.restore(state)
-        self.backend.factor_sum.copy_(torch.from_numpy(np.asarray(state["factor_sum"])))
-        self.backend.factor_count = int(state["factor_count"])
 
     def peak_memory_mb(self) -> float:
         """This actor's peak resident memory."""

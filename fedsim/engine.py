@@ -19,7 +19,7 @@ from fedsim.aggregators import Aggregator, Mean
 from fedsim.backends.local import LocalBackend
 from fedsim.errors import check
 from fedsim.metrics.recorder import Recorder
-from fedsim.plans import RoundPlan, aggregations, channel, messages_sent
+from fedsim.plans import RoundPlan
 from fedsim.privacy import Privacy
 from fedsim.simulated.clock import Clock
 from fedsim.strategies.base import Federation, Strategy
@@ -228,12 +228,12 @@ class Simulation:
                 total += _rows(control, self.num_rows)
             return
         for step in plan.steps:
-            sent = messages_sent(step, self.num_rows) * self.message_bytes
+            messages = step.messages(self.federation.num_nodes)
+            sent = messages.sent(self.num_rows) * self.message_bytes
             self.bytes_sent += sent
-            self.aggregations += aggregations(step, self.num_rows)
-            link = channel(step, self.federation.num_nodes)
-            if link is not None:
-                self.bytes_by_channel[link] += float(sent.sum())
+            self.aggregations += messages.aggregations(self.num_rows)
+            if messages.link is not None:
+                self.bytes_by_channel[messages.link] += float(sent.sum())
 
     def node_totals(self) -> dict[str, np.ndarray]:
         """Per node over the run so far: model bytes, control bytes and aggregations."""

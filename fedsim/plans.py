@@ -18,6 +18,43 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, eq=False)
+class Messages:
+    """The model messages of one step, the one description that bytes, aggregation counts,
+    channels and the simulated clock derive from.
+
+    Message k carries row ``senders[k]``'s model to row ``receivers[k]`` (a row never sends
+    to itself); each of ``combiners`` combines several models into its own, once per entry;
+    ``link`` is the channel: ``d2d`` between nodes, ``uplink`` node to server, ``downlink``
+    server to node, None for a step that sends nothing.
+    """
+
+    senders: np.ndarray
+    receivers: np.ndarray
+    combiners: np.ndarray
+    link: str | None
+
+    def sent(self, num_rows: int) -> np.ndarray:
+        """Messages each row sends (a (num_rows,) int array)."""
+        return np.bincount(self.senders, minlength=num_rows).astype(np.int64)
+
+    def aggregations(self, num_rows: int) -> np.ndarray:
+        """Averages each row computes."""
+        return np.bincount(self.combiners, minlength=num_rows).astype(np.int64)
+
+
+def _messages(
+    senders: np.ndarray, receivers: np.ndarray, combiners: np.ndarray, link: str | None
+) -> Messages:
+    """``Messages`` without the transfers of a row to itself."""
+    senders, receivers = np.asarray(senders, np.int64), np.asarray(receivers, np.int64)
+    moving = senders != receivers
+    return Messages(senders[moving], receivers[moving], np.asarray(combiners, np.int64), link)
+
+
+NO_MESSAGES = _messages(np.empty(0), np.empty(0), np.empty(0), None)
+
+
+@dataclass(frozen=True, eq=False)
 class Train:
     """``nodes`` run local SGD: ``epochs`` passes over their data, or ``steps`` mini-batches.
 
@@ -32,12 +69,23 @@ class Train:
     fresh_optimizer: bool = True
     privacy: NoisyStep | None = None
 
+    def messages(self, num_nodes: int) -> Messages:
+        return NO_MESSAGES
+
 
 @dataclass(frozen=True, eq=False)
 class Gossip:
     """Every node takes its row of ``W @ X[:n]``: j sends its model to each i with W[i, j] != 0."""
 
     weights: sp.csr_array
+
+    def messages(self, num_nodes: int) -> Messages:
+        """j sends to i for every non-zero W[i, j]; a row with a neighbour's weight combines."""
+        coo = self.weights.tocoo()
+        sent = coo.data != 0
+        senders, receivers = coo.col[sent], coo.row[sent]
+        combiners = np.unique(receivers[senders != receivers])
+        return _messages(senders, receivers, combiners, "d2d")
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,6 +99,20 @@ class Average:
     targets: np.ndarray
     weights: np.ndarray
 
+    def messages(self, num_nodes: int) -> Messages:
+        """Every source to every target; targets combine when there are several sources."""
+        senders = np.repeat(self.sources, len(self.targets))
+        receivers = np.tile(self.targets, len(self.sources))
+        combiners = self.targets if len(self.sources) > 1 else np.empty(0)
+        return _messages(senders, receivers, combiners, self.link(num_nodes))
+
+    def link(self, num_nodes: int) -> str:
+        if (self.sources >= num_nodes).all():
+            return "downlink"
+        if (self.targets >= num_nodes).all():
+            return "uplink"
+        return "d2d"
+
 
 @dataclass(frozen=True, eq=False)
 class Aggregate:
@@ -58,6 +120,12 @@ class Aggregate:
     then all write their targets (independent aggregators whose sources and targets overlap)."""
 
     groups: tuple[Average, ...]
+
+    def messages(self, num_nodes: int) -> Messages:
+        parts = [group.messages(num_nodes) for group in self.groups]
+        return Messages(
+            *(np.concatenate([getattr(part, name) for part in parts]) for name in FIELDS), "d2d"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,6 +137,10 @@ class Push:
     targets: np.ndarray
     weights: np.ndarray
 
+    def messages(self, num_nodes: int) -> Messages:
+        """Buffered, so nobody combines yet (the :class:`Merge` does)."""
+        return _messages(self.sources, self.targets, np.empty(0), "d2d")
+
 
 @dataclass(frozen=True, eq=False)
 class Merge:
@@ -78,8 +150,13 @@ class Merge:
     nodes: np.ndarray
     self_weights: np.ndarray
 
+    def messages(self, num_nodes: int) -> Messages:
+        """Nothing sent (the pushes were); every node merges its buffer."""
+        return _messages(np.empty(0), np.empty(0), self.nodes, None)
+
 
 Step = Train | Gossip | Average | Aggregate | Push | Merge
+FIELDS = ("senders", "receivers", "combiners")
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,56 +187,3 @@ class RoundPlan:
     traffic: Traffic | None = None
     finished_at: float | None = None
     stalled: str | None = None
-
-
-def messages_sent(step: Step, num_rows: int) -> np.ndarray:
-    """Number of model messages each row sends in ``step`` (a (num_rows,) int array)."""
-    if isinstance(step, Gossip):
-        coo = step.weights.tocoo()
-        off_diagonal = (coo.row != coo.col) & (coo.data != 0)
-        return np.bincount(coo.col[off_diagonal], minlength=num_rows)
-    if isinstance(step, Average):
-        per_source = len(step.targets) - np.isin(step.sources, step.targets).astype(np.int64)
-        return np.bincount(step.sources, weights=per_source, minlength=num_rows).astype(np.int64)
-    if isinstance(step, Aggregate):
-        return sum((messages_sent(group, num_rows) for group in step.groups), _none(num_rows))
-    if isinstance(step, Push):
-        sent = step.sources[step.sources != step.targets]
-        return np.bincount(sent, minlength=num_rows).astype(np.int64)
-    return _none(num_rows)
-
-
-def aggregations(step: Step, num_rows: int) -> np.ndarray:
-    """How many averages each row computes in ``step``: a row that combines models it received
-    (a gossip row with neighbours, a target of an average over several sources)."""
-    if isinstance(step, Gossip):
-        coo = step.weights.tocoo()
-        receives = (coo.row != coo.col) & (coo.data != 0)
-        counts = np.zeros(num_rows, dtype=np.int64)
-        counts[np.unique(coo.row[receives])] = 1
-        return counts
-    if isinstance(step, Average) and len(step.sources) > 1:
-        return np.bincount(step.targets, minlength=num_rows).astype(np.int64)
-    if isinstance(step, Aggregate):
-        return sum((aggregations(group, num_rows) for group in step.groups), _none(num_rows))
-    if isinstance(step, Merge):
-        return np.bincount(step.nodes, minlength=num_rows).astype(np.int64)
-    return _none(num_rows)
-
-
-def _none(num_rows: int) -> np.ndarray:
-    return np.zeros(num_rows, dtype=np.int64)
-
-
-def channel(step: Step, num_nodes: int) -> str | None:
-    """Which link a step's messages use: ``d2d`` between nodes, ``uplink`` node to server,
-    ``downlink`` server to node (None for training)."""
-    if isinstance(step, Gossip | Aggregate | Push):
-        return "d2d"
-    if isinstance(step, Average):
-        if (step.sources >= num_nodes).all():
-            return "downlink"
-        if (step.targets >= num_nodes).all():
-            return "uplink"
-        return "d2d"
-    return None

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fedsim.plans import Aggregate, Average, Gossip, Merge, Push, RoundPlan, Step, Train
+from fedsim.plans import RoundPlan, Step, Train
 from fedsim.simulated.network import Network
 from fedsim.training.schedule import NodeData, samples_in_steps
 
@@ -59,11 +59,8 @@ class Clock:
                 steps = np.where(examples > 0, step.steps, 0)
             self.ready[nodes] += self.network.compute_time(nodes, samples, steps)
             return
-        if isinstance(step, Merge):
-            return
-        senders, receivers = _transfers(step)
-        keep = senders != receivers
-        senders, receivers = senders[keep], receivers[keep]
+        messages = step.messages(self.num_nodes)
+        senders, receivers = messages.senders, messages.receivers
         arrival = self.ready[senders] + self._transfer_times(senders, receivers, message_bytes)
         ready = self.ready.copy()
         np.maximum.at(ready, receivers, arrival)
@@ -96,20 +93,3 @@ class Clock:
     def restore(self, state: dict[str, Any]) -> None:
         self.ready = state["ready"].copy()
 
-
-def _transfers(step: Step) -> tuple[np.ndarray, np.ndarray]:
-    """(senders, receivers) of every model message a mixing step implies."""
-    if isinstance(step, Gossip):
-        coo = step.weights.tocoo()
-        sent = coo.data != 0
-        return coo.col[sent].astype(np.int64), coo.row[sent].astype(np.int64)
-    if isinstance(step, Average):
-        senders = np.repeat(step.sources, len(step.targets))
-        receivers = np.tile(step.targets, len(step.sources))
-        return senders.astype(np.int64), receivers.astype(np.int64)
-    if isinstance(step, Push):
-        return step.sources.astype(np.int64), step.targets.astype(np.int64)
-    if isinstance(step, Aggregate):
-        pairs = [_transfers(group) for group in step.groups]
-        return np.concatenate([s for s, _ in pairs]), np.concatenate([r for _, r in pairs])
-    raise TypeError(f"unknown plan step {step!r}")

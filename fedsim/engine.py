@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fedsim import rng
 from fedsim.aggregators import Aggregator, Mean
-from fedsim.backends.local import LocalBackend
+from fedsim.backends.base import Backend
 from fedsim.errors import check
 from fedsim.metrics.recorder import Recorder
 from fedsim.plans import RoundPlan
@@ -58,7 +58,7 @@ class Simulation:
     strategy: Strategy
     federation: Federation
     task: Task
-    backend: LocalBackend
+    backend: Backend
     rounds: int
     aggregator: Aggregator = field(default_factory=Mean)
     eval_every: int = 1
@@ -315,9 +315,7 @@ class Simulation:
             metrics.update(self.privacy.metrics(round_idx))
         if self.diverged is None and not np.isfinite(loss):
             self.diverged = f"non-finite loss at round {round_idx}"
-        crossed = getattr(self.backend, "bytes_between_actors", None)  # the simulator's own
-        if crossed is not None:
-            metrics["bytes_between_actors_total"] = float(crossed)
+        metrics.update(self.backend.counters())
         for name, value in metrics.items():
             recorder.add(round_idx, name, value)
         evaluated = self.evaluated_nodes

@@ -101,7 +101,7 @@ class LocalBackend:
 
     def _execute(self, step: Step, round_idx: int) -> None:
         if isinstance(step, Train):
-            self._train(step, round_idx)
+            self.train(step, round_idx)
         elif isinstance(step, Gossip):
             self._gossip(step)
         elif isinstance(step, Average | Aggregate):
@@ -112,7 +112,7 @@ class LocalBackend:
         elif isinstance(step, Push):
             self._push(step)
         elif isinstance(step, Merge):
-            self._merge(step)
+            self.merge(step)
         else:
             raise TypeError(f"unknown plan step {step!r}")
 
@@ -120,20 +120,24 @@ class LocalBackend:
         """The weighted average of the sources, finished by the aggregator when it averages
         several received models (a broadcast of one model is not an average)."""
         sources = self.params[self._index(step.sources)]
-        average = self._tensor(step.weights) @ sources
+        average = self.weighted_sum(step.weights, sources)
         if self.aggregator.corrects and len(step.sources) > 1:
             target = self.aggregator.variances(sources, self.task.layout).mean(dim=0)
             average = self._finish(average[None], target[None])[0]
         return average
+
+    def weighted_sum(self, weights: np.ndarray, rows: torch.Tensor) -> torch.Tensor:
+        """``sum_k weights[k] rows[k]``."""
+        return self._tensor(weights) @ rows
 
     def _write(self, step: Average, average: torch.Tensor) -> None:
         self.params[self._index(step.targets)] = average
 
     def _gossip(self, step: Gossip) -> None:
         num_nodes = step.weights.shape[0]
-        self.params[:num_nodes] = self._mix(step.weights, self.params[:num_nodes], num_nodes)
+        self.params[:num_nodes] = self.mix(step.weights, self.params[:num_nodes], num_nodes)
 
-    def _mix(self, weights: sp.csr_array, stacked: torch.Tensor, num_rows: int) -> torch.Tensor:
+    def mix(self, weights: sp.csr_array, stacked: torch.Tensor, num_rows: int) -> torch.Tensor:
         """``W @ stacked`` for ``num_rows`` rows, where row i of W has its own model in column i;
         the aggregator finishes every row that received models, with the mean variance of
         the models it received as the target."""
@@ -152,9 +156,9 @@ class LocalBackend:
         return mixed
 
     def _push(self, step: Push) -> None:
-        self._buffer_rows(self.params[self._index(step.sources)], step.targets, step.weights)
+        self.buffer_rows(self.params[self._index(step.sources)], step.targets, step.weights)
 
-    def _buffer_rows(self, sent: torch.Tensor, targets: np.ndarray, weights: np.ndarray) -> None:
+    def buffer_rows(self, sent: torch.Tensor, targets: np.ndarray, weights: np.ndarray) -> None:
         """Add each sent row, weighted, to its target's buffer (with its tensors' variances)."""
         if self.buffer is None:
             num_rows = len(self.params)
@@ -170,7 +174,7 @@ class LocalBackend:
             variances = self.aggregator.variances(sent, self.task.layout)
             self.buffer["variance"].index_add_(0, targets, variances * weights[:, None])
 
-    def _merge(self, step: Merge) -> None:
+    def merge(self, step: Merge) -> None:
         nodes, buffer = self._index(step.nodes), self.buffer
         check(
             buffer is not None and bool((buffer["weight"][nodes] > 0).all()),
@@ -192,14 +196,24 @@ class LocalBackend:
         self.factor_count += len(factors)
         return corrected
 
-    def correction_factors(self) -> dict[str, float]:
-        """Mean correction factor per corrected tensor since the last call (then reset)."""
-        if not self.factor_count:
-            return {}
-        means = (self.factor_sum / self.factor_count).tolist()
+    def correction_sums(self) -> tuple[np.ndarray, int]:
+        """The correction factors summed per corrected tensor since the last call, and how
+        many were summed (then both reset)."""
+        sums, count = self.factor_sum.numpy().copy(), self.factor_count
         self.factor_sum.zero_()
         self.factor_count = 0
-        return {name: mean for (name, _), mean in zip(self.corrected, means, strict=True)}
+        return sums, count
+
+    def correction_factors(self) -> dict[str, float]:
+        """Mean correction factor per corrected tensor since the last call (then reset)."""
+        sums, count = self.correction_sums()
+        if not count:
+            return {}
+        return {name: s / count for (name, _), s in zip(self.corrected, sums, strict=True)}
+
+    def counters(self) -> dict[str, float]:
+        """What the simulator itself moved, as metrics (nothing, in one process)."""
+        return {}
 
     def _index(self, rows: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(rows, dtype=torch.int64, device=self.params.device)
@@ -207,7 +221,7 @@ class LocalBackend:
     def _tensor(self, values: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(values, dtype=self.params.dtype, device=self.params.device)
 
-    def _train(self, step: Train, round_idx: int) -> None:
+    def train(self, step: Train, round_idx: int) -> None:
         task, optimizer = self.task, self.task.optimizer
         nodes = torch.as_tensor(step.nodes, dtype=torch.int64, device=self.params.device)
         size = len(nodes) if self.chunk_size == "auto" else self.chunk_size

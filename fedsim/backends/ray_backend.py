@@ -344,6 +344,10 @@ class RayBackend:
         names = [name for name, _ in self.aggregator.tensors(self.task.layout)]
         return dict(zip(names, (total / count).tolist(), strict=True))
 
+    def counters(self) -> dict[str, float]:
+        """The bytes of rows that crossed between actors (the simulator's own traffic)."""
+        return {"bytes_between_actors_total": float(self.bytes_between_actors)}
+
     def state(self) -> dict[str, Any]:
         """The whole federation's rows, gathered from the shards, and this backend's counters:
         the bytes between actors, the correction factors not yet reported (here and per

@@ -54,7 +54,7 @@ class Shard:
         return self.backend.params[torch.as_tensor(self.local(rows))].cpu().numpy()
 
     def train(self, nodes: np.ndarray, step: Train, round_idx: int) -> None:
-        self.backend._train(replace(step, nodes=self.local(nodes)), round_idx)
+        self.backend.train(replace(step, nodes=self.local(nodes)), round_idx)
 
     def gossip(self, weights: sp.csr_array, rows: np.ndarray, *foreign: np.ndarray) -> None:
         """``X[rows] <- W @ [X[rows]; foreign]``: W's columns are ``rows`` (global ids held
@@ -62,13 +62,13 @@ class Shard:
         index = torch.as_tensor(self.local(rows), device=self.backend.params.device)
         own = self.backend.params[index]
         stacked = torch.cat([own, *(torch.from_numpy(part).to(own.device) for part in foreign)])
-        self.backend.params[index] = self.backend._mix(weights, stacked, len(own))
+        self.backend.params[index] = self.backend.mix(weights, stacked, len(own))
 
     def partial_average(self, sources: np.ndarray, weights: np.ndarray) -> tuple[Any, Any]:
         """``sum_k w_k X[sources_k]`` over the sources held here, and the sum of their
         per-tensor variances (for a correcting aggregator)."""
         rows = self.backend.params[torch.as_tensor(self.local(sources))]
-        weighted = (self.backend._tensor(weights) @ rows).cpu().numpy()
+        weighted = self.backend.weighted_sum(weights, rows).cpu().numpy()
         variances = None
         if self.backend.aggregator.corrects:
             layout = self.backend.task.layout
@@ -83,10 +83,10 @@ class Shard:
     def push(self, targets: np.ndarray, weights: np.ndarray, *parts: np.ndarray) -> None:
         """Buffer the pushed models (``parts`` concatenated, in message order) at ``targets``."""
         rows = torch.from_numpy(np.concatenate(parts)).to(self.backend.params.device)
-        self.backend._buffer_rows(rows, self.local(targets), weights)
+        self.backend.buffer_rows(rows, self.local(targets), weights)
 
     def merge(self, nodes: np.ndarray, self_weights: np.ndarray) -> None:
-        self.backend._merge(Merge(self.local(nodes), self_weights))
+        self.backend.merge(Merge(self.local(nodes), self_weights))
 
     def sums(self, rows: np.ndarray, shift: np.ndarray | None = None) -> tuple[np.ndarray, int]:
         held = self.backend.params[torch.as_tensor(self.local(rows))]
@@ -102,10 +102,7 @@ class Shard:
         return self.backend.all_finite()
 
     def correction_factors(self) -> tuple[np.ndarray, int]:
-        sums, count = self.backend.factor_sum.numpy().copy(), self.backend.factor_count
-        self.backend.factor_sum.zero_()
-        self.backend.factor_count = 0
-        return sums, count
+        return self.backend.correction_sums()
 
     def state(self) -> dict[str, Any]:
         """The rows' state, with the correction factors summed here since the last report."""

@@ -92,4 +92,3 @@ class Clock:
 
     def restore(self, state: dict[str, Any]) -> None:
         self.ready = state["ready"].copy()
-

@@ -1,0 +1,57 @@
+"""What the engine asks of a backend: execute plans on the rows, read rows and their
+statistics, save and restore them."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from fedsim.aggregators import Aggregator
+from fedsim.plans import RoundPlan
+from fedsim.task import Task
+from fedsim.topology.base import Topology
+
+
+class Backend(Protocol):
+    """Holds the federation's rows (nodes, then servers) and executes round plans on them."""
+
+    def start(
+        self,
+        task: Task,
+        num_rows: int,
+        aggregator: Aggregator | None = None,
+        topology: Topology | None = None,
+    ) -> None:
+        """Give every row the task's initial model; ``aggregator`` finishes averages."""
+
+    def execute(self, plan: RoundPlan, round_idx: int) -> None:
+        """Run the plan's steps in order."""
+
+    def rows(self, rows: np.ndarray | slice) -> torch.Tensor:
+        """Copies of ``rows``' parameters."""
+
+    def node_mean(self, num_nodes: int) -> torch.Tensor:
+        """The average of the nodes' models."""
+
+    def all_finite(self) -> bool:
+        """Whether every parameter is finite."""
+
+    def consensus_distance(self, num_nodes: int) -> float:
+        """Mean squared distance of the node models to their average."""
+
+    def correction_factors(self) -> dict[str, float]:
+        """Mean correction factor per corrected tensor since the last call (then reset)."""
+
+    def counters(self) -> dict[str, float]:
+        """The backend's own traffic (not the simulated nodes'), as metrics."""
+
+    def state(self) -> dict[str, Any]:
+        """Everything the rows and the backend's counters hold, as plain data."""
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state`."""
+
+    def close(self) -> None:
+        """Release what the backend holds (processes, actors)."""

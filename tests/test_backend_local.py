@@ -100,3 +100,19 @@ def test_equal_models_are_exactly_at_consensus():
     row = torch.randn(backend.params.shape[1], generator=torch.Generator().manual_seed(0))
     backend.params[:] = row  # a float32 mean of these 20 rows rounds (6e-14 measured before)
     assert backend.consensus_distance(20) == 0.0
+
+
+@pytest.mark.parametrize(
+    "value, finite", [(float("nan"), False), (float("inf"), False), (-float("inf"), False)]
+)
+def test_one_non_finite_parameter_makes_the_federation_non_finite(value, finite):
+    backend = started_backend(zero_logreg_task(), 3, zero=True)
+    assert backend.all_finite()
+    backend.params[2, 5] = value
+    assert backend.all_finite() is finite
+
+
+def test_finite_parameters_whose_sum_overflows_are_finite():
+    backend = started_backend(zero_logreg_task(), 3, zero=True)
+    backend.params[:, 0] = 3e38  # their float32 sum is inf
+    assert not torch.isfinite(backend.params.sum()) and backend.all_finite()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any
 
@@ -21,6 +20,7 @@ from fedsim.training.schedule import local_batches
 from fedsim.training.vectorised import VectorisedTrainer
 
 MIXING_CACHE = 64  # mixing matrices kept on the device (more than any period in use)
+FINITE_CHUNK = 1 << 22  # values checked for inf and nan at a time (4 MiB of flags)
 
 
 def check_training_settings(chunk_size: int | str, vectorise: bool | str) -> None:
@@ -313,8 +313,13 @@ class LocalBackend:
         return self.params[:num_nodes].mean(dim=0)
 
     def all_finite(self) -> bool:
-        """Whether every parameter is finite (a float64 sum: any inf or nan makes it so)."""
-        return math.isfinite(float(self.params.sum(dtype=torch.float64)))
+        """Whether every parameter is finite: a finite sum says so in one pass without a copy
+        (an inf or nan makes any sum non-finite); only a non-finite sum, which may also be an
+        overflow of finite values, is checked value by value, ``FINITE_CHUNK`` at a time."""
+        if torch.isfinite(self.params.sum()):
+            return True
+        rows = max(1, FINITE_CHUNK // max(1, self.params.shape[1]))
+        return all(bool(torch.isfinite(chunk).all()) for chunk in self.params.split(rows))
 
     def consensus_distance(self, num_nodes: int) -> float:
         """Mean squared distance of the node models to their average.

@@ -6,7 +6,7 @@ import torch
 from conftest import compose_config
 
 from fedsim.build import build_simulation
-from fedsim.plans import Average, Gossip, RoundPlan, Train, messages_sent
+from fedsim.plans import Average, Gossip, RoundPlan, Train
 
 COMPONENTS = ("topology=components", "topology.kind=complete", "partition=by_component")
 
@@ -118,10 +118,11 @@ def test_s2a_sends_n_minus_k_more_downlink_messages():
     for strategy, downlink in (("s2s", 3), ("s2a", 10)):
         built = simulation(strategy, "strategy.server_period=1", "strategy.num_sampled=3")
         upload, download = built.strategy.plan(0, built.federation).steps[2:]
-        assert messages_sent(upload, 11).sum() == 3
-        assert messages_sent(download, 11).sum() == downlink
+        assert upload.messages(10).sent(11).sum() == 3 and upload.messages(10).link == "uplink"
+        assert download.messages(10).sent(11).sum() == downlink
+        assert download.messages(10).link == "downlink"
     gossip = built.strategy.plan(0, built.federation).steps[1]
-    assert messages_sent(gossip, 11).tolist() == [4] * 10 + [0]  # complete blocks of 5: degree 4
+    assert gossip.messages(10).sent(11).tolist() == [4] * 10 + [0]  # complete blocks of 5
 
 
 def test_settings_are_checked():

@@ -1,28 +1,69 @@
 """How much memory a run needs, checked before it starts, and the chunk size that fits.
 
-The estimate is an upper bound computed from the run's shapes, not a measurement:
+The estimate is an upper bound computed from the run's shapes; ``rows`` below is the
+(rows, d) float32 federation tensor, ``d x 4`` bytes per row.
 
-- ``parameters``: the (rows, d) float32 federation tensor; ``momentum`` as much again
-  when ``optimizer.momentum > 0``.
+Held from when they are made to the end of the run:
+
+- ``parameters``: the federation tensor; ``momentum`` as much again when
+  ``optimizer.momentum > 0``.
+- ``buffers``: when the plan of round 0 pushes models (push-and-merge gossip), each row's
+  merge buffer: a row, a weight and the variances of the tensors the aggregator corrects.
+- ``mixing``: the gossip matrices the backend converts to torch (20 bytes per non-zero:
+  two int64 indices and a value) and caches, up to ``MIXING_CACHE``; a matrix planned
+  afresh every round also keeps its scipy copy alive (16 bytes per non-zero).
+- ``initialisation``: with ``init=independent``, the list of per-row models that is
+  stacked into the rows, and per row its generators and tensor objects
+  (``INIT_ROW_BYTES``, measured): blocks this small stay in the allocator's heap.
+- ``bookkeeping``: ``BOOKKEEPING_PER_NODE`` bytes per row: the engine's per-row arrays
+  (bytes sent, aggregations, the clock: 24 bytes) and their copies in a checkpoint.
+- ``runtime``: ``RUNTIME_BYTES`` that any run allocates once it starts (the trainer's and
+  evaluator's first calls, the parquet writer's pool, the progress bar), and with the
+  per-node loop ``LOOP_RUNTIME_BYTES`` more (torch.optim's first optimizer imports
+  torch._dynamo: 69 MiB).
 - ``data``: the data set tensors and the nodes' index table (already loaded when the run
   is checked, so :func:`check_memory` does not count them as still needed).
+
+Made of small tensors, and kept: glibc serves blocks under its mmap threshold (raised up
+to 32 MiB as such blocks are freed) from heaps it seldom gives back, so what these parts
+allocate stays resident, fragmented, after they end; the larger of
+``HEAP_FACTOR x training`` (without its per-example gradients) and ``evaluation`` counts:
+
 - ``training``: per node of a chunk, ``d x 4`` bytes for each of the gathered rows,
   their gradient and the gradient of the parameter slice being accumulated, two more
   under vmap (its per-node layouts of the weights and of their gradients), with momentum
   the chunk's momentum and its update, with weight decay one more temporary; then the
   activations of a mini-batch and the chunk's mini-batch schedule.  A chunk holds
-  ``backend.chunk_size`` nodes, at most those trained in a round.
+  ``backend.chunk_size`` nodes, at most those trained in a round.  After a round of
+  chunks of 256 MLP nodes the heap held 1.3 times this (75 MiB); ``HEAP_FACTOR`` is 2.
+- ``evaluation``: the activations of the (row, test example) pairs evaluated at once.
+
+Made of tensors as large as the federation's, given back when freed; the largest counts:
+
 - ``private training`` (``privacy=...``): per node trained at once, five rows per example
   of the batch (``grad`` under two ``vmap``s keeps each layer's per-example gradients, the
   flattened (B, d) block and its clipped copy) and four for the float64 noise row.
   Measured as the growth of peak resident memory over one private round (torch 2.13,
   batches of 16, vectorised): MLP 64 and 256 nodes 221 and 669 MiB, LeNet-5 16 nodes 355
   MiB, which the estimate puts at 0.97 to 1.28 times that; on the loop path (one node at a
-  time, a few MiB) it is below the measurement, whose torch.func start-up dominates.
-- ``communication``: the new (nodes, d) tensor of a gossip step ``W X``, or the rows an
-  average gathers (from the plan of round 0).
-- ``evaluation``: the evaluated rows and the activations of their test-set forward passes.
-- ``initialisation``: the list of per-row models that ``init=independent`` stacks.
+  time, a few MiB) it is part of ``training``.
+- ``communication`` (from the plan of round 0): a gossip step ``W X`` makes two (nodes, d)
+  tensors (torch's sparse product and its sum with a zero result, measured), and with a
+  variance-corrected aggregator three more (the receivers' rows, their corrected copy,
+  each tensor's centred block: 4.7 in all, measured); an average gathers its sources and
+  makes its average (and its corrected copy); a push gathers the pushed rows and weights
+  them (two rows per message, three when the variances of what is sent are taken); a
+  merge makes at most three rows per merging node at once, four with a corrected
+  aggregator (``MERGE_ROWS``).
+- ``evaluation rows``: the copy of the evaluated rows, the copy of every node row that
+  the consensus distance takes, and the recorder's rows of per-node metrics
+  (``RECORDER_ROW_BYTES`` each as Python lists and their arrow table: measured 480 bytes
+  at most, 80,000 rows).
+- ``checkpoint``: the copies of parameters, momentum and buffers that a checkpoint holds
+  while it is written (after the last round at least).
+- ``finite check``: ``LocalBackend.all_finite`` sums the rows in place after every round,
+  and only when that sum is not finite checks ``FINITE_CHUNK`` values at a time
+  (``torch.isfinite`` makes their absolute values and flags: 7 bytes per value, measured).
 
 Activations come from one forward pass of one example with forward hooks on every
 module: the input and every distinct tensor a module outputs.  Autograd keeps these for
@@ -37,9 +78,21 @@ factors and the row copies were measured as the growth of peak resident memory o
 round on CPU (torch 2.13, 64 nodes, batches of 16; MLP, LeNet-5, GN-LeNet, the FEMNIST
 CNN, ResNet-8 and -20, vectorised and looped): the estimate of training was 1.1 to 1.7
 times the measured peak, that of evaluation 1.3 to 2.1 times.  CUDA's caching allocator
-and cuDNN workspaces were not measured.
-The peak is the resident part (parameters, momentum, data) plus the largest transient
-part: training, communication, evaluation and initialisation never overlap.
+(which also keeps freed blocks) and cuDNN workspaces were not measured.
+
+The run's own memory (``total``) is the held parts, the kept part and the largest large
+one.  On CPU the process's peak resident memory (``peak``) is what it held when the
+estimate was made (``resident``, measured: interpreter, libraries, the data set, the
+built run) plus what the run will still allocate (``to_allocate``).
+``scripts/memory_bound.py`` compares ``peak`` with the peak resident memory of
+``fedsim run`` over a grid (``scripts/results/memory_bound.md``: torch 2.13, CPU, 100 to
+200,000 nodes; FedAvg, D-PSGD, push-and-merge gossip, gossip learning, private D-PSGD;
+MLP, logistic regression, LeNet-5; momentum, a corrected aggregator,
+``init=independent``): the measured peak was 0.84 to 0.99 times ``peak``.  There the
+measured peak less every part but ``runtime`` and ``bookkeeping`` was at most 22 MiB,
+53 MiB at 200,000 nodes, which ``RUNTIME_BYTES`` and ``BOOKKEEPING_PER_NODE`` cover.  Not
+bounded: evaluating thousands of nodes (``eval_nodes``) fragments the heap by up to
+gigabytes, from run to run, as each chunk's small result is kept between its temporaries.
 """
 
 from __future__ import annotations
@@ -48,6 +101,7 @@ import copy
 import dataclasses
 import inspect
 import math
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +110,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from fedsim.backends.local import FINITE_CHUNK, MIXING_CACHE
 from fedsim.errors import ConfigError
-from fedsim.plans import Average, Gossip, Step, Train
+from fedsim.plans import Aggregate, Average, Gossip, Merge, Push, RoundPlan, Step, Train
 from fedsim.training.evaluate import Evaluator
 
 if TYPE_CHECKING:
@@ -72,45 +127,109 @@ EVALUATION_LIVE = 8  # live tensors of the largest size without gradients, measu
 # per epoch and example), each step's epoch order (8 bytes per step and example), then
 # indices, slots, validity and mask (29 bytes per step and batch slot).
 KEY_BYTES, ORDER_BYTES, SLOT_BYTES = 32, 8, 29
+GOSSIP_ROWS = 2  # (nodes, d) tensors a gossip step makes, measured
+CORRECTED_GOSSIP_ROWS = 3  # more with a variance-corrected aggregator, measured 2.7
+MERGE_ROWS = 4  # rows per merging node at once (LocalBackend.merge), counted
+TORCH_SPARSE_BYTES, SCIPY_SPARSE_BYTES = 20, 16  # per non-zero of a cached mixing matrix
+NODE_METRICS = 4  # per-node metrics recorded at each evaluation (engine.Simulation._evaluate)
+BOOKKEEPING_PER_NODE = 128  # measured (module docstring)
+RUNTIME_BYTES = 64 * 2**20  # measured (module docstring)
+LOOP_RUNTIME_BYTES = 72 * 2**20  # torch.optim's first optimizer imports torch._dynamo
+RECORDER_ROW_BYTES = 512  # measured (module docstring)
+INIT_ROW_BYTES = 1536  # per row of init=independent besides its model, measured
+FINITE_CHECK_BYTES_PER_VALUE = 8  # torch.isfinite: |x| and flags, 7 bytes, measured
+HEAP_FACTOR = 2  # the heap after a round of training chunks: 1.3 chunks' estimate, measured
 
 
 @dataclass(frozen=True)
 class MemoryEstimate:
     """Bytes a run needs at its peak, by part (see the module docstring).
 
-    ``training`` is ``training_fixed + chunk_size x training_per_node``; no other part
-    depends on the chunk size.
+    ``training`` is ``training_fixed + chunk_size x (training_per_node +
+    private_per_node)``; no other part depends on the chunk size.  ``resident`` (not
+    compared) is what the process held when the estimate was made, measured (0 off CPU).
     """
 
     parameters: int
     momentum: int
+    buffers: int
+    mixing: int
+    bookkeeping: int
+    runtime: int
     data: int
     training_per_node: int
     training_fixed: int
+    private_per_node: int
     communication: int
     evaluation: int
+    evaluation_rows: int
     initialisation: int
+    checkpoint: int
+    finite_check: int
     chunk_size: int
     max_chunk_size: int
     num_nodes: int
     num_rows: int
     num_parameters: int
+    resident: int = dataclasses.field(default=0, compare=False)
 
     @property
     def training(self) -> int:
         """Bytes of one training chunk."""
-        return self.training_fixed + self.chunk_size * self.training_per_node
+        return self.training_fixed + self.chunk_size * (
+            self.training_per_node + self.private_per_node
+        )
+
+    @property
+    def private_training(self) -> int:
+        """Bytes of a chunk's per-example gradients and noise (private training, vectorised)."""
+        return self.chunk_size * self.private_per_node
+
+    @property
+    def held(self) -> int:
+        """Bytes held to the end of the run, besides the data set."""
+        return (
+            self.parameters
+            + self.momentum
+            + self.buffers
+            + self.mixing
+            + self.bookkeeping
+            + self.runtime
+            + self.initialisation
+        )
+
+    @property
+    def kept(self) -> int:
+        """Bytes the allocator keeps of the parts made of small tensors (module docstring)."""
+        small_training = self.training - self.private_training
+        return max(math.ceil(HEAP_FACTOR * small_training), self.evaluation)
+
+    @property
+    def transient(self) -> int:
+        """Bytes of the largest part made of tensors as large as the federation's."""
+        return max(
+            self.private_training,
+            self.communication,
+            self.evaluation_rows,
+            self.checkpoint,
+            self.finite_check,
+        )
 
     @property
     def total(self) -> int:
-        """Peak bytes of the run: the resident parts plus the largest transient one."""
-        transient = max(self.training, self.communication, self.evaluation, self.initialisation)
-        return self.parameters + self.momentum + self.data + transient
+        """Peak bytes of the run: the held parts, the data, and the largest kept and
+        transient parts."""
+        return self.held + self.data + self.kept + self.transient
 
     @property
     def to_allocate(self) -> int:
         """Peak bytes beyond the data set, which is loaded before the run is checked."""
         return self.total - self.data
+
+    @property
+    def peak(self) -> int:
+        """Peak resident bytes of the process: what it held when estimated, plus the rest."""
+        return self.resident + self.to_allocate
 
     def with_chunk_size(self, chunk_size: int) -> MemoryEstimate:
         """The same run trained in chunks of ``chunk_size`` nodes (at most those trained)."""
@@ -122,11 +241,18 @@ class MemoryEstimate:
             f"parameters {format_bytes(self.parameters)} "
             f"({self.num_rows:,} rows x {self.num_parameters:,} x {FLOAT_BYTES} bytes)",
             f"momentum {format_bytes(self.momentum)}",
+            f"merge buffers {format_bytes(self.buffers)}",
+            f"mixing matrices {format_bytes(self.mixing)}",
+            f"per-node bookkeeping {format_bytes(self.bookkeeping)}",
+            f"runtime {format_bytes(self.runtime)}",
             f"data {format_bytes(self.data)}",
             f"training chunks of {self.chunk_size:,} nodes {format_bytes(self.training)}",
             f"communication {format_bytes(self.communication)}",
             f"evaluation {format_bytes(self.evaluation)}",
+            f"evaluation rows {format_bytes(self.evaluation_rows)}",
             f"initialisation {format_bytes(self.initialisation)}",
+            f"checkpoint {format_bytes(self.checkpoint)}",
+            f"finite check {format_bytes(self.finite_check)}",
         ]
         return ", ".join(part for part in parts if not part.endswith(" 0 B"))
 
@@ -135,43 +261,88 @@ def estimate_memory(simulation: Simulation, chunk_size: int | None = None) -> Me
     """The memory ``simulation`` will need, trained in chunks of ``chunk_size`` nodes.
 
     ``chunk_size`` defaults to the backend's, or to every trained node when that is not
-    an integer (``"auto"``).  Cheap: one forward pass of one example and the plan of
-    round 0, which says who trains and how models are combined.
+    an integer (``"auto"``).  Cheap: one forward pass of one example and the plans of
+    rounds 0 and 1, which say who trains and how models are combined.
     """
     task, backend = simulation.task, simulation.backend
-    num_nodes, row_bytes = simulation.federation.num_nodes, task.layout.size * FLOAT_BYTES
-    # A copy plans: stateful protocols (MoDeST, gossip) must start the run untouched.
-    plan = copy.deepcopy(simulation.strategy).plan(0, simulation.federation)
-    trains = [step for step in plan.steps if isinstance(step, Train)]
-    saved, largest = activation_sizes(task.model, task.dataset.train_x[:1])
+    plans = _first_plans(simulation)
+    trains = [step for step in plans[0].steps if isinstance(step, Train)]
     vectorise = getattr(backend, "vectorise", True)
     vectorised = task.prefers_vectorised() if vectorise == "auto" else bool(vectorise)
-    per_example = math.ceil(ACTIVATION_FACTOR * saved) + 2 * largest
-    per_pair = min(saved + 2 * largest, EVALUATION_LIVE * largest)
-    per_node, fixed = _training_bytes(
-        task, trains, per_example, vectorised, simulation.privacy is not None
-    )
-    rows_bytes = simulation.num_rows * row_bytes
+    held = _held_parts(simulation, plans, vectorised)
     estimate = MemoryEstimate(
-        parameters=rows_bytes,
-        momentum=rows_bytes if task.optimizer.momentum > 0 else 0,
+        **held,
+        **_small_parts(simulation, trains, vectorised),
+        **_large_parts(simulation, plans[0], held),
         data=_data_bytes(task),
-        training_per_node=per_node,
-        training_fixed=fixed,
-        communication=max([_rows_made(step, num_nodes) for step in plan.steps], default=0)
-        * row_bytes,
-        evaluation=_evaluation_bytes(simulation, per_pair),
-        initialisation=rows_bytes if task.init == "independent" else 0,
         chunk_size=1,
-        max_chunk_size=max([len(step.nodes) for step in trains], default=0) or num_nodes,
-        num_nodes=num_nodes,
+        max_chunk_size=max([len(step.nodes) for step in trains], default=0)
+        or simulation.federation.num_nodes,
+        num_nodes=simulation.federation.num_nodes,
         num_rows=simulation.num_rows,
         num_parameters=task.layout.size,
+        resident=resident_memory() if task.device.type == "cpu" else 0,
     )
     if chunk_size is None:
         configured = getattr(backend, "chunk_size", None)
         chunk_size = configured if isinstance(configured, int) else estimate.max_chunk_size
     return estimate.with_chunk_size(chunk_size)
+
+
+def _held_parts(simulation: Simulation, plans: list[RoundPlan], vectorised: bool) -> dict[str, int]:
+    """The parts held to the end of the run, besides the data set (module docstring)."""
+    task, num_rows = simulation.task, simulation.num_rows
+    row_bytes = task.layout.size * FLOAT_BYTES
+    independent = task.init == "independent"
+    return {
+        "parameters": num_rows * row_bytes,
+        "momentum": num_rows * row_bytes if task.optimizer.momentum > 0 else 0,
+        "buffers": _buffer_bytes(simulation, plans[0]),
+        "mixing": _mixing_bytes(plans, simulation.rounds),
+        "initialisation": num_rows * (row_bytes + INIT_ROW_BYTES) if independent else 0,
+        "bookkeeping": num_rows * BOOKKEEPING_PER_NODE,
+        "runtime": RUNTIME_BYTES + (not vectorised) * LOOP_RUNTIME_BYTES,
+    }
+
+
+def _small_parts(simulation: Simulation, trains: list[Train], vectorised: bool) -> dict[str, int]:
+    """Training (per node of a chunk, per chunk, per node of private training) and the
+    evaluation's activations."""
+    task = simulation.task
+    saved, largest = activation_sizes(task.model, task.dataset.train_x[:1])
+    per_example = math.ceil(ACTIVATION_FACTOR * saved) + 2 * largest
+    per_pair = min(saved + 2 * largest, EVALUATION_LIVE * largest)
+    per_node, fixed, private = _training_bytes(
+        task, trains, per_example, vectorised, simulation.privacy is not None
+    )
+    return {
+        "training_per_node": per_node,
+        "training_fixed": fixed,
+        "private_per_node": private,
+        "evaluation": _evaluation_bytes(simulation, per_pair),
+    }
+
+
+def _large_parts(simulation: Simulation, plan: RoundPlan, held: dict[str, int]) -> dict[str, int]:
+    """Communication, the evaluation's row copies, a checkpoint and the finite check."""
+    rounds, values = simulation.rounds, simulation.num_rows * simulation.task.layout.size
+    return {
+        "communication": _communication_bytes(simulation, plan),
+        "evaluation_rows": _evaluation_rows_bytes(simulation),
+        "checkpoint": (held["parameters"] + held["momentum"] + held["buffers"]) if rounds else 0,
+        "finite_check": FINITE_CHECK_BYTES_PER_VALUE * min(FINITE_CHUNK, values) if rounds else 0,
+    }
+
+
+def _first_plans(simulation: Simulation) -> list[RoundPlan]:
+    """The plans of round 0 and, when the run has one and gossips, of round 1 (whose
+    mixing matrices say whether the backend caches a new one each round)."""
+    # A copy plans: stateful protocols (MoDeST, gossip) must start the run untouched.
+    strategy = copy.deepcopy(simulation.strategy)
+    plans = [strategy.plan(0, simulation.federation)]
+    if simulation.rounds > 1 and any(isinstance(step, Gossip) for step in plans[0].steps):
+        plans.append(strategy.plan(1, simulation.federation))
+    return plans
 
 
 def _training_bytes(
@@ -180,8 +351,9 @@ def _training_bytes(
     activations_per_example: int,
     vectorised: bool,
     private: bool = False,
-) -> tuple[int, int]:
-    """(bytes per node of a chunk, bytes per chunk whatever its size) of local training."""
+) -> tuple[int, int, int]:
+    """(bytes per node of a chunk, bytes per chunk whatever its size, bytes per node of a
+    chunk's per-example gradients and noise) of local training."""
     optimizer, row_bytes = task.optimizer, task.layout.size * FLOAT_BYTES
     per_example_gradients = private * (5 * optimizer.batch_size + 4) * row_bytes
     momentum = optimizer.momentum > 0
@@ -193,39 +365,99 @@ def _training_bytes(
         default=0,
     )
     if vectorised:
-        return copies * row_bytes + activations + schedule + per_example_gradients, 0
+        return copies * row_bytes + activations + schedule, 0, per_example_gradients
     # The loop gathers the chunk's rows (and momentum), then trains one model at a time.
     fixed = copies * row_bytes + activations + per_example_gradients
-    return (1 + momentum) * row_bytes + schedule, fixed
+    return (1 + momentum) * row_bytes + schedule, fixed, 0
 
 
 def _evaluation_bytes(simulation: Simulation, activations_per_example: int) -> int:
-    """The evaluated rows, and the activations of the (row, test example) pairs that
+    """The activations of the (row, test example) pairs that
     :class:`~fedsim.training.evaluate.Evaluator` runs at once."""
     evaluated = min(simulation.eval_nodes, simulation.federation.num_nodes)
     test_examples = len(simulation.task.dataset.test_y)
     budget = inspect.signature(Evaluator).parameters["budget"].default
     rows_at_once = max(1, min(evaluated, budget // max(1, test_examples)))
-    pairs = rows_at_once * test_examples
+    return rows_at_once * test_examples * activations_per_example * FLOAT_BYTES
+
+
+def _evaluation_rows_bytes(simulation: Simulation) -> int:
+    """The copy of the evaluated rows, the copy of every node row that the consensus
+    distance takes, and the recorder's rows of per-node metrics."""
+    num_nodes = simulation.federation.num_nodes
+    evaluated = min(simulation.eval_nodes, num_nodes)
     row_bytes = simulation.task.layout.size * FLOAT_BYTES
-    return evaluated * row_bytes + pairs * activations_per_example * FLOAT_BYTES
+    recorded = evaluated * NODE_METRICS * RECORDER_ROW_BYTES
+    return (evaluated + num_nodes) * row_bytes + recorded
+
+
+def _buffer_bytes(simulation: Simulation, plan: RoundPlan) -> int:
+    """Every row's merge buffer (a row, its weight, the corrected tensors' variances) when
+    the plan pushes models; nothing otherwise."""
+    if not any(isinstance(step, Push) for step in plan.steps):
+        return 0
+    corrected = len(simulation.aggregator.tensors(simulation.task.layout))
+    return simulation.num_rows * (simulation.task.layout.size + 1 + corrected) * FLOAT_BYTES
+
+
+def _mixing_bytes(plans: list[RoundPlan], rounds: int) -> int:
+    """The gossip matrices the backend keeps: those of round 0 when round 1 reuses them
+    (a static topology), else a new set each round, up to its cache's size."""
+    matrices = [[step.weights for step in plan.steps if isinstance(step, Gossip)] for plan in plans]
+    if not matrices[0]:
+        return 0
+    largest = max(matrix.nnz for matrix in matrices[0])
+    first = {id(matrix) for matrix in matrices[0]}
+    if len(matrices) == 1 or {id(matrix) for matrix in matrices[1]} <= first:
+        return len(first) * largest * TORCH_SPARSE_BYTES
+    kept = min(MIXING_CACHE, rounds * len(matrices[0]))
+    return kept * largest * (TORCH_SPARSE_BYTES + SCIPY_SPARSE_BYTES)
+
+
+def _communication_bytes(simulation: Simulation, plan: RoundPlan) -> int:
+    """The rows that the plan's most demanding step makes."""
+    num_nodes, corrects = simulation.federation.num_nodes, simulation.aggregator.corrects
+    rows = max([_rows_made(step, num_nodes, corrects) for step in plan.steps], default=0)
+    return rows * simulation.task.layout.size * FLOAT_BYTES
 
 
 def _data_bytes(task: Task) -> int:
     dataset, node_data = task.dataset, task.node_data
-    tensors = (dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y)
-    tensors += (node_data.table, node_data.counts)
+    tensors = [dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y]
+    tensors += [node_data.table, node_data.counts]
     return sum(tensor.nelement() * tensor.element_size() for tensor in tensors)
 
 
-def _rows_made(step: Step, num_nodes: int) -> int:
-    """Rows of new memory a plan step makes: ``W X`` for gossip, the gathered sources of an
-    average."""
+def _rows_made(step: Step, num_nodes: int, corrects: bool = False) -> int:
+    """Rows of new memory a plan step makes (module docstring: ``communication``), with
+    an aggregator that ``corrects`` the averages or without."""
     if isinstance(step, Gossip):
-        return num_nodes
+        return (GOSSIP_ROWS + corrects * CORRECTED_GOSSIP_ROWS) * num_nodes
     if isinstance(step, Average):
-        return len(step.sources)
+        return len(step.sources) + 1 + corrects
+    if isinstance(step, Aggregate):
+        widest = max(len(group.sources) for group in step.groups)
+        return widest + (1 + corrects) * len(step.groups)
+    if isinstance(step, Push):
+        return (2 + corrects) * len(step.sources)
+    if isinstance(step, Merge):
+        return MERGE_ROWS * len(step.nodes)
     return 0
+
+
+def resident_memory() -> int:
+    """Bytes this process holds in memory now (0: cannot tell)."""
+    try:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+    except ImportError:
+        pass
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 def activation_sizes(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:

@@ -1,9 +1,15 @@
-"""The memory estimate, counted by hand for a tiny MLP; the refusal; the chunk size that fits."""
+"""The memory estimate, counted by hand for a tiny MLP; the refusal; the chunk size that fits;
+and one real run whose peak resident memory it bounds."""
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 from conftest import compose_config
 
@@ -14,6 +20,13 @@ from fedsim.data.datasets import Dataset
 from fedsim.engine import Simulation
 from fedsim.errors import ConfigError
 from fedsim.memory import (
+    BOOKKEEPING_PER_NODE,
+    INIT_ROW_BYTES,
+    LOOP_RUNTIME_BYTES,
+    MIXING_CACHE,
+    RECORDER_ROW_BYTES,
+    RUNTIME_BYTES,
+    _rows_made,
     activation_sizes,
     check_memory,
     choose_chunk_size,
@@ -21,6 +34,7 @@ from fedsim.memory import (
     schedule_bytes,
 )
 from fedsim.models import mlp
+from fedsim.plans import Aggregate, Average, Gossip, Merge, Push, Train
 from fedsim.strategies import FedAvg
 from fedsim.strategies.base import Federation
 from fedsim.task import Task
@@ -56,6 +70,9 @@ def test_tiny_mlp_estimate_is_the_hand_count():
     assert estimate.num_parameters == 43
     assert estimate.parameters == 4 * row  # 3 nodes + the server
     assert estimate.momentum == 4 * row
+    assert (estimate.buffers, estimate.mixing, estimate.initialisation) == (0, 0, 0)
+    assert estimate.bookkeeping == 4 * BOOKKEEPING_PER_NODE
+    assert estimate.runtime == RUNTIME_BYTES  # vectorised: no torch.optim
     # train x 8*4*4, train y 8*8, test x 2*4*4, test y 2*8; node table 3x3 int64, counts 3.
     assert estimate.data == 128 + 64 + 32 + 16 + 72 + 24
     # Per example: input 4 (Flatten is a view of it), Linear 5, ReLU 5, Linear 3 (also the
@@ -65,13 +82,23 @@ def test_tiny_mlp_estimate_is_the_hand_count():
     schedule = 96 + 48 + 116
     # Rows, gradient, slice gradient, 2 under vmap, momentum and its update: 7 rows.
     assert estimate.training_per_node == 7 * row + activations + schedule
+    assert estimate.private_per_node == 0
     assert estimate.chunk_size == 2  # FedAvg trains 2 nodes, whatever backend.chunk_size
     assert estimate.training == 2 * (7 * row + activations + schedule)
-    assert estimate.communication == 2 * row  # the server averages the 2 trained rows
-    # 3 evaluated rows, then 3 rows x 2 test examples of 17 + 2 x 5 floats.
-    assert estimate.evaluation == 3 * row + 3 * 2 * 27 * 4
-    assert estimate.total == 4 * row + 4 * row + 336 + estimate.training
+    # The server averages the 2 trained rows: it gathers them and makes their average.
+    assert estimate.communication == 3 * row
+    # 3 rows x 2 test examples of 17 + 2 x 5 floats at once.
+    assert estimate.evaluation == 3 * 2 * 27 * 4
+    # The 3 evaluated rows, the 3 node rows the consensus distance copies, 4 metrics per node.
+    assert estimate.evaluation_rows == 6 * row + 3 * 4 * RECORDER_ROW_BYTES
+    assert estimate.checkpoint == 8 * row  # parameters and momentum
+    assert estimate.finite_check == 8 * 4 * 43  # torch.isfinite on every value, 8 bytes each
+    held = 8 * row + 4 * BOOKKEEPING_PER_NODE + RUNTIME_BYTES
+    assert estimate.kept == 2 * estimate.training  # HEAP_FACTOR x training > evaluation
+    assert estimate.transient == estimate.evaluation_rows
+    assert estimate.total == held + 336 + 2 * estimate.training + estimate.evaluation_rows
     assert estimate.to_allocate == estimate.total - 336
+    assert estimate.peak == estimate.resident + estimate.to_allocate
 
 
 def test_parameter_bytes_are_those_the_backend_allocates():
@@ -89,8 +116,90 @@ def test_without_momentum_and_with_the_loop_trainer():
     row = 43 * 4
     assert vectorised.momentum == 0
     assert vectorised.training_per_node == 5 * row + 2 * 61 * 4 + 260
+    assert vectorised.checkpoint == 4 * row
     # The loop gathers the chunk, then trains one model (rows, grads, activations) at a time.
     assert (loop.training_per_node, loop.training_fixed) == (row + 260, 3 * row + 2 * 61 * 4)
+    assert loop.runtime == RUNTIME_BYTES + LOOP_RUNTIME_BYTES  # torch.optim's first import
+
+
+def test_rows_each_plan_step_makes():
+    ring = sp.csr_array(np.full((5, 5), 0.2))
+    three, two = np.arange(3), np.arange(2)
+    assert _rows_made(Gossip(ring), 5) == 10  # torch's product and its sum with zeros
+    assert _rows_made(Average(three, np.array([5]), np.full(3, 1 / 3)), 5) == 4
+    groups = (Average(three, two, np.full(3, 1 / 3)), Average(two, three, np.full(2, 0.5)))
+    assert _rows_made(Aggregate(groups), 5) == 3 + 2  # the widest gathering, one per group
+    assert _rows_made(Push(three, np.array([1, 2, 0]), np.ones(3)), 5) == 6
+    assert _rows_made(Merge(two, np.full(2, 0.5)), 5) == 8
+    assert _rows_made(Train(three, epochs=1), 5) == 0
+    # A variance-corrected aggregator: the receivers' rows, their corrected copy, blocks.
+    assert _rows_made(Gossip(ring), 5, corrects=True) == 25
+    assert _rows_made(Average(three, np.array([5]), np.full(3, 1 / 3)), 5, corrects=True) == 5
+    assert _rows_made(Aggregate(groups), 5, corrects=True) == 3 + 2 * 2
+    assert _rows_made(Push(three, np.array([1, 2, 0]), np.ones(3)), 5, corrects=True) == 9
+    assert _rows_made(Merge(two, np.full(2, 0.5)), 5, corrects=True) == 8
+
+
+def test_push_and_merge_gossip_holds_a_buffer_per_row():
+    simulation = build_simulation(
+        compose_config("strategy=gossip", "topology=ring", "num_nodes=6", "eval_nodes=1")
+    )
+    estimate = estimate_memory(simulation)
+    row = estimate.num_parameters * 4
+    # A row, a weight and no variances (the mean aggregator corrects nothing) per row.
+    assert estimate.buffers == 6 * (row + 4)
+    # Round 0: every node trains and pushes to its 2 neighbours: 12 rows gathered, weighted.
+    assert estimate.communication == 2 * 12 * row
+    assert estimate.checkpoint == 6 * row + estimate.buffers
+    backend = simulation.backend
+    backend.start(simulation.task, simulation.num_rows)
+    backend.execute(simulation.strategy.plan(0, simulation.federation), 0)
+    made = sum(part.nelement() * part.element_size() for part in backend.buffer.values())
+    assert made == estimate.buffers
+
+
+@pytest.mark.parametrize("topology, matrices", [("ring", 1), ("random_regular_per_round", 3)])
+def test_mixing_matrices_the_backend_keeps(topology, matrices):
+    """A static graph's matrix once; a new one each round: one per round, at most 64."""
+    overrides = ("strategy=dpsgd", f"topology={topology}", "num_nodes=8", "eval_nodes=1")
+    simulation = build_simulation(compose_config(*overrides, "rounds=3"))
+    nonzeros = simulation.federation.topology.mixing(0).nnz
+    assert nonzeros == 8 * (3 if topology == "ring" else 5)  # self and 2 or 4 neighbours
+    per_matrix = 20 if matrices == 1 else 20 + 16  # torch's copy, and scipy's kept alive
+    assert estimate_memory(simulation).mixing == matrices * nonzeros * per_matrix
+    backend = simulation.backend
+    backend.start(simulation.task, simulation.num_rows)
+    for round_idx in range(3):
+        backend.execute(simulation.strategy.plan(round_idx, simulation.federation), round_idx)
+    assert len(backend._mixing) == matrices
+    long_run = build_simulation(compose_config(*overrides, "rounds=100"))
+    cached = 1 if matrices == 1 else MIXING_CACHE
+    assert estimate_memory(long_run).mixing == cached * nonzeros * per_matrix
+
+
+def test_independent_initialisation_is_held():
+    simulation = build_simulation(
+        compose_config("num_nodes=5", "strategy.sample_size=2", "init=independent")
+    )
+    estimate = estimate_memory(simulation)
+    row = estimate.num_parameters * 4
+    assert estimate.initialisation == 6 * (row + INIT_ROW_BYTES)  # 5 nodes + the server
+    assert estimate.held == (
+        estimate.parameters + estimate.bookkeeping + estimate.runtime + estimate.initialisation
+    )
+
+
+def test_private_training_is_counted_among_the_large_parts():
+    simulation = build_simulation(
+        compose_config("strategy=dpsgd", "privacy=local", "num_nodes=4", "eval_nodes=1")
+    )
+    estimate = estimate_memory(simulation)
+    row, batch = estimate.num_parameters * 4, simulation.task.optimizer.batch_size
+    assert estimate.private_per_node == (5 * batch + 4) * row
+    assert estimate.private_training == 4 * estimate.private_per_node
+    assert estimate.training == 4 * (estimate.training_per_node + estimate.private_per_node)
+    assert estimate.transient == estimate.private_training
+    assert estimate.kept == max(2 * 4 * estimate.training_per_node, estimate.evaluation)
 
 
 def test_activation_sizes_of_one_example():
@@ -239,3 +348,56 @@ def test_failed_allocations_are_recognised():
     wrapped.__cause__ = torch_error.value
     assert memory.allocation_failure(wrapped).startswith("RuntimeError: ")
     assert memory.allocation_failure(ValueError("test_size = 2")) is None
+
+
+def test_resident_memory_is_measured_and_not_compared():
+    simulation = tiny_simulation()
+    first = estimate_memory(simulation)
+    before = memory.resident_memory()
+    block = torch.ones(2**24)  # 64 MiB, written
+    assert memory.resident_memory() - before >= 60 * 2**20
+    second = estimate_memory(simulation)
+    assert second.resident > first.resident > 0
+    assert second == first  # the run's own parts, whatever the process held
+    del block
+
+
+# fedsim's CLI with the memory check wrapped to save the estimate it receives (argv[1]).
+RUN_AND_SAVE_ESTIMATE = """
+import json, sys
+import fedsim.build
+from fedsim.cli import main
+
+checked, path = fedsim.build.check_memory, sys.argv[1]
+
+def check_memory(estimate, device):
+    with open(path, "w") as file:
+        json.dump({"peak": estimate.peak}, file)
+    return checked(estimate, device)
+
+fedsim.build.check_memory = check_memory
+sys.exit(main(["run", *sys.argv[2:]]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux only")
+def test_a_real_run_peaks_within_its_estimate(tmp_path):
+    """D-PSGD on 2,000 nodes: gossip makes two copies of the rows (77 MB), the consensus
+    distance and the checkpoint one each; the estimate bounds the peak, within 1.3 times."""
+    overrides = [
+        "strategy=dpsgd", "topology=regular", "num_nodes=2000", "data.tile=2", "rounds=1",
+        "progress=false", f"hydra.run.dir={tmp_path / 'run'}",
+    ]  # fmt: skip
+    saved = tmp_path / "estimate.json"
+    with (tmp_path / "stderr.txt").open("wb") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-c", RUN_AND_SAVE_ESTIMATE, str(saved), *overrides],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        _, status, usage = os.wait4(child.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, (tmp_path / "stderr.txt").read_text()[-2000:]
+    peak, estimate = usage.ru_maxrss * 1024, json.loads(saved.read_text())
+    print(f"peak {peak / 2**20:.0f} MiB, estimate {estimate['peak'] / 2**20:.0f} MiB")
+    assert peak <= estimate["peak"] <= 1.3 * peak

@@ -106,7 +106,7 @@ class Simulation:
         run (between two rounds), :meth:`state` is handed to ``checkpoint``.  With
         ``resume`` (a saved state) the run continues after that state's round and records
         exactly what an uninterrupted run would have, since all randomness derives from
-        (seed, round, node).
+        (seed, round, node); ``resume`` is emptied once restored (its tensors freed).
         """
         self.backend.start(self.task, self.num_rows, self.aggregator, self.federation.topology)
         self.evaluator = Evaluator(
@@ -125,7 +125,11 @@ class Simulation:
             self.task.optimizer.batch_size,
         )
         self.start_time = time.perf_counter()
-        final = self._evaluate(0, recorder) if resume is None else self.restore(resume)
+        if resume is None:
+            final = self._evaluate(0, recorder)
+        else:
+            final = self.restore(resume)
+            resume.clear()  # consumed: its copies of the rows are freed for the run
         with _progress_bar(progress) as bar, _deferred_interrupt() as interrupted:
             task_id = bar.add_task("rounds", total=self.rounds, completed=self.rounds_completed)
             for round_idx in range(self.rounds_completed, self.rounds):

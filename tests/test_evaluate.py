@@ -1,0 +1,18 @@
+import torch
+from torch import nn
+
+from fedsim.training.evaluate import Evaluator
+from fedsim.training.layout import ParameterLayout
+
+
+def test_many_rows_in_chunks_score_as_each_row_alone():
+    generator = torch.Generator().manual_seed(0)
+    model = nn.Linear(4, 3)
+    layout = ParameterLayout.of(model)
+    test_x = torch.randn(10, 4, generator=generator)
+    test_y = torch.randint(0, 3, (10,), generator=generator)
+    evaluator = Evaluator(model, layout, test_x, test_y, budget=30)  # 3 rows per chunk
+    rows = torch.randn(7, layout.size, generator=generator)
+    alone = torch.tensor([evaluator.model(row)[0] for row in rows])
+    assert torch.equal(evaluator.accuracies(rows), alone)
+    assert evaluator.accuracies(rows[:0]).shape == (0,)

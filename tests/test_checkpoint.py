@@ -233,9 +233,12 @@ FILL_THE_DISK = """
 set -u
 mount -t tmpfs -o size=64m tmpfs "$DISK"
 "$PYTHON" -m fedsim.cli run $RUN hydra.run.dir="$DISK/run" 2> "$OUT/stderr" &
-until [ -f "$DISK/run/checkpoint.pt" ]; do sleep 0.02; done  # round 20's, of 300
+run=$!
+while [ ! -f "$DISK/run/checkpoint.pt" ] && kill -0 $run 2> /dev/null; do  # round 20's, of 300
+  sleep 0.02
+done
 dd if=/dev/zero of="$DISK/filler" bs=64k 2> /dev/null
-wait $!; echo $? > "$OUT/status"
+wait $run; echo $? > "$OUT/status"
 cp -r "$DISK/run" "$OUT/full"
 rm "$DISK/filler"
 "$PYTHON" -m fedsim.cli resume "$DISK/run" > /dev/null 2> "$OUT/resume_stderr"

@@ -22,12 +22,14 @@ import torch
 from fedsim.errors import ConfigError, check
 
 CHECKPOINT = "checkpoint.pt"
-# What a checkpoint of numpy arrays and scalars pickles besides tensors and containers.
+# What a checkpoint of numpy arrays and scalars pickles besides tensors and containers
+# (``bytes``: the data of an empty array, ``bytes()`` at pickle protocol 2; it builds bytes).
 NUMPY_GLOBALS = [
     np._core.multiarray._reconstruct,
     np._core.multiarray.scalar,
     np.ndarray,
     np.dtype,
+    bytes,
     *{type(np.dtype(kind)) for kind in "?bBhHiIlLqQefdgFDG"},
 ]
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -205,6 +206,14 @@ def test_a_bad_checkpoint_is_refused_in_one_line_and_the_run_is_left_as_it_was(
     assert not (run_dir / "ran").exists()  # the pickle's code never ran
     after = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
     assert after == before
+
+
+def test_numpy_arrays_and_scalars_of_every_kind_round_trip(tmp_path):
+    arrays = [np.zeros(0), np.arange(3), np.ones((2, 2), dtype=bool), np.float32(1.5)]
+    checkpoint.save(tmp_path, {"rounds_completed": 1, "arrays": arrays})
+    loaded = checkpoint.load(tmp_path)["arrays"]
+    for array, back in zip(arrays, loaded, strict=True):
+        assert np.array_equal(array, back) and array.dtype == back.dtype
 
 
 def test_a_checkpoint_holds_data_only_and_loads_without_code(finished_runs):

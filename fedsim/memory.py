@@ -90,9 +90,11 @@ built run) plus what the run will still allocate (``to_allocate``).
 MLP, logistic regression, LeNet-5; momentum, a corrected aggregator,
 ``init=independent``): the measured peak was 0.84 to 0.99 times ``peak``.  There the
 measured peak less every part but ``runtime`` and ``bookkeeping`` was at most 22 MiB,
-53 MiB at 200,000 nodes, which ``RUNTIME_BYTES`` and ``BOOKKEEPING_PER_NODE`` cover.  Not
-bounded: evaluating thousands of nodes (``eval_nodes``) fragments the heap by up to
-gigabytes, from run to run, as each chunk's small result is kept between its temporaries.
+53 MiB at 200,000 nodes.  In fresh clones (their own venv, the test suite running beside)
+the same 2,000-node D-PSGD run peaked 82 to 122 MiB higher than in the development tree
+(834 and 874 MiB against 727 to 752), so ``RUNTIME_BYTES`` allows 128 MiB.  Evaluating
+thousands of nodes no longer fragments the heap (``Evaluator.accuracies`` fills one
+preallocated result; before, up to 2 GB from run to run at ``eval_nodes=20000``).
 """
 
 from __future__ import annotations
@@ -133,7 +135,7 @@ MERGE_ROWS = 4  # rows per merging node at once (LocalBackend.merge), counted
 TORCH_SPARSE_BYTES, SCIPY_SPARSE_BYTES = 20, 16  # per non-zero of a cached mixing matrix
 NODE_METRICS = 4  # per-node metrics recorded at each evaluation (engine.Simulation._evaluate)
 BOOKKEEPING_PER_NODE = 128  # measured (module docstring)
-RUNTIME_BYTES = 64 * 2**20  # measured (module docstring)
+RUNTIME_BYTES = 128 * 2**20  # measured (module docstring)
 LOOP_RUNTIME_BYTES = 72 * 2**20  # torch.optim's first optimizer imports torch._dynamo
 RECORDER_ROW_BYTES = 512  # measured (module docstring)
 INIT_ROW_BYTES = 1536  # per row of init=independent besides its model, measured
@@ -261,19 +263,19 @@ def estimate_memory(simulation: Simulation, chunk_size: int | None = None) -> Me
     """The memory ``simulation`` will need, trained in chunks of ``chunk_size`` nodes.
 
     ``chunk_size`` defaults to the backend's, or to every trained node when that is not
-    an integer (``"auto"``).  Cheap: one forward pass of one example and the plans of
-    rounds 0 and 1, which say who trains and how models are combined.
+    an integer (``"auto"``).  Cheap: one forward pass of one example and the plan of
+    round 0, which says who trains and how models are combined.
     """
     task, backend = simulation.task, simulation.backend
-    plans = _first_plans(simulation)
-    trains = [step for step in plans[0].steps if isinstance(step, Train)]
+    plan = _first_plan(simulation)
+    trains = [step for step in plan.steps if isinstance(step, Train)]
     vectorise = getattr(backend, "vectorise", True)
     vectorised = task.prefers_vectorised() if vectorise == "auto" else bool(vectorise)
-    held = _held_parts(simulation, plans, vectorised)
+    held = _held_parts(simulation, plan, vectorised)
     estimate = MemoryEstimate(
         **held,
         **_small_parts(simulation, trains, vectorised),
-        **_large_parts(simulation, plans[0], held),
+        **_large_parts(simulation, plan, held),
         data=_data_bytes(task),
         chunk_size=1,
         max_chunk_size=max([len(step.nodes) for step in trains], default=0)
@@ -289,7 +291,7 @@ def estimate_memory(simulation: Simulation, chunk_size: int | None = None) -> Me
     return estimate.with_chunk_size(chunk_size)
 
 
-def _held_parts(simulation: Simulation, plans: list[RoundPlan], vectorised: bool) -> dict[str, int]:
+def _held_parts(simulation: Simulation, plan: RoundPlan, vectorised: bool) -> dict[str, int]:
     """The parts held to the end of the run, besides the data set (module docstring)."""
     task, num_rows = simulation.task, simulation.num_rows
     row_bytes = task.layout.size * FLOAT_BYTES
@@ -297,8 +299,8 @@ def _held_parts(simulation: Simulation, plans: list[RoundPlan], vectorised: bool
     return {
         "parameters": num_rows * row_bytes,
         "momentum": num_rows * row_bytes if task.optimizer.momentum > 0 else 0,
-        "buffers": _buffer_bytes(simulation, plans[0]),
-        "mixing": _mixing_bytes(plans, simulation.rounds),
+        "buffers": _buffer_bytes(simulation, plan),
+        "mixing": _mixing_bytes(simulation, plan),
         "initialisation": num_rows * (row_bytes + INIT_ROW_BYTES) if independent else 0,
         "bookkeeping": num_rows * BOOKKEEPING_PER_NODE,
         "runtime": RUNTIME_BYTES + (not vectorised) * LOOP_RUNTIME_BYTES,
@@ -334,15 +336,11 @@ def _large_parts(simulation: Simulation, plan: RoundPlan, held: dict[str, int]) 
     }
 
 
-def _first_plans(simulation: Simulation) -> list[RoundPlan]:
-    """The plans of round 0 and, when the run has one and gossips, of round 1 (whose
-    mixing matrices say whether the backend caches a new one each round)."""
-    # A copy plans: stateful protocols (MoDeST, gossip) must start the run untouched.
-    strategy = copy.deepcopy(simulation.strategy)
-    plans = [strategy.plan(0, simulation.federation)]
-    if simulation.rounds > 1 and any(isinstance(step, Gossip) for step in plans[0].steps):
-        plans.append(strategy.plan(1, simulation.federation))
-    return plans
+def _first_plan(simulation: Simulation) -> RoundPlan:
+    """The plan of round 0, made by a copy of the strategy: stateful protocols (MoDeST,
+    gossip) must start the run untouched.  No later round is planned: a topology drawn
+    afresh each round keeps only its latest matrix, which round 0 must still find."""
+    return copy.deepcopy(simulation.strategy).plan(0, simulation.federation)
 
 
 def _training_bytes(
@@ -400,17 +398,22 @@ def _buffer_bytes(simulation: Simulation, plan: RoundPlan) -> int:
     return simulation.num_rows * (simulation.task.layout.size + 1 + corrected) * FLOAT_BYTES
 
 
-def _mixing_bytes(plans: list[RoundPlan], rounds: int) -> int:
-    """The gossip matrices the backend keeps: those of round 0 when round 1 reuses them
-    (a static topology), else a new set each round, up to its cache's size."""
-    matrices = [[step.weights for step in plan.steps if isinstance(step, Gossip)] for plan in plans]
-    if not matrices[0]:
+def _mixing_bytes(simulation: Simulation, plan: RoundPlan) -> int:
+    """The gossip matrices the backend keeps: round 0's for a static topology, one per
+    round of a time-varying topology's period (every round when it has none), up to the
+    backend's cache; a strategy that builds its own (gossip learning) a new set each round."""
+    matrices = [step.weights for step in plan.steps if isinstance(step, Gossip)]
+    if not matrices:
         return 0
-    largest = max(matrix.nnz for matrix in matrices[0])
-    first = {id(matrix) for matrix in matrices[0]}
-    if len(matrices) == 1 or {id(matrix) for matrix in matrices[1]} <= first:
-        return len(first) * largest * TORCH_SPARSE_BYTES
-    kept = min(MIXING_CACHE, rounds * len(matrices[0]))
+    largest = max(matrix.nnz for matrix in matrices)
+    topology = simulation.federation.topology
+    own = topology is not None and all(matrix is topology.mixing(0) for matrix in matrices)
+    if own and not topology.time_varying:
+        return len({id(matrix) for matrix in matrices}) * largest * TORCH_SPARSE_BYTES
+    period = topology.graphs.period if own else None
+    if period == 1:
+        return len(matrices) * largest * TORCH_SPARSE_BYTES
+    kept = min(MIXING_CACHE, (period or simulation.rounds) * len(matrices))
     return kept * largest * (TORCH_SPARSE_BYTES + SCIPY_SPARSE_BYTES)
 
 

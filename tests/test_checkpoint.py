@@ -143,7 +143,7 @@ def test_recorder_drops_rows_after_the_checkpoint_round(tmp_path):
 
 
 def test_checkpoints_are_written_atomically(tmp_path):
-    checkpoint.save(tmp_path, {"params": torch.ones(3)})
+    checkpoint.save(tmp_path, {"rounds_completed": 1, "params": torch.ones(3)})
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
     assert torch.equal(checkpoint.load(tmp_path)["params"], torch.ones(3))
 

@@ -55,6 +55,13 @@ def markdown() -> str:
         "it in sync. Choose an option with `group=option`, change a setting with",
         "`group.setting=value`.",
         "",
+        "Tests find the options themselves: each is composed and built, and each strategy runs",
+        "2 rounds and on Ray as locally. Below its description line, an option's YAML may hold",
+        "comment lines of Hydra overrides (space-separated) for these tests: `# smoke: ...` what",
+        "it needs to build and run on 12 nodes of the embedded data (e.g.",
+        "`# smoke: strategy.sample_size=4`; none: its defaults) and `# ray: ...` the Ray parity",
+        "run's settings instead (none: the smoke ones). See `tests/helpers.py`.",
+        "",
         "Run settings: " + ", ".join(f"`{k}={json.dumps(v)}`" for k, v in run_settings().items()),
     ]
     for group in (*GROUPS, *PRESETS):

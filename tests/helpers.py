@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import shlex
+
 import networkx as nx
 import numpy as np
 import torch
 
 from fedsim.backends.local import LocalBackend
+from fedsim.config import config_dir
 from fedsim.data.datasets import Dataset
 from fedsim.models import logreg
 from fedsim.strategies.base import Federation
@@ -51,3 +55,36 @@ def started_backend(task: Task, num_rows: int, zero: bool = False, **options) ->
     if zero:
         backend.params.zero_()
     return backend
+
+
+# Test settings of a config option, kept in its YAML file as comment lines (invisible to Hydra
+# and its schemas; the catalogue reads only the first comment line, the description):
+#   # smoke: strategy.sample_size=4     what the option needs to build and run 2 rounds on
+#                                       12 nodes of the embedded data (none: the defaults)
+#   # ray: strategy.sample_size=4 ...   the Ray-vs-local parity run's settings instead of
+#                                       the smoke ones (none: the smoke ones)
+# Each line holds Hydra overrides separated by spaces (shell quoting); several lines add up.
+SETTINGS_LINE = re.compile(r"#\s*(smoke|ray):(.*)")
+
+
+def settings_lines(group: str, option: str) -> dict[str, list[str]]:
+    """The overrides of the ``# smoke:`` and ``# ray:`` lines of an option's YAML file."""
+    found: dict[str, list[str]] = {}
+    lines = (config_dir() / group / f"{option}.yaml").read_text().splitlines()
+    lines = [line for line in lines if not line.startswith("# @package")]
+    for line in lines[1:]:  # after the description (fedsim.catalogue.describe)
+        match = SETTINGS_LINE.fullmatch(line)
+        if match:
+            found.setdefault(match[1], []).extend(shlex.split(match[2]))
+    return found
+
+
+def smoke_settings(group: str, option: str) -> list[str]:
+    """What ``group=option`` needs to build and run on 12 nodes of the embedded data."""
+    return settings_lines(group, option).get("smoke", [])
+
+
+def ray_settings(group: str, option: str) -> list[str]:
+    """The settings of the Ray-vs-local parity run: the ``# ray:`` line, else the smoke one."""
+    lines = settings_lines(group, option)
+    return lines.get("ray", lines.get("smoke", []))

@@ -15,12 +15,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import compose_config
+from helpers import ray_settings
 
 from fedsim import checkpoint
 from fedsim.backends import ray_backend
 from fedsim.backends.ray_local import init_local_ray
 from fedsim.backends.shard import package_directory
 from fedsim.build import build_simulation
+from fedsim.config import options
 from fedsim.errors import ConfigError, RunError
 from fedsim.metrics.recorder import Recorder
 from fedsim.runner import job_config, precheck, run_job
@@ -28,20 +30,6 @@ from fedsim.runner import job_config, precheck, run_job
 ray = pytest.importorskip("ray")
 
 FEDSIM = [sys.executable, "-m", "fedsim.cli"]
-
-STRATEGIES = {
-    "fedavg": ["strategy.sample_size=4"],
-    "dpsgd": ["topology=regular", "aggregator=variance_corrected", "init=independent"],
-    "s2s": ["strategy.num_sampled=4"],
-    "s2a": ["strategy.num_sampled=4"],
-    "modest": ["strategy.sample_size=4", "strategy.num_aggregators=2"],
-    "fl_fixed_server": ["strategy.sample_size=4"],
-    "gossip_learning": ["strategy.period_s=30"],
-    "gossip": [
-        "topology=regular", "aggregator=variance_corrected", "init=independent",
-        "strategy.train_every_min=1", "strategy.train_every_max=3",
-    ],
-}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -128,9 +116,10 @@ def metrics_of(run_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("strategy", options("strategy"))
 def test_every_strategy_gives_the_same_metrics_on_ray_and_local(strategy, tmp_path, local_ray):
-    settings = [f"strategy={strategy}", *STRATEGIES[strategy]]
+    """Every option of the strategy group, with its YAML's ``# ray:`` (else ``# smoke:``) line."""
+    settings = [f"strategy={strategy}", *ray_settings("strategy", strategy)]
     local = metrics(tmp_path, "local", *settings)
     on_ray = metrics(tmp_path, "ray", *settings, "backend=ray", "backend.num_actors=2")
     crossed = on_ray.metric == "bytes_between_actors_total"

@@ -3,28 +3,21 @@
 import numpy as np
 import pytest
 from conftest import compose_config
+from helpers import ray_settings, settings_lines, smoke_settings
 from sklearn.datasets import dump_svmlight_file
 
+from fedsim import catalogue
 from fedsim.build import build_simulation
-from fedsim.config import GROUPS, options
+from fedsim.config import GROUPS, PRESETS, options
 from fedsim.errors import ConfigError
 from fedsim.runner import precheck
 
-STRATEGY_SIZE = {
-    "fedavg": "strategy.sample_size=4",
-    "dpsgd": "strategy.local_epochs=1",
-    "s2s": "strategy.num_sampled=4",
-    "s2a": "strategy.num_sampled=4",
-    "modest": "strategy.sample_size=4",
-    "fl_fixed_server": "strategy.sample_size=4",
-    "gossip_learning": "strategy.period_s=30",
-    "gossip": "strategy.buffer_size=2",
-}
 NEEDS_FILES = {"mnist", "fashion_mnist", "cifar10", "femnist"}
 
 
 def option_overrides(group: str, option: str, tmp_path) -> list[str]:
-    """What an option needs beside itself to build on 12 nodes of the embedded data."""
+    """What an option needs beside itself and its ``# smoke:`` line (tests/helpers.py) to
+    build on 12 nodes of the embedded data: files, and options of other groups."""
     if group == "topology":
         if option == "components":  # disconnected: built for a partition that needs components
             return ["partition=by_component"]
@@ -78,9 +71,12 @@ def svmlight_file(tmp_path):
 
 @pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes_and_builds(group, option, tmp_path):
-    overrides = [f"{group}={option}", "num_nodes=12", *option_overrides(group, option, tmp_path)]
+    overrides = [f"{group}={option}", "num_nodes=12"]
+    if group != "strategy":  # a strategy's smoke line comes last, for every group's option
+        overrides += smoke_settings(group, option)
+    overrides += option_overrides(group, option, tmp_path)
     strategy = next((o.split("=")[1] for o in overrides if o.startswith("strategy=")), "fedavg")
-    overrides.append(STRATEGY_SIZE[strategy])
+    overrides += smoke_settings("strategy", strategy)  # none: the strategy's defaults
     config = compose_config(*overrides)
     if option in NEEDS_FILES:  # real data sets: without their files, one clear line
         with pytest.raises(ConfigError, match="torchvision|data.root|does not exist|download"):
@@ -89,6 +85,26 @@ def test_every_option_composes_and_builds(group, option, tmp_path):
     simulation = build_simulation(config)
     assert simulation.federation.num_nodes == 12
     assert simulation.task.layout.size > 0
+
+
+@pytest.mark.parametrize("kind", ["smoke", "ray"])
+@pytest.mark.parametrize("strategy", options("strategy"))
+def test_every_strategy_builds_with_its_test_settings(strategy, kind):
+    """A strategy's ``# smoke:`` and ``# ray:`` lines build on 12 nodes (the Ray parity run's
+    settings too, without starting Ray): a broken line fails here, not silently later."""
+    settings = {"smoke": smoke_settings, "ray": ray_settings}[kind]("strategy", strategy)
+    config = compose_config(f"strategy={strategy}", "num_nodes=12", *settings)
+    simulation = build_simulation(config)
+    assert simulation.federation.num_nodes == 12
+
+
+@pytest.mark.parametrize("group, option", [(g, o) for g in (*GROUPS, *PRESETS) for o in options(g)])
+def test_settings_lines_hold_overrides_below_the_description(group, option):
+    description, _ = catalogue.describe(group, option)
+    assert not description.startswith(("smoke:", "ray:")), "a settings line is not a description"
+    for overrides in settings_lines(group, option).values():
+        assert overrides, "an empty settings line"
+        assert all("=" in override for override in overrides), overrides
 
 
 @pytest.mark.parametrize(

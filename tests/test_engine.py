@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import compose_config
+from helpers import smoke_settings
 
+from fedsim.config import options
 from fedsim.runner import run_job
 
 AGGREGATES = [
@@ -54,6 +56,20 @@ def test_metrics_are_tidy_and_complete(tmp_path):
     assert summary["status"] == "completed" and summary["rounds_completed"] == 4
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert saved["final"]["accuracy"] == values(rows, "accuracy")[4]
+
+
+@pytest.mark.parametrize("strategy", options("strategy"))
+def test_every_strategy_runs_two_rounds(tmp_path, strategy):
+    """Every option of the strategy group, with its YAML's ``# smoke:`` line (none: defaults)."""
+    config = compose_config(
+        "num_nodes=12", "rounds=2", "eval_every=1", f"strategy={strategy}",
+        *smoke_settings("strategy", strategy),
+    )  # fmt: skip
+    summary = run_job(config, tmp_path)
+    assert summary["status"] == "completed" and summary["rounds_completed"] == 2
+    rows = pd.read_parquet(tmp_path / "metrics.parquet")
+    assert sorted(rows["round"].unique()) == [0, 1, 2]
+    assert np.isfinite(values(rows, "loss")).all() and values(rows, "bytes_sent_total")[2] > 0
 
 
 def test_fedavg_bytes_equal_the_plan(tmp_path):

@@ -68,8 +68,16 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         network=instantiate(cfg.network)(num_nodes=cfg.num_nodes, seed=cfg.seed),
         churn=_churn(cfg, strategy),
         batch_size=optimizer.batch_size,
+        momentum=optimizer.momentum,
     )
     strategy.validate(federation)
+    aggregator = instantiate(cfg.aggregator)
+    check(
+        not (aggregator.combines_rows and strategy.buffers_messages),
+        f"aggregator={_choice(cfg.aggregator)} combines the received models themselves, but "
+        f"strategy={_choice(cfg.strategy)} keeps only their weighted sum; use aggregator=mean "
+        "or aggregator=variance_corrected",
+    )
     try:
         model = instantiate(cfg.model)(
             input_shape=dataset.input_shape, num_classes=dataset.num_classes
@@ -101,7 +109,7 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         federation=federation,
         task=task,
         backend=backend,
-        aggregator=instantiate(cfg.aggregator),
+        aggregator=aggregator,
         rounds=cfg.rounds,
         eval_every=cfg.eval_every,
         eval_nodes=cfg.eval_nodes,

@@ -359,7 +359,7 @@ def _training_bytes(
     activations = optimizer.batch_size * activations_per_example * FLOAT_BYTES
     counts = [int(count) for count in task.node_data.num_examples]
     schedule = max(
-        [schedule_bytes(counts, optimizer.batch_size, s.epochs, s.steps) for s in trains],
+        [schedule_bytes(counts, optimizer.batch_size, s.most_epochs, s.most_steps) for s in trains],
         default=0,
     )
     if vectorised:

@@ -7,7 +7,7 @@ order and counts the messages each step implies.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,6 +15,8 @@ import scipy.sparse as sp
 
 if TYPE_CHECKING:
     from fedsim.privacy.noise import NoisyStep
+    from fedsim.server_optimizers.base import ServerOptimizer
+    from fedsim.training.transforms import GradientTransform
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,21 +58,45 @@ NO_MESSAGES = _messages(np.empty(0), np.empty(0), np.empty(0), None)
 
 @dataclass(frozen=True, eq=False)
 class Train:
-    """``nodes`` run local SGD: ``epochs`` passes over their data, or ``steps`` mini-batches.
+    """``nodes`` run local SGD: ``epochs`` passes over their data, or ``steps`` mini-batches,
+    either one number for all or one per node (an array aligned with ``nodes``).
 
     ``fresh_optimizer`` resets their optimizer state (momentum) first, as a client that
-    builds a new optimizer every round does.  With ``privacy`` every step is a noisy one:
-    per-example clipping and the noise it gives (set by the engine, never by a strategy).
+    builds a new optimizer every round does.  ``transforms`` rewrite each local step's
+    gradient, in order, before the optimizer takes it (FedProx's proximal term).  With
+    ``privacy`` every step is a noisy one: per-example clipping and the noise it gives (set
+    by the engine, never by a strategy).
     """
 
     nodes: np.ndarray
-    epochs: int | None = None
-    steps: int | None = None
+    epochs: int | np.ndarray | None = None
+    steps: int | np.ndarray | None = None
     fresh_optimizer: bool = True
+    transforms: tuple[GradientTransform, ...] = ()
     privacy: NoisyStep | None = None
 
     def messages(self, num_nodes: int) -> Messages:
         return NO_MESSAGES
+
+    def only(self, chosen: np.ndarray) -> Train:
+        """The same step for the nodes ``chosen`` (positions or a mask into ``nodes``)."""
+
+        def pick(work: int | np.ndarray | None) -> int | np.ndarray | None:
+            return work[chosen] if isinstance(work, np.ndarray) else work
+
+        return replace(
+            self, nodes=self.nodes[chosen], epochs=pick(self.epochs), steps=pick(self.steps)
+        )
+
+    @property
+    def most_steps(self) -> int | None:
+        """The largest per-node ``steps`` (None in epochs mode)."""
+        return None if self.steps is None else int(np.max(self.steps, initial=0))
+
+    @property
+    def most_epochs(self) -> int | None:
+        """The largest per-node ``epochs`` (None in steps mode)."""
+        return None if self.epochs is None else int(np.max(self.epochs, initial=0))
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,12 +118,15 @@ class Gossip:
 class Average:
     """Each source sends its row to each target; each target becomes ``sum_k w[k] X[sources[k]]``.
 
-    A broadcast is an average with one source.  Weights sum to one.
+    A broadcast is an average with one source.  Weights sum to one.  With ``update`` (a
+    server optimizer) each target instead moves along the pseudo-gradient ``average - X[t]``
+    as the optimizer says, with state the backend keeps (and checkpoints) under its name.
     """
 
     sources: np.ndarray
     targets: np.ndarray
     weights: np.ndarray
+    update: ServerOptimizer | None = None
 
     def messages(self, num_nodes: int) -> Messages:
         """Every source to every target; targets combine when there are several sources."""

@@ -40,3 +40,14 @@ def compose_config(*overrides: str) -> DictConfig:
 def small_config():
     """A fast config: few nodes and rounds."""
     return lambda *overrides: compose_config("num_nodes=6", "rounds=3", "eval_every=1", *overrides)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One Ray for the module: loopback only, two CPUs, no dashboard; shut down after."""
+    ray = pytest.importorskip("ray")
+    from fedsim.backends.ray_local import init_local_ray
+
+    init_local_ray(num_cpus=2)
+    yield
+    ray.shutdown()

@@ -19,7 +19,6 @@ from helpers import ray_settings
 
 from fedsim import checkpoint
 from fedsim.backends import ray_backend
-from fedsim.backends.ray_local import init_local_ray
 from fedsim.backends.shard import package_directory
 from fedsim.build import build_simulation
 from fedsim.config import options
@@ -30,14 +29,6 @@ from fedsim.runner import job_config, precheck, run_job
 ray = pytest.importorskip("ray")
 
 FEDSIM = [sys.executable, "-m", "fedsim.cli"]
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    """One Ray for the module: loopback only, two CPUs, no dashboard; shut down after."""
-    init_local_ray(num_cpus=2)
-    yield
-    ray.shutdown()
 
 
 def process_tree(root: int) -> set[int]:

@@ -11,6 +11,7 @@ class Mean:
     """Keep the (weighted) average of the mixing step as it is."""
 
     corrects = False
+    combines_rows = False  # it finishes a weighted sum; it never sees the models
 
     def tensors(self, layout: ParameterLayout) -> list[tuple[str, slice]]:
         """The tensors this aggregator rescales (none)."""

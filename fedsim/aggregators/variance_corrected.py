@@ -27,6 +27,7 @@ class VarianceCorrected:
     """
 
     corrects = True
+    combines_rows = False  # it finishes a weighted sum; it never sees the models
 
     def __init__(self, tensors: str = "weights", epsilon: float = 0.0, unbiased: bool = False):
         check(

@@ -12,6 +12,7 @@ import torch
 from fedsim.aggregators import Aggregator, Mean
 from fedsim.errors import check
 from fedsim.plans import Aggregate, Average, Gossip, Merge, Push, RoundPlan, Step, Train
+from fedsim.server_optimizers import server_step
 from fedsim.task import Task
 from fedsim.topology.base import Topology
 from fedsim.training.loop import LoopTrainer
@@ -67,6 +68,7 @@ class LocalBackend:
         self.factor_sum = torch.zeros(len(self.corrected), dtype=torch.float64)
         self.factor_count = 0
         self.buffer: dict[str, torch.Tensor] | None = None
+        self.server_states: dict[str, dict[str, torch.Tensor]] = {}
         self.node_ids: torch.Tensor | None = None  # global node of each row, when a shard
         self.params = task.initial_rows(num_rows)
         self.momentum = torch.zeros_like(self.params) if task.optimizer.momentum else None
@@ -118,8 +120,11 @@ class LocalBackend:
 
     def _average(self, step: Average) -> torch.Tensor:
         """The weighted average of the sources, finished by the aggregator when it averages
-        several received models (a broadcast of one model is not an average)."""
+        several received models (a broadcast of one model is not an average); or, with an
+        aggregator that combines the models themselves, what it makes of them."""
         sources = self.params[self._index(step.sources)]
+        if self.aggregator.combines_rows and len(step.sources) > 1:
+            return self.aggregator.combine(sources[None], self._tensor(step.weights)[None])[0]
         average = self.weighted_sum(step.weights, sources)
         if self.aggregator.corrects and len(step.sources) > 1:
             target = self.aggregator.variances(sources, self.task.layout).mean(dim=0)
@@ -131,7 +136,11 @@ class LocalBackend:
         return self._tensor(weights) @ rows
 
     def _write(self, step: Average, average: torch.Tensor) -> None:
-        self.params[self._index(step.targets)] = average
+        """The targets become the average, or move towards it by the step's server update."""
+        targets = self._index(step.targets)
+        if step.update is not None:
+            average = server_step(step.update, self.params[targets], average, self.server_states)
+        self.params[targets] = average
 
     def _gossip(self, step: Gossip) -> None:
         num_nodes = step.weights.shape[0]
@@ -140,7 +149,10 @@ class LocalBackend:
     def mix(self, weights: sp.csr_array, stacked: torch.Tensor, num_rows: int) -> torch.Tensor:
         """``W @ stacked`` for ``num_rows`` rows, where row i of W has its own model in column i;
         the aggregator finishes every row that received models, with the mean variance of
-        the models it received as the target."""
+        the models it received as the target.  An aggregator that combines the models
+        themselves gets each row's received models with its own (:meth:`combine_received`)."""
+        if self.aggregator.combines_rows:
+            return self.combine_received(weights, stacked, num_rows)
         mixed = torch.sparse.mm(self._sparse(weights), stacked)
         if self.aggregator.corrects:
             coo = weights.tocoo()
@@ -154,6 +166,25 @@ class LocalBackend:
             index = self._index(receivers)
             mixed[index] = self._finish(mixed[index], target[index] / counts[:, None])
         return mixed
+
+    def combine_received(
+        self, weights: sp.csr_array, stacked: torch.Tensor, num_rows: int
+    ) -> torch.Tensor:
+        """Each row i's aggregate of the models j with W[i, j] != 0 (its own among them),
+        computed for all rows that receive the same number of models at once."""
+        weights = sp.csr_array(weights, copy=True)  # a copy: Ray's arrays are read-only
+        weights.eliminate_zeros()
+        weights.sort_indices()
+        counts = np.diff(weights.indptr)
+        combined = stacked[:num_rows].clone()
+        for count in np.unique(counts[counts > 1]):
+            rows = np.flatnonzero(counts == count)
+            entries = weights.indptr[rows][:, None] + np.arange(count)
+            received = stacked[self._index(weights.indices[entries])]
+            combined[self._index(rows)] = self.aggregator.combine(
+                received, self._tensor(weights.data[entries])
+            )
+        return combined
 
     def _push(self, step: Push) -> None:
         self.buffer_rows(self.params[self._index(step.sources)], step.targets, step.weights)
@@ -175,6 +206,11 @@ class LocalBackend:
             self.buffer["variance"].index_add_(0, targets, variances * weights[:, None])
 
     def merge(self, step: Merge) -> None:
+        check(
+            not self.aggregator.combines_rows,
+            "a Merge step keeps only the weighted sum of what a node received, which an "
+            "aggregator that combines the models themselves cannot use",
+        )
         nodes, buffer = self._index(step.nodes), self.buffer
         check(
             buffer is not None and bool((buffer["weight"][nodes] > 0).all()),
@@ -224,8 +260,10 @@ class LocalBackend:
     def train(self, step: Train, round_idx: int) -> None:
         task, optimizer = self.task, self.task.optimizer
         nodes = torch.as_tensor(step.nodes, dtype=torch.int64, device=self.params.device)
-        size = len(nodes) if self.chunk_size == "auto" else self.chunk_size
-        for chunk in nodes.split(max(1, size)):
+        size = max(1, len(nodes) if self.chunk_size == "auto" else self.chunk_size)
+        for start in range(0, len(nodes), size):
+            chunk = nodes[start : start + size]
+            work = step.only(slice(start, start + size))
             params = self.params[chunk]
             momentum = None
             if self.momentum is not None:
@@ -239,16 +277,28 @@ class LocalBackend:
                 seed=task.seed,
                 round_idx=round_idx,
                 batch_size=optimizer.batch_size,
-                epochs=step.epochs,
-                steps=step.steps,
+                epochs=self._per_node(work.epochs),
+                steps=self._per_node(work.steps),
             )
             noisy = None if step.privacy is None else self._noisy(step, ids, round_idx)
             self.trainer.train(
-                params, momentum, batches, task.dataset.train_x, task.dataset.train_y, noisy
+                params,
+                momentum,
+                batches,
+                task.dataset.train_x,
+                task.dataset.train_y,
+                noisy,
+                step.transforms,
             )
             self.params[chunk] = params
             if self.momentum is not None:
                 self.momentum[chunk] = momentum
+
+    def _per_node(self, work: int | np.ndarray | None) -> int | torch.Tensor | None:
+        """A Train step's epochs or steps: one number, or per node on the device."""
+        if isinstance(work, np.ndarray):
+            return torch.as_tensor(work, dtype=torch.int64, device=self.params.device)
+        return work
 
     def _noisy(self, step: Train, nodes: torch.Tensor, round_idx: int) -> NoisyGradients:
         """Private steps for the chunk of global ``nodes``: clipped sums plus their noise."""
@@ -283,6 +333,7 @@ class LocalBackend:
             "params": self.params.cpu().clone(),
             "momentum": None if self.momentum is None else self.momentum.cpu().clone(),
             "buffer": _copy(self.buffer),
+            "server_states": {name: _copy(state) for name, state in self.server_states.items()},
             "factor_sum": self.factor_sum.numpy().copy(),
             "factor_count": self.factor_count,
         }
@@ -294,6 +345,10 @@ class LocalBackend:
         self.factor_count = int(state["factor_count"])
         if state["momentum"] is not None:
             self.momentum.copy_(state["momentum"])
+        self.server_states = {
+            name: {key: value.to(self.params.device) for key, value in saved.items()}
+            for name, saved in state.get("server_states", {}).items()
+        }
         buffer = _copy(state["buffer"])
         self.buffer = (
             None

@@ -23,6 +23,7 @@ from fedsim.backends.ray_local import init_local_ray
 from fedsim.backends.shard import Shard, average_of, package_directory
 from fedsim.errors import RunError, check
 from fedsim.plans import Aggregate, Average, Gossip, Merge, Push, RoundPlan, Step, Train
+from fedsim.server_optimizers import server_step
 from fedsim.task import Task
 from fedsim.topology.base import Topology
 
@@ -125,6 +126,7 @@ class RayBackend:
             ]
         )
         self.bytes_between_actors = 0.0
+        self.server_states: dict[str, dict[str, torch.Tensor]] = {}
         self.factor_sum = np.zeros(len(self.aggregator.tensors(task.layout)))
         self.factor_count = 0
 
@@ -178,12 +180,11 @@ class RayBackend:
 
     def _execute(self, step: Step, round_idx: int) -> None:
         if isinstance(step, Train):
-            self._wait(
-                [
-                    (i, self.actors[i].train.remote(nodes, step, round_idx))
-                    for i, nodes in self._split(step.nodes)
-                ]
-            )
+            calls = []
+            for i, nodes in self._split(step.nodes):
+                part = step.only(np.isin(step.nodes, nodes))
+                calls.append((i, self.actors[i].train.remote(part.nodes, part, round_idx)))
+            self._wait(calls)
         elif isinstance(step, Gossip):
             self._gossip(step.weights)
         elif isinstance(step, Average | Aggregate):
@@ -240,9 +241,17 @@ class RayBackend:
         )
 
     def _averages(self, groups: tuple[Average, ...]) -> None:
-        """Every group's average from the shards' partial sums, then written to its targets."""
+        """Every group's average from the shards' partial sums (or, for an aggregator that
+        combines the models themselves, from the models), then written to its targets or,
+        with a server update, moved towards by them."""
         averages = []
         for group in groups:
+            if self.aggregator.combines_rows and len(group.sources) > 1:
+                received = self.rows(group.sources)[None]
+                self.bytes_between_actors += len(group.sources) * self.row_bytes
+                weights = torch.as_tensor(group.weights, dtype=torch.float32)[None]
+                averages.append(self.aggregator.combine(received, weights)[0].numpy())
+                continue
             owners = self.owner[group.sources]
             parts = [
                 (i, self.actors[i].partial_average.remote(
@@ -257,9 +266,20 @@ class RayBackend:
             averages.append(weighted.astype(np.float32))
         calls = []
         for group, average in zip(groups, averages, strict=True):
+            if group.update is None:
+                calls += [
+                    (i, self.actors[i].write.remote(part, average))
+                    for i, part in self._split(group.targets)
+                ]
+                continue
+            targets = np.asarray(group.targets)
+            moved = server_step(
+                group.update, self.rows(targets), torch.from_numpy(average), self.server_states
+            ).numpy()
+            self.bytes_between_actors += 2 * len(targets) * self.row_bytes
             calls += [
-                (i, self.actors[i].write.remote(part, average))
-                for i, part in self._split(group.targets)
+                (i, self.actors[i].write.remote(part, moved[_positions(targets, part)]))
+                for i, part in self._split(targets)
             ]
         self._wait(calls)
 
@@ -355,6 +375,10 @@ class RayBackend:
         states = self._wait([(i, a.state.remote()) for i, a in enumerate(self.actors)])
         merged: dict[str, Any] = {
             "bytes_between_actors": float(self.bytes_between_actors),
+            "server_states": {
+                name: {key: value.clone() for key, value in state.items()}
+                for name, state in self.server_states.items()
+            },
             "factor_sum": self.factor_sum.copy(),
             "factor_count": int(self.factor_count),
             "shard_factor_sums": [state["factor_sum"] for state in states],
@@ -388,6 +412,10 @@ class RayBackend:
     def restore(self, state: dict[str, Any]) -> None:
         """Give each shard its rows of a :meth:`state`, and take back the counters."""
         self.bytes_between_actors = float(state["bytes_between_actors"])
+        self.server_states = {
+            name: {key: value.clone() for key, value in saved.items()}
+            for name, saved in state.get("server_states", {}).items()
+        }
         self.factor_sum = np.array(state["factor_sum"], dtype=np.float64)
         self.factor_count = int(state["factor_count"])
         sums, counts = state["shard_factor_sums"], state["shard_factor_counts"]
@@ -410,6 +438,12 @@ class RayBackend:
             }
             calls.append((index, self.actors[index].restore.remote(part)))
         self._wait(calls)
+
+
+def _positions(rows: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """Where each of ``chosen`` stands in ``rows`` (distinct row ids)."""
+    order = np.argsort(rows)
+    return order[np.searchsorted(rows[order], chosen)]
 
 
 def _order(num_rows: int, topology: Topology | None) -> np.ndarray:

@@ -197,9 +197,9 @@ def _train_then_gossip(plan: RoundPlan, num_nodes: int) -> tuple[Train, Gossip] 
 def _steps_per_round(train: Train, federation: Any) -> int:
     """Noisy steps a node takes per round at most (the count the accountant composes)."""
     if train.steps is not None:
-        return train.steps
+        return train.most_steps
     per_epoch = np.ceil(np.asarray(federation.num_examples) / federation.batch_size)
-    return int(train.epochs * per_epoch.max())
+    return int(train.most_epochs * per_epoch.max())
 
 
 def _curious_node_inverse_diagonal(found: NoiseCovariance) -> float | None:

@@ -24,7 +24,8 @@ class Federation:
 
     ``topology`` is None for strategies that do not use one (``Strategy.uses_topology``
     false) unless the partition needs it, so it costs nothing to build otherwise.
-    ``message_bytes`` is the size of one model message, ``batch_size`` the local mini-batch.
+    ``message_bytes`` is the size of one model message, ``batch_size`` the local mini-batch
+    and ``momentum`` the local optimizer's.
     """
 
     num_nodes: int
@@ -35,6 +36,7 @@ class Federation:
     churn: Churn | None = None
     message_bytes: int = 0
     batch_size: int = 1
+    momentum: float = 0.0
 
 
 class Strategy(ABC):
@@ -45,8 +47,10 @@ class Strategy(ABC):
     FedAvg; otherwise the nodes' average is), ``uses_topology`` (whether nodes talk over
     the configured graph), ``barrier`` (every round ends when the slowest node is done, as
     in synchronous D-PSGD), ``handles_churn`` (the protocol copes with nodes that crash, leave
-    and join) and implement :meth:`plan`.  Stateful protocols also implement :meth:`state`
-    and :meth:`restore` so that checkpoints can hold them.
+    and join), ``buffers_messages`` (nodes keep only the weighted sum of the models they
+    receive, so no aggregator can combine the models themselves) and implement
+    :meth:`plan`.  Stateful protocols also implement :meth:`state` and :meth:`restore` so
+    that checkpoints can hold them.
     """
 
     num_servers: ClassVar[int] = 0
@@ -54,6 +58,7 @@ class Strategy(ABC):
     uses_topology: ClassVar[bool] = False
     barrier: ClassVar[bool] = False
     handles_churn: ClassVar[bool] = False
+    buffers_messages: ClassVar[bool] = False
 
     def validate(self, federation: Federation) -> None:
         """Raise :class:`~fedsim.errors.ConfigError` if it cannot run on ``federation``."""

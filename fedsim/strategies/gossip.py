@@ -34,6 +34,7 @@ class EventGossip(Strategy):
     """
 
     uses_topology = True
+    buffers_messages = True
 
     def __init__(
         self,

@@ -12,6 +12,7 @@ from fedsim.training.layout import ParameterLayout
 from fedsim.training.private import NoisyGradients
 from fedsim.training.schedule import Batches
 from fedsim.training.sgd import SGD
+from fedsim.training.transforms import GradientTransform, transformed
 
 
 class LoopTrainer:
@@ -51,14 +52,17 @@ class LoopTrainer:
         train_x: torch.Tensor,
         train_y: torch.Tensor,
         noisy: NoisyGradients | None = None,
+        transforms: tuple[GradientTransform, ...] = (),
     ) -> None:
         """Train the (nodes, d) ``params`` (and ``momentum``) in place on ``batches``;
-        with ``noisy``, every step is a private one (clipped per example, noised)."""
+        with ``noisy``, every step is a private one (clipped per example, noised), and
+        ``transforms`` rewrite every step's gradient."""
         # Real examples fill a prefix of each batch (fedsim.training.schedule), so one
         # host-side count per (node, step) replaces boolean indexing in the loop.
         counts = batches.mask.sum(dim=-1).to(torch.int64).tolist()
         for node, node_counts in enumerate(counts):
             self.flat.copy_(params[node])
+            start = params[node : node + 1].clone() if transforms else None
             if self.flat_momentum is not None:
                 self.flat_momentum.copy_(momentum[node])
             for step, count in enumerate(node_counts):
@@ -70,6 +74,10 @@ class LoopTrainer:
                     F.cross_entropy(self.model(train_x[indices]), train_y[indices]).backward()
                 else:
                     self._noisy_gradient(noisy, batches, train_x, train_y, node, step)
+                if transforms:
+                    self._set_gradient(
+                        transformed(transforms, self._gradient()[None], self.flat[None], start)[0]
+                    )
                 self.sgd.step()
             params[node] = self.flat
             if self.flat_momentum is not None:
@@ -94,6 +102,14 @@ class LoopTrainer:
             step,
             torch.tensor([node], device=self.flat.device),
         )[0]
+        self._set_gradient(gradient)
+
+    def _gradient(self) -> torch.Tensor:
+        """The model's gradient as one flat vector."""
+        return torch.cat([weight.grad.reshape(-1) for weight in self.weights])
+
+    def _set_gradient(self, gradient: torch.Tensor) -> None:
+        """Make the flat ``gradient`` the model's gradients."""
         views = self.layout.unflatten(gradient).values()
         for weight, view in zip(self.weights, views, strict=True):
             weight.grad = view

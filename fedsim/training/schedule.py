@@ -69,13 +69,14 @@ def local_batches(
     seed: int,
     round_idx: int,
     batch_size: int,
-    epochs: int | None = None,
-    steps: int | None = None,
+    epochs: int | torch.Tensor | None = None,
+    steps: int | torch.Tensor | None = None,
 ) -> Batches:
     """The mini-batches that ``nodes`` use in round ``round_idx``.
 
     Exactly one of ``epochs`` (passes over each node's data) and ``steps`` (a fixed number of
-    mini-batch steps per node, reshuffling at each epoch boundary) is given.
+    mini-batch steps per node, reshuffling at each epoch boundary) is given: one number for
+    all nodes, or a tensor of one per node.
     """
     counts = data.counts[nodes]
     steps_per_epoch = (counts + batch_size - 1) // batch_size

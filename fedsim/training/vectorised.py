@@ -10,6 +10,7 @@ from fedsim.training.layout import ParameterLayout
 from fedsim.training.private import NoisyGradients
 from fedsim.training.schedule import Batches
 from fedsim.training.sgd import SGD
+from fedsim.training.transforms import GradientTransform, transformed
 
 
 class VectorisedTrainer:
@@ -54,11 +55,14 @@ class VectorisedTrainer:
         train_x: torch.Tensor,
         train_y: torch.Tensor,
         noisy: NoisyGradients | None = None,
+        transforms: tuple[GradientTransform, ...] = (),
     ) -> None:
         """Train the (nodes, d) ``params`` (and ``momentum``) in place on ``batches``;
-        with ``noisy``, every step is a private one (clipped per example, noised)."""
+        with ``noisy``, every step is a private one (clipped per example, noised), and
+        ``transforms`` rewrite every step's gradients."""
         active = batches.active
         everyone = torch.arange(len(params), device=params.device)
+        start = params.clone() if transforms else params
         for step in range(batches.num_steps):
             indices = batches.indices[:, step]
             x, y, weight = train_x[indices], train_y[indices], batches.mask[:, step]
@@ -66,4 +70,5 @@ class VectorisedTrainer:
                 grads = self.gradients(params, x, y, weight)
             else:
                 grads = noisy(params, x, y, weight, step, everyone)
+            grads = transformed(transforms, grads, params, start)
             self.optimizer.step(params, grads, momentum, active[:, step])

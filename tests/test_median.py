@@ -1,0 +1,61 @@
+"""The coordinate-wise median: an aggregator that combines the received models themselves."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+from conftest import compose_config
+from helpers import path_federation, started_backend, zero_logreg_task
+from test_backend_ray import metrics
+
+from fedsim.aggregators.median import Median
+from fedsim.build import build_simulation
+from fedsim.errors import ConfigError
+from fedsim.plans import Gossip, RoundPlan
+from fedsim.strategies import FedAvg
+
+
+def test_median_of_odd_and_even_counts_by_hand():
+    rows = torch.tensor([[[1.0, 9.0], [5.0, -1.0], [3.0, 4.0]]])
+    assert Median().combine(rows, torch.ones(1, 3)).tolist() == [[3.0, 4.0]]
+    assert Median().combine(rows[:, :2], torch.ones(1, 2)).tolist() == [[3.0, 4.0]]  # means
+
+
+def test_fedavg_server_takes_the_median_of_the_clients():
+    task = zero_logreg_task(lr=0.5)
+    backend = started_backend(task, num_rows=4)
+    backend.start(task, 4, Median())
+    broadcast, train, average = FedAvg(sample_size=3).plan(0, path_federation(task)).steps
+    backend.execute(RoundPlan((broadcast, train)), round_idx=0)
+    clients = backend.params[:3].clone()
+    backend.execute(RoundPlan((average,)), round_idx=0)
+    torch.testing.assert_close(backend.params[3], clients.median(dim=0).values)
+
+
+def test_gossip_takes_the_median_over_each_node_and_its_neighbours():
+    """Path 0 - 1 - 2: node 1 the median of three models, the ends the mean of two."""
+    task = zero_logreg_task()
+    backend = started_backend(task, num_rows=3)
+    backend.start(task, 3, Median())
+    backend.params.copy_(torch.tensor([[0.0] * 6, [1.0] * 6, [5.0] * 6]))
+    weights = sp.csr_array(np.array([[2, 1, 0], [1, 1, 1], [0, 1, 2]]) / 3)
+    backend.execute(RoundPlan((Gossip(weights),)), round_idx=0)
+    assert backend.params[:, 0].tolist() == [0.5, 1.0, 3.0]
+
+
+def test_a_strategy_that_buffers_refuses_the_median_in_one_line():
+    config = compose_config("strategy=gossip", "aggregator=median", "num_nodes=12")
+    with pytest.raises(ConfigError, match="aggregator=Median combines .* strategy=EventGossip"):
+        build_simulation(config)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["fedavg", "dpsgd"])
+def test_median_gives_the_same_metrics_on_ray_and_local(strategy, tmp_path, local_ray):
+    settings = [f"strategy={strategy}", "aggregator=median", "num_nodes=12", "rounds=2"]
+    local = metrics(tmp_path, "local", *settings)
+    on_ray = metrics(tmp_path, "ray", *settings, "backend=ray", "backend.num_actors=2")
+    on_ray = on_ray[on_ray.metric != "bytes_between_actors_total"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(local.drop(columns="value"), on_ray.drop(columns="value"))
+    assert np.allclose(local.value, on_ray.value, rtol=1e-4, atol=1e-5)

@@ -37,7 +37,7 @@ def test_run_writes_metrics_and_summary(tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("strategy=fedprox", "strategy=fedprox is not an option; choose one of: dpsgd, fedavg"),
+        ("strategy=fedprocs", "strategy=fedprocs is not an option; choose one of: dpsgd"),
         (
             "strategy.sample_sise=3",
             "strategy.sample_sise is not a setting; did you mean strategy.sample_size?",

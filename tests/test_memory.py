@@ -3,7 +3,6 @@ and one real run whose peak resident memory it bounds."""
 
 import json
 import math
-import os
 import subprocess
 import sys
 

@@ -7,6 +7,7 @@ import numpy as np
 from fedsim import rng
 from fedsim.errors import check
 from fedsim.plans import Average, RoundPlan, Train
+from fedsim.server_optimizers import ServerOptimizer
 from fedsim.strategies.base import Federation, SampleSize, Strategy, local_work
 
 
@@ -21,10 +22,14 @@ class FedAvg(Strategy):
     global model by their average weighted by number of examples
     (``weighting="num_examples"``) or uniformly (``weighting="uniform"``).
     Clients talk to the server only, so the configured topology is not used.
+
+    Variants override :meth:`local_training` (FedProx, FedNova), :meth:`aggregation`
+    (FedNova) or set ``server_optimizer`` (FedAvgM, FedAdam, ...).
     """
 
     num_servers = 1
     server_holds_global_model = True
+    server_optimizer: ServerOptimizer | None = None  # None: the average becomes the model
 
     def __init__(
         self,
@@ -55,19 +60,31 @@ class FedAvg(Strategy):
                 federation.num_nodes, self.sampling.of(federation.num_nodes), replace=False
             )
         )
-        if self.weighting == "num_examples" and federation.num_examples[sampled].sum() > 0:
-            weights = federation.num_examples[sampled] / federation.num_examples[sampled].sum()
-        else:
-            weights = np.full(len(sampled), 1.0 / len(sampled))
         return RoundPlan(
             steps=(
                 Average(sources=server, targets=sampled, weights=np.ones(1)),
-                Train(
-                    sampled,
-                    epochs=self.local_epochs,
-                    steps=self.local_steps,
-                    fresh_optimizer=self.fresh_optimizer,
-                ),
-                Average(sources=sampled, targets=server, weights=weights),
+                self.local_training(sampled, round_idx, federation),
+                self.aggregation(sampled, round_idx, federation),
             )
         )
+
+    def local_training(self, sampled: np.ndarray, round_idx: int, federation: Federation) -> Train:
+        """What the sampled clients do with the global model."""
+        return Train(
+            sampled,
+            epochs=self.local_epochs,
+            steps=self.local_steps,
+            fresh_optimizer=self.fresh_optimizer,
+        )
+
+    def aggregation(self, sampled: np.ndarray, round_idx: int, federation: Federation) -> Average:
+        """The server's average of the clients' models, applied by its server optimizer."""
+        server = np.array([federation.num_nodes])
+        weights = self.client_weights(sampled, federation)
+        return Average(sampled, server, weights, update=self.server_optimizer)
+
+    def client_weights(self, sampled: np.ndarray, federation: Federation) -> np.ndarray:
+        """Each sampled client's weight in the average (they sum to one)."""
+        if self.weighting == "num_examples" and federation.num_examples[sampled].sum() > 0:
+            return federation.num_examples[sampled] / federation.num_examples[sampled].sum()
+        return np.full(len(sampled), 1.0 / len(sampled))

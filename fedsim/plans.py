@@ -118,15 +118,26 @@ class Gossip:
 class Average:
     """Each source sends its row to each target; each target becomes ``sum_k w[k] X[sources[k]]``.
 
-    A broadcast is an average with one source.  Weights sum to one.  With ``update`` (a
-    server optimizer) each target instead moves along the pseudo-gradient ``average - X[t]``
-    as the optimizer says, with state the backend keeps (and checkpoints) under its name.
+    A broadcast is an average with one source.  Weights sum to one (but for an update
+    that accumulates).  ``payload`` names what is sent: the model (``"params"``) or a
+    per-row state a strategy keeps beside it (SCAFFOLD's control variates), written into
+    the targets' ``into`` (the same name unless given); the aggregator combines models
+    only.  With ``update`` (a server optimizer) each target instead moves as the optimizer
+    says from its current row and the average, with state the backend keeps (and
+    checkpoints) under the slot's and the optimizer's names.
     """
 
     sources: np.ndarray
     targets: np.ndarray
     weights: np.ndarray
     update: ServerOptimizer | None = None
+    payload: str = "params"
+    into: str | None = None
+
+    @property
+    def written(self) -> str:
+        """The slot the targets' rows are written into."""
+        return self.into or self.payload
 
     def messages(self, num_nodes: int) -> Messages:
         """Every source to every target; targets combine when there are several sources."""

@@ -62,7 +62,7 @@ def test_yogi_second_moment_shrinks_when_it_exceeds_the_squared_delta():
     yogi = ServerYogi(LR, BETA1, BETA2, TAU, v0=10.0)
     server_step(yogi, X, AVERAGE, states)
     expected = 10.0 - (1 - BETA2) * DELTA**2  # sign(10 - delta^2) = +1
-    np.testing.assert_allclose(states["ServerYogi"]["v"][0].numpy(), expected)
+    np.testing.assert_allclose(states["params/ServerYogi"]["v"][0].numpy(), expected)
 
 
 def test_server_momentum_by_hand():

@@ -18,6 +18,7 @@ from fedsim.topology.base import Topology
 from fedsim.training.loop import LoopTrainer
 from fedsim.training.private import ClippedGradients, NoisyGradients
 from fedsim.training.schedule import local_batches
+from fedsim.training.transforms import Rewrite, slot_names
 from fedsim.training.vectorised import VectorisedTrainer
 
 MIXING_CACHE = 64  # mixing matrices kept on the device (more than any period in use)
@@ -69,6 +70,7 @@ class LocalBackend:
         self.factor_count = 0
         self.buffer: dict[str, torch.Tensor] | None = None
         self.server_states: dict[str, dict[str, torch.Tensor]] = {}
+        self.slots: dict[str, torch.Tensor] = {}  # per-row states beside the parameters
         self.node_ids: torch.Tensor | None = None  # global node of each row, when a shard
         self.params = task.initial_rows(num_rows)
         self.momentum = torch.zeros_like(self.params) if task.optimizer.momentum else None
@@ -122,11 +124,12 @@ class LocalBackend:
         """The weighted average of the sources, finished by the aggregator when it averages
         several received models (a broadcast of one model is not an average); or, with an
         aggregator that combines the models themselves, what it makes of them."""
-        sources = self.params[self._index(step.sources)]
-        if self.aggregator.combines_rows and len(step.sources) > 1:
+        sources = self.slot(step.payload)[self._index(step.sources)]
+        combines = step.payload == "params" and len(step.sources) > 1  # models, received
+        if combines and self.aggregator.combines_rows:
             return self.aggregator.combine(sources[None], self._tensor(step.weights)[None])[0]
         average = self.weighted_sum(step.weights, sources)
-        if self.aggregator.corrects and len(step.sources) > 1:
+        if combines and self.aggregator.corrects:
             target = self.aggregator.variances(sources, self.task.layout).mean(dim=0)
             average = self._finish(average[None], target[None])[0]
         return average
@@ -137,10 +140,21 @@ class LocalBackend:
 
     def _write(self, step: Average, average: torch.Tensor) -> None:
         """The targets become the average, or move towards it by the step's server update."""
-        targets = self._index(step.targets)
+        targets, rows = self._index(step.targets), self.slot(step.written)
         if step.update is not None:
-            average = server_step(step.update, self.params[targets], average, self.server_states)
-        self.params[targets] = average
+            average = server_step(
+                step.update, rows[targets], average, self.server_states, step.written
+            )
+        rows[targets] = average
+
+    def slot(self, name: str) -> torch.Tensor:
+        """The (rows, d) tensor of ``name``: the parameters, or a per-row state that a plan
+        or a transform uses (zero until first written)."""
+        if name == "params":
+            return self.params
+        if name not in self.slots:
+            self.slots[name] = torch.zeros_like(self.params)
+        return self.slots[name]
 
     def _gossip(self, step: Gossip) -> None:
         num_nodes = step.weights.shape[0]
@@ -281,6 +295,11 @@ class LocalBackend:
                 steps=self._per_node(work.steps),
             )
             noisy = None if step.privacy is None else self._noisy(step, ids, round_idx)
+            names = slot_names(step.transforms)
+            rewrite = None
+            if step.transforms:
+                slots = {name: self.slot(name)[chunk] for name in names}
+                rewrite = Rewrite(step.transforms, params.clone(), slots)
             self.trainer.train(
                 params,
                 momentum,
@@ -288,8 +307,12 @@ class LocalBackend:
                 task.dataset.train_x,
                 task.dataset.train_y,
                 noisy,
-                step.transforms,
+                rewrite,
             )
+            if rewrite is not None:
+                rewrite.finish(params, batches.active.sum(dim=1), optimizer.lr)
+                for name in names:
+                    self.slot(name)[chunk] = rewrite.slots[name]
             self.params[chunk] = params
             if self.momentum is not None:
                 self.momentum[chunk] = momentum
@@ -327,13 +350,15 @@ class LocalBackend:
         return self._mixing[key][1]
 
     def state(self) -> dict[str, Any]:
-        """Copies of everything the rows hold: parameters, momentum, merge buffers (on CPU),
-        and the correction factors summed since the last report."""
+        """Copies of everything the rows hold: parameters, momentum, merge buffers, per-row
+        slots, server-optimizer states (on CPU), and the correction factors summed since
+        the last report."""
         return {
             "params": self.params.cpu().clone(),
             "momentum": None if self.momentum is None else self.momentum.cpu().clone(),
             "buffer": _copy(self.buffer),
             "server_states": {name: _copy(state) for name, state in self.server_states.items()},
+            "slots": _copy(self.slots),
             "factor_sum": self.factor_sum.numpy().copy(),
             "factor_count": self.factor_count,
         }
@@ -348,6 +373,9 @@ class LocalBackend:
         self.server_states = {
             name: {key: value.to(self.params.device) for key, value in saved.items()}
             for name, saved in state.get("server_states", {}).items()
+        }
+        self.slots = {
+            name: rows.to(self.params.device) for name, rows in state.get("slots", {}).items()
         }
         buffer = _copy(state["buffer"])
         self.buffer = (

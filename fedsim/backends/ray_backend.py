@@ -246,7 +246,8 @@ class RayBackend:
         with a server update, moved towards by them."""
         averages = []
         for group in groups:
-            if self.aggregator.combines_rows and len(group.sources) > 1:
+            combines = group.payload == "params" and len(group.sources) > 1
+            if combines and self.aggregator.combines_rows:
                 received = self.rows(group.sources)[None]
                 self.bytes_between_actors += len(group.sources) * self.row_bytes
                 weights = torch.as_tensor(group.weights, dtype=torch.float32)[None]
@@ -255,30 +256,35 @@ class RayBackend:
             owners = self.owner[group.sources]
             parts = [
                 (i, self.actors[i].partial_average.remote(
-                    group.sources[owners == i], group.weights[owners == i]
+                    group.sources[owners == i], group.weights[owners == i], group.payload
                 ))
                 for i in np.unique(owners)
             ]  # fmt: skip
             weighted, variances = average_of(self._wait(parts))
-            if self.aggregator.corrects and len(group.sources) > 1:
+            if combines and self.aggregator.corrects:
                 weighted = self._finish(weighted, variances / len(group.sources))
             self.bytes_between_actors += len(parts) * self.row_bytes
             averages.append(weighted.astype(np.float32))
         calls = []
         for group, average in zip(groups, averages, strict=True):
+            slot = group.written
             if group.update is None:
                 calls += [
-                    (i, self.actors[i].write.remote(part, average))
+                    (i, self.actors[i].write.remote(part, average, slot))
                     for i, part in self._split(group.targets)
                 ]
                 continue
             targets = np.asarray(group.targets)
             moved = server_step(
-                group.update, self.rows(targets), torch.from_numpy(average), self.server_states
+                group.update,
+                self.rows(targets, slot),
+                torch.from_numpy(average),
+                self.server_states,
+                slot,
             ).numpy()
             self.bytes_between_actors += 2 * len(targets) * self.row_bytes
             calls += [
-                (i, self.actors[i].write.remote(part, moved[_positions(targets, part)]))
+                (i, self.actors[i].write.remote(part, moved[_positions(targets, part)], slot))
                 for i, part in self._split(targets)
             ]
         self._wait(calls)
@@ -309,11 +315,12 @@ class RayBackend:
 
     # --- reading rows --------------------------------------------------------------------
 
-    def rows(self, rows: np.ndarray | slice) -> torch.Tensor:
-        """A copy of the given rows (gathered from their shards), in the order asked."""
+    def rows(self, rows: np.ndarray | slice, slot: str = "params") -> torch.Tensor:
+        """A copy of the given rows (of ``slot``, gathered from their shards), in the order
+        asked."""
         rows = np.arange(self.num_rows)[rows] if isinstance(rows, slice) else np.asarray(rows)
         owners = self.owner[rows]
-        calls = [(i, self.actors[i].get.remote(rows[owners == i])) for i in np.unique(owners)]
+        calls = [(i, self.actors[i].get.remote(rows[owners == i], slot)) for i in np.unique(owners)]
         result = np.empty((len(rows), self.task.layout.size), dtype=np.float32)
         for (shard, _), part in zip(calls, self._wait(calls), strict=True):
             result[owners == shard] = part
@@ -387,19 +394,24 @@ class RayBackend:
         for key in ("params", "momentum"):
             merged[key] = self._gather([state[key] for state in states])
         buffers = [state["buffer"] for state in states]
-        merged["buffer"] = None
-        if any(buffer is not None for buffer in buffers):
-            template = next(buffer for buffer in buffers if buffer is not None)
-            merged["buffer"] = {
-                name: self._gather(
-                    [
-                        torch.zeros(len(rows), *value.shape[1:]) if buffer is None else buffer[name]
-                        for rows, buffer in zip(self.shards, buffers, strict=True)
-                    ]
-                )
-                for name, value in template.items()
-            }
+        merged["buffer"] = (
+            self._gather_named(buffers) if any(part is not None for part in buffers) else None
+        )
+        merged["slots"] = self._gather_named([state["slots"] for state in states])
         return merged
+
+    def _gather_named(self, parts: list[dict[str, torch.Tensor] | None]) -> dict[str, Any]:
+        """Named tensors gathered from the shards, zero where a shard has none of a name."""
+        shapes = {name: value.shape[1:] for part in parts if part for name, value in part.items()}
+        return {
+            name: self._gather(
+                [
+                    part[name] if part and name in part else torch.zeros(len(rows), *shape)
+                    for rows, part in zip(self.shards, parts, strict=True)
+                ]
+            )
+            for name, shape in shapes.items()
+        }
 
     def _gather(self, parts: list[torch.Tensor | None]) -> torch.Tensor | None:
         if parts[0] is None:
@@ -433,6 +445,9 @@ class RayBackend:
                 "buffer": None
                 if state["buffer"] is None
                 else {name: value[index_rows] for name, value in state["buffer"].items()},
+                "slots": {
+                    name: value[index_rows] for name, value in state.get("slots", {}).items()
+                },
                 "factor_sum": sums[index],
                 "factor_count": counts[index],
             }

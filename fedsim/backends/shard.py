@@ -49,9 +49,10 @@ class Shard:
         """Positions of global ``rows`` (all held here) in this shard."""
         return np.searchsorted(self.rows, rows)
 
-    def get(self, rows: np.ndarray) -> np.ndarray:
-        """Copies of global ``rows`` as a float32 array (what other shards receive)."""
-        return self.backend.params[torch.as_tensor(self.local(rows))].cpu().numpy()
+    def get(self, rows: np.ndarray, slot: str = "params") -> np.ndarray:
+        """Copies of global ``rows`` (of ``slot``) as a float32 array (what other shards
+        receive)."""
+        return self.backend.slot(slot)[torch.as_tensor(self.local(rows))].cpu().numpy()
 
     def train(self, nodes: np.ndarray, step: Train, round_idx: int) -> None:
         self.backend.train(replace(step, nodes=self.local(nodes)), round_idx)
@@ -64,21 +65,22 @@ class Shard:
         stacked = torch.cat([own, *(torch.from_numpy(part).to(own.device) for part in foreign)])
         self.backend.params[index] = self.backend.mix(weights, stacked, len(own))
 
-    def partial_average(self, sources: np.ndarray, weights: np.ndarray) -> tuple[Any, Any]:
-        """``sum_k w_k X[sources_k]`` over the sources held here, and the sum of their
-        per-tensor variances (for a correcting aggregator)."""
-        rows = self.backend.params[torch.as_tensor(self.local(sources))]
+    def partial_average(
+        self, sources: np.ndarray, weights: np.ndarray, payload: str = "params"
+    ) -> tuple[Any, Any]:
+        """``sum_k w_k X[sources_k]`` (of ``payload``) over the sources held here, and the sum
+        of their per-tensor variances (for a correcting aggregator, of models only)."""
+        rows = self.backend.slot(payload)[torch.as_tensor(self.local(sources))]
         weighted = self.backend.weighted_sum(weights, rows).cpu().numpy()
         variances = None
-        if self.backend.aggregator.corrects:
+        if self.backend.aggregator.corrects and payload == "params":
             layout = self.backend.task.layout
             variances = self.backend.aggregator.variances(rows, layout).sum(dim=0).cpu().numpy()
         return weighted, variances
 
-    def write(self, targets: np.ndarray, row: np.ndarray) -> None:
-        self.backend.params[torch.as_tensor(self.local(targets))] = torch.from_numpy(row).to(
-            self.backend.params.device
-        )
+    def write(self, targets: np.ndarray, row: np.ndarray, slot: str = "params") -> None:
+        rows = self.backend.slot(slot)
+        rows[torch.as_tensor(self.local(targets))] = torch.from_numpy(row).to(rows.device)
 
     def push(self, targets: np.ndarray, weights: np.ndarray, *parts: np.ndarray) -> None:
         """Buffer the pushed models (``parts`` concatenated, in message order) at ``targets``."""

@@ -44,11 +44,14 @@ class _Adaptive:
     def second_moment(self, v: torch.Tensor, squared: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def update(self, delta: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    def update(
+        self, rows: torch.Tensor, average: torch.Tensor, state: State
+    ) -> tuple[torch.Tensor, State]:
+        delta = average - rows
         m = self.beta1 * state["m"] + (1 - self.beta1) * delta
         v = self.second_moment(state["v"], delta.square())
         step = state["step"] + 1
-        return self.move(m, v, int(step)), {"m": m, "v": v, "step": step}
+        return rows + self.move(m, v, int(step)), {"m": m, "v": v, "step": step}
 
     def move(self, m: torch.Tensor, v: torch.Tensor, step: int) -> torch.Tensor:
         return self.lr * m / (v.sqrt() + self.tau)

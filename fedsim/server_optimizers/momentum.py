@@ -30,6 +30,8 @@ class ServerMomentum:
     def init(self, rows: torch.Tensor) -> State:
         return {"velocity": torch.zeros_like(rows)}
 
-    def update(self, delta: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        velocity = self.momentum * state["velocity"] + delta  # = -u, in delta's direction
-        return self.lr * velocity, {"velocity": velocity}
+    def update(
+        self, rows: torch.Tensor, average: torch.Tensor, state: State
+    ) -> tuple[torch.Tensor, State]:
+        velocity = self.momentum * state["velocity"] + (average - rows)  # -u
+        return rows + self.lr * velocity, {"velocity": velocity}

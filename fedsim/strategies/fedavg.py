@@ -54,12 +54,7 @@ class FedAvg(Strategy):
 
     def plan(self, round_idx: int, federation: Federation) -> RoundPlan:
         server = np.array([federation.num_nodes])
-        generator = rng.generator(federation.seed, rng.SAMPLING, round_idx)
-        sampled = np.sort(
-            generator.choice(
-                federation.num_nodes, self.sampling.of(federation.num_nodes), replace=False
-            )
-        )
+        sampled = self.sample(round_idx, federation)
         return RoundPlan(
             steps=(
                 Average(sources=server, targets=sampled, weights=np.ones(1)),
@@ -67,6 +62,12 @@ class FedAvg(Strategy):
                 self.aggregation(sampled, round_idx, federation),
             )
         )
+
+    def sample(self, round_idx: int, federation: Federation) -> np.ndarray:
+        """This round's clients, drawn uniformly without replacement (sorted)."""
+        generator = rng.generator(federation.seed, rng.SAMPLING, round_idx)
+        count = self.sampling.of(federation.num_nodes)
+        return np.sort(generator.choice(federation.num_nodes, count, replace=False))
 
     def local_training(self, sampled: np.ndarray, round_idx: int, federation: Federation) -> Train:
         """What the sampled clients do with the global model."""

@@ -12,18 +12,19 @@ from fedsim.errors import check
 from fedsim.plans import Train
 from fedsim.strategies.base import Federation
 from fedsim.strategies.fedavg import FedAvg
+from fedsim.training.transforms import GradientTransform, Slots
 
 STRAGGLERS = 1  # the sampling stream's coordinate for who straggles
 
 
 @dataclass(frozen=True)
-class Proximal:
+class Proximal(GradientTransform):
     """The gradient of ``F(w) + mu/2 ||w - w_start||^2``: ``g + mu (w - w_start)``."""
 
     mu: float
 
     def __call__(
-        self, grads: torch.Tensor, params: torch.Tensor, start: torch.Tensor
+        self, grads: torch.Tensor, params: torch.Tensor, start: torch.Tensor, slots: Slots
     ) -> torch.Tensor:
         return grads + self.mu * (params - start)
 

@@ -12,7 +12,7 @@ from fedsim.training.layout import ParameterLayout
 from fedsim.training.private import NoisyGradients
 from fedsim.training.schedule import Batches
 from fedsim.training.sgd import SGD
-from fedsim.training.transforms import GradientTransform, transformed
+from fedsim.training.transforms import Rewrite
 
 
 class LoopTrainer:
@@ -52,17 +52,16 @@ class LoopTrainer:
         train_x: torch.Tensor,
         train_y: torch.Tensor,
         noisy: NoisyGradients | None = None,
-        transforms: tuple[GradientTransform, ...] = (),
+        rewrite: Rewrite | None = None,
     ) -> None:
         """Train the (nodes, d) ``params`` (and ``momentum``) in place on ``batches``;
         with ``noisy``, every step is a private one (clipped per example, noised), and
-        ``transforms`` rewrite every step's gradient."""
+        ``rewrite`` transforms every step's gradient."""
         # Real examples fill a prefix of each batch (fedsim.training.schedule), so one
         # host-side count per (node, step) replaces boolean indexing in the loop.
         counts = batches.mask.sum(dim=-1).to(torch.int64).tolist()
         for node, node_counts in enumerate(counts):
             self.flat.copy_(params[node])
-            start = params[node : node + 1].clone() if transforms else None
             if self.flat_momentum is not None:
                 self.flat_momentum.copy_(momentum[node])
             for step, count in enumerate(node_counts):
@@ -74,10 +73,8 @@ class LoopTrainer:
                     F.cross_entropy(self.model(train_x[indices]), train_y[indices]).backward()
                 else:
                     self._noisy_gradient(noisy, batches, train_x, train_y, node, step)
-                if transforms:
-                    self._set_gradient(
-                        transformed(transforms, self._gradient()[None], self.flat[None], start)[0]
-                    )
+                if rewrite is not None:
+                    self._set_gradient(rewrite(self._gradient()[None], self.flat[None], node)[0])
                 self.sgd.step()
             params[node] = self.flat
             if self.flat_momentum is not None:

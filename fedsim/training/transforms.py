@@ -1,33 +1,74 @@
 """Gradient transforms: what a strategy does to each local step's gradient before the
-optimizer takes it (FedProx's proximal term), for stacked rows of nodes."""
+optimizer takes it (FedProx's proximal term, SCAFFOLD's control variates), for stacked
+rows of nodes, with any per-node state they need kept by the backend."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
+Slots = dict[str, torch.Tensor]
 
-class GradientTransform(Protocol):
-    """A rewrite of the (nodes, d) gradients at one local step.
 
-    ``params`` are the nodes' parameters now, ``start`` what they were when this round's
-    training began; the result is the gradient the optimizer steps with.
+class GradientTransform:
+    """A rewrite of the (nodes, d) gradients at each local step of a Train step.
+
+    ``slots`` names the per-row states (besides the parameters) the transform reads and
+    writes: the backend hands it the training nodes' rows of each, as a dict of (nodes, d)
+    tensors, and keeps what :meth:`finish` leaves in them (SCAFFOLD's control variates).
     """
 
+    slots: ClassVar[tuple[str, ...]] = ()
+
     def __call__(
-        self, grads: torch.Tensor, params: torch.Tensor, start: torch.Tensor
-    ) -> torch.Tensor: ...
+        self, grads: torch.Tensor, params: torch.Tensor, start: torch.Tensor, slots: Slots
+    ) -> torch.Tensor:
+        """The gradient to step with; ``params`` are the nodes' parameters now, ``start``
+        what they were when this round's training began."""
+        raise NotImplementedError
+
+    def finish(
+        self,
+        params: torch.Tensor,
+        start: torch.Tensor,
+        steps: torch.Tensor,
+        lr: float,
+        slots: Slots,
+    ) -> None:
+        """After training, with ``steps`` (nodes,) the local steps each node took at
+        learning rate ``lr``: update ``slots`` in place (nothing by default)."""
 
 
-def transformed(
-    transforms: Sequence[GradientTransform],
-    grads: torch.Tensor,
-    params: torch.Tensor,
-    start: torch.Tensor,
-) -> torch.Tensor:
-    """``grads`` through every transform, in order."""
-    for transform in transforms:
-        grads = transform(grads, params, start)
-    return grads
+@dataclass(frozen=True, eq=False)
+class Rewrite:
+    """A chunk's transforms with what they read: its rows at the start of training and its
+    rows of every slot the transforms use."""
+
+    transforms: tuple[GradientTransform, ...]
+    start: torch.Tensor
+    slots: Slots
+
+    def __call__(
+        self, grads: torch.Tensor, params: torch.Tensor, node: int | None = None
+    ) -> torch.Tensor:
+        """``grads`` through every transform, for the whole chunk or for its ``node`` alone."""
+        start, slots = self.start, self.slots
+        if node is not None:
+            start = start[node : node + 1]
+            slots = {name: rows[node : node + 1] for name, rows in slots.items()}
+        for transform in self.transforms:
+            grads = transform(grads, params, start, slots)
+        return grads
+
+    def finish(self, params: torch.Tensor, steps: torch.Tensor, lr: float) -> None:
+        """Every transform's :meth:`GradientTransform.finish`, in order."""
+        for transform in self.transforms:
+            transform.finish(params, self.start, steps, lr, self.slots)
+
+
+def slot_names(transforms: Sequence[GradientTransform]) -> list[str]:
+    """Every slot the transforms use, once each, in order."""
+    return list(dict.fromkeys(name for transform in transforms for name in transform.slots))

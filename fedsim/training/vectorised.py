@@ -10,7 +10,7 @@ from fedsim.training.layout import ParameterLayout
 from fedsim.training.private import NoisyGradients
 from fedsim.training.schedule import Batches
 from fedsim.training.sgd import SGD
-from fedsim.training.transforms import GradientTransform, transformed
+from fedsim.training.transforms import Rewrite
 
 
 class VectorisedTrainer:
@@ -55,14 +55,13 @@ class VectorisedTrainer:
         train_x: torch.Tensor,
         train_y: torch.Tensor,
         noisy: NoisyGradients | None = None,
-        transforms: tuple[GradientTransform, ...] = (),
+        rewrite: Rewrite | None = None,
     ) -> None:
         """Train the (nodes, d) ``params`` (and ``momentum``) in place on ``batches``;
         with ``noisy``, every step is a private one (clipped per example, noised), and
-        ``transforms`` rewrite every step's gradients."""
+        ``rewrite`` transforms every step's gradients."""
         active = batches.active
         everyone = torch.arange(len(params), device=params.device)
-        start = params.clone() if transforms else params
         for step in range(batches.num_steps):
             indices = batches.indices[:, step]
             x, y, weight = train_x[indices], train_y[indices], batches.mask[:, step]
@@ -70,5 +69,6 @@ class VectorisedTrainer:
                 grads = self.gradients(params, x, y, weight)
             else:
                 grads = noisy(params, x, y, weight, step, everyone)
-            grads = transformed(transforms, grads, params, start)
+            if rewrite is not None:
+                grads = rewrite(grads, params)
             self.optimizer.step(params, grads, momentum, active[:, step])

@@ -12,6 +12,7 @@ from fedsim.partitions.by_component import by_component
 from fedsim.partitions.dirichlet import dirichlet_per_class, dirichlet_per_node
 from fedsim.partitions.histogram import label_histograms
 from fedsim.partitions.iid import iid
+from fedsim.partitions.labels_per_node import labels_per_node
 from fedsim.partitions.natural import natural
 from fedsim.partitions.quantity_skew import quantity_skew
 from fedsim.partitions.shards import shards
@@ -22,6 +23,7 @@ __all__ = [
     "dirichlet_per_node",
     "iid",
     "label_histograms",
+    "labels_per_node",
     "natural",
     "quantity_skew",
     "shards",

@@ -17,9 +17,9 @@ from fedsim.strategies import FedAvg
 
 
 def test_median_of_odd_and_even_counts_by_hand():
-    rows = torch.tensor([[[1.0, 9.0], [5.0, -1.0], [3.0, 4.0]]])
-    assert Median().combine(rows, torch.ones(1, 3)).tolist() == [[3.0, 4.0]]
-    assert Median().combine(rows[:, :2], torch.ones(1, 2)).tolist() == [[3.0, 4.0]]  # means
+    rows, own = torch.tensor([[[1.0, 9.0], [5.0, -1.0], [3.0, 4.0]]]), torch.zeros(1, 2)
+    assert Median().combine(rows, torch.ones(1, 3), own).tolist() == [[3.0, 4.0]]
+    assert Median().combine(rows[:, :2], torch.ones(1, 2), own).tolist() == [[3.0, 4.0]]  # means
 
 
 def test_fedavg_server_takes_the_median_of_the_clients():

@@ -16,8 +16,9 @@ class Median(Mean):
 
     combines_rows = True
 
-    def combine(self, rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """(targets, d) medians of ``rows`` (targets, k, d); ``weights`` (targets, k) unused."""
+    def combine(self, rows: torch.Tensor, weights: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+        """(targets, d) medians of ``rows`` (targets, k, d); the ``weights`` (targets, k) and
+        the targets' ``own`` current rows (targets, d) are unused."""
         ordered = rows.sort(dim=1).values
         count = rows.shape[1]
         middle = ordered[:, (count - 1) // 2]

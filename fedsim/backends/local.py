@@ -73,7 +73,13 @@ class LocalBackend:
         self.slots: dict[str, torch.Tensor] = {}  # per-row states beside the parameters
         self.node_ids: torch.Tensor | None = None  # global node of each row, when a shard
         self.params = task.initial_rows(num_rows)
-        self.momentum = torch.zeros_like(self.params) if task.optimizer.momentum else None
+        self.optimizer_state = task.optimizer.init(self.params)  # per-row, beside params
+        # Each row's local steps since the run began, for a schedule by local step.
+        self.local_steps = (
+            torch.zeros(num_rows, dtype=torch.int64, device=self.params.device)
+            if task.lr_schedule.by == "local_step"
+            else None
+        )
         vectorise = task.prefers_vectorised() if self.vectorise == "auto" else self.vectorise
         self.trainer = (
             self._trainer(task)
@@ -82,6 +88,11 @@ class LocalBackend:
         )
         self._mixing: dict[int, tuple[sp.csr_array, torch.Tensor]] = {}
         self._clipped: ClippedGradients | None = None
+
+    @property
+    def momentum(self) -> torch.Tensor | None:
+        """SGD's per-row momentum buffers, if the optimizer keeps them."""
+        return self.optimizer_state.get("momentum")
 
     def _trainer(self, task: Task) -> VectorisedTrainer | LoopTrainer:
         """The vectorised trainer, or the loop with a warning if vmap cannot run this model."""
@@ -126,8 +137,11 @@ class LocalBackend:
         aggregator that combines the models themselves, what it makes of them."""
         sources = self.slot(step.payload)[self._index(step.sources)]
         combines = step.payload == "params" and len(step.sources) > 1  # models, received
-        if combines and self.aggregator.combines_rows:
-            return self.aggregator.combine(sources[None], self._tensor(step.weights)[None])[0]
+        if combines and self.aggregator.combines_rows:  # one combination per target
+            own = self.params[self._index(step.targets)]
+            received = sources.expand(len(own), *sources.shape)
+            weights = self._tensor(step.weights).expand(len(own), -1)
+            return self.aggregator.combine(received, weights, own)
         average = self.weighted_sum(step.weights, sources)
         if combines and self.aggregator.corrects:
             target = self.aggregator.variances(sources, self.task.layout).mean(dim=0)
@@ -196,7 +210,7 @@ class LocalBackend:
             entries = weights.indptr[rows][:, None] + np.arange(count)
             received = stacked[self._index(weights.indices[entries])]
             combined[self._index(rows)] = self.aggregator.combine(
-                received, self._tensor(weights.data[entries])
+                received, self._tensor(weights.data[entries]), stacked[self._index(rows)]
             )
         return combined
 
@@ -272,18 +286,20 @@ class LocalBackend:
         return torch.as_tensor(values, dtype=self.params.dtype, device=self.params.device)
 
     def train(self, step: Train, round_idx: int) -> None:
-        task, optimizer = self.task, self.task.optimizer
+        """Run the step's local training, chunk by chunk, with the optimizer state each row
+        keeps (or a fresh one) at the rates of the learning-rate schedule."""
+        task, optimizer, schedule = self.task, self.task.optimizer, self.task.lr_schedule
         nodes = torch.as_tensor(step.nodes, dtype=torch.int64, device=self.params.device)
         size = max(1, len(nodes) if self.chunk_size == "auto" else self.chunk_size)
         for start in range(0, len(nodes), size):
             chunk = nodes[start : start + size]
             work = step.only(slice(start, start + size))
             params = self.params[chunk]
-            momentum = None
-            if self.momentum is not None:
-                momentum = (
-                    torch.zeros_like(params) if step.fresh_optimizer else self.momentum[chunk]
-                )
+            state = (
+                optimizer.init(params)
+                if step.fresh_optimizer
+                else {name: rows[chunk] for name, rows in self.optimizer_state.items()}
+            )
             ids = chunk if self.node_ids is None else self.node_ids[chunk]
             batches = local_batches(
                 task.node_data,
@@ -294,6 +310,8 @@ class LocalBackend:
                 epochs=self._per_node(work.epochs),
                 steps=self._per_node(work.steps),
             )
+            before = None if self.local_steps is None else self.local_steps[chunk]
+            rates = schedule.step_rates(optimizer.lr, round_idx, before, batches.active)
             noisy = None if step.privacy is None else self._noisy(step, ids, round_idx)
             names = slot_names(step.transforms)
             rewrite = None
@@ -302,20 +320,25 @@ class LocalBackend:
                 rewrite = Rewrite(step.transforms, params.clone(), slots)
             self.trainer.train(
                 params,
-                momentum,
+                state,
                 batches,
                 task.dataset.train_x,
                 task.dataset.train_y,
                 noisy,
                 rewrite,
+                rates,
             )
+            taken = batches.active.sum(dim=1)
             if rewrite is not None:
-                rewrite.finish(params, batches.active.sum(dim=1), optimizer.lr)
+                used = schedule.mean_rate(optimizer.lr, round_idx, rates, batches.active)
+                rewrite.finish(params, taken, used)
                 for name in names:
                     self.slot(name)[chunk] = rewrite.slots[name]
             self.params[chunk] = params
-            if self.momentum is not None:
-                self.momentum[chunk] = momentum
+            for name, rows in state.items():
+                self.optimizer_state[name][chunk] = rows
+            if self.local_steps is not None:
+                self.local_steps[chunk] += taken
 
     def _per_node(self, work: int | np.ndarray | None) -> int | torch.Tensor | None:
         """A Train step's epochs or steps: one number, or per node on the device."""
@@ -350,12 +373,14 @@ class LocalBackend:
         return self._mixing[key][1]
 
     def state(self) -> dict[str, Any]:
-        """Copies of everything the rows hold: parameters, momentum, merge buffers, per-row
-        slots, server-optimizer states (on CPU), and the correction factors summed since
-        the last report."""
+        """Copies of everything the rows hold: parameters, optimizer states, local step
+        counts (with a schedule by local step), merge buffers, per-row slots,
+        server-optimizer states (on CPU), and the correction factors summed since the last
+        report."""
         return {
             "params": self.params.cpu().clone(),
-            "momentum": None if self.momentum is None else self.momentum.cpu().clone(),
+            "optimizer": _copy(self.optimizer_state),
+            "local_steps": None if self.local_steps is None else self.local_steps.cpu().clone(),
             "buffer": _copy(self.buffer),
             "server_states": {name: _copy(state) for name, state in self.server_states.items()},
             "slots": _copy(self.slots),
@@ -368,8 +393,13 @@ class LocalBackend:
         self.params.copy_(state["params"])
         self.factor_sum.copy_(torch.from_numpy(np.asarray(state["factor_sum"])))
         self.factor_count = int(state["factor_count"])
-        if state["momentum"] is not None:
-            self.momentum.copy_(state["momentum"])
+        saved = state.get("optimizer")
+        if saved is None and state.get("momentum") is not None:  # saved before states were named
+            saved = {"momentum": state["momentum"]}
+        for name, rows in (saved or {}).items():
+            self.optimizer_state[name].copy_(rows)
+        if self.local_steps is not None and state.get("local_steps") is not None:
+            self.local_steps.copy_(state["local_steps"])
         self.server_states = {
             name: {key: value.to(self.params.device) for key, value in saved.items()}
             for name, saved in state.get("server_states", {}).items()

@@ -1,7 +1,7 @@
 """The Ray backend: the same plans, with the rows of the federation spread over Ray actors.
 
 Each actor (:class:`~fedsim.backends.shard.Shard`) owns a shard of rows (parameters,
-momentum, merge buffers) and trains them with the local backend's code.  A mixing step
+optimizer states, merge buffers) and trains them with the local backend's code.  A mixing step
 moves only what crosses shards, as numpy arrays through Ray's object store: the rows a
 shard's nodes receive from other shards, or one average row per server-style average.
 """
@@ -247,11 +247,16 @@ class RayBackend:
         averages = []
         for group in groups:
             combines = group.payload == "params" and len(group.sources) > 1
-            if combines and self.aggregator.combines_rows:
-                received = self.rows(group.sources)[None]
-                self.bytes_between_actors += len(group.sources) * self.row_bytes
-                weights = torch.as_tensor(group.weights, dtype=torch.float32)[None]
-                averages.append(self.aggregator.combine(received, weights)[0].numpy())
+            if combines and self.aggregator.combines_rows:  # one combination per target
+                own, received = self.rows(group.targets), self.rows(group.sources)
+                self.bytes_between_actors += (len(own) + len(received)) * self.row_bytes
+                weights = torch.as_tensor(group.weights, dtype=torch.float32)
+                combined = self.aggregator.combine(
+                    received.expand(len(own), *received.shape),
+                    weights.expand(len(own), -1),
+                    own,
+                )
+                averages.append(combined.numpy())
                 continue
             owners = self.owner[group.sources]
             parts = [
@@ -268,21 +273,23 @@ class RayBackend:
         calls = []
         for group, average in zip(groups, averages, strict=True):
             slot = group.written
-            if group.update is None:
+            if group.update is None and average.ndim == 1:
                 calls += [
                     (i, self.actors[i].write.remote(part, average, slot))
                     for i, part in self._split(group.targets)
                 ]
                 continue
             targets = np.asarray(group.targets)
-            moved = server_step(
-                group.update,
-                self.rows(targets, slot),
-                torch.from_numpy(average),
-                self.server_states,
-                slot,
-            ).numpy()
-            self.bytes_between_actors += 2 * len(targets) * self.row_bytes
+            moved = average  # one row per target
+            if group.update is not None:
+                moved = server_step(
+                    group.update,
+                    self.rows(targets, slot),
+                    torch.from_numpy(average),
+                    self.server_states,
+                    slot,
+                ).numpy()
+                self.bytes_between_actors += 2 * len(targets) * self.row_bytes
             calls += [
                 (i, self.actors[i].write.remote(part, moved[_positions(targets, part)], slot))
                 for i, part in self._split(targets)
@@ -391,8 +398,9 @@ class RayBackend:
             "shard_factor_sums": [state["factor_sum"] for state in states],
             "shard_factor_counts": [int(state["factor_count"]) for state in states],
         }
-        for key in ("params", "momentum"):
+        for key in ("params", "local_steps"):
             merged[key] = self._gather([state[key] for state in states])
+        merged["optimizer"] = self._gather_named([state["optimizer"] for state in states])
         buffers = [state["buffer"] for state in states]
         merged["buffer"] = (
             self._gather_named(buffers) if any(part is not None for part in buffers) else None
@@ -436,12 +444,17 @@ class RayBackend:
             self.factor_count += sum(counts)
             sums = [np.zeros_like(self.factor_sum)] * len(self.shards)
             counts = [0] * len(self.shards)
+        optimizer, local_steps = state.get("optimizer"), state.get("local_steps")
+        if optimizer is None:  # saved before optimizer states were named
+            momentum = state.get("momentum")
+            optimizer = {} if momentum is None else {"momentum": momentum}
         calls = []
         for index, rows in enumerate(self.shards):
             index_rows = torch.as_tensor(rows)
             part = {
                 "params": state["params"][index_rows],
-                "momentum": None if state["momentum"] is None else state["momentum"][index_rows],
+                "optimizer": {name: value[index_rows] for name, value in optimizer.items()},
+                "local_steps": None if local_steps is None else local_steps[index_rows],
                 "buffer": None
                 if state["buffer"] is None
                 else {name: value[index_rows] for name, value in state["buffer"].items()},

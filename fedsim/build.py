@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from fedsim.config import check_config
 from fedsim.engine import FLOAT_BYTES, Simulation
 from fedsim.errors import ConfigError, check
+from fedsim.federation import Federation
 from fedsim.memory import (
     allocation_failure,
     check_memory,
@@ -24,7 +25,7 @@ from fedsim.memory import (
 )
 from fedsim.partitions import label_histograms
 from fedsim.simulated.churn import Churn
-from fedsim.strategies.base import Federation, Strategy
+from fedsim.strategies.base import Strategy
 from fedsim.task import Task
 from fedsim.topology.base import Topology
 from fedsim.training.schedule import NodeData

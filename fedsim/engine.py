@@ -18,11 +18,12 @@ from fedsim import rng
 from fedsim.aggregators import Aggregator, Mean
 from fedsim.backends.base import Backend
 from fedsim.errors import check
+from fedsim.federation import Federation
 from fedsim.metrics.recorder import Recorder
 from fedsim.plans import RoundPlan
 from fedsim.privacy import Privacy
 from fedsim.simulated.clock import Clock
-from fedsim.strategies.base import Federation, Strategy
+from fedsim.strategies.base import Strategy
 from fedsim.task import Task
 from fedsim.training.evaluate import Evaluator
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from fedsim.errors import check
+from fedsim.federation import Federation
 from fedsim.plans import Gossip, RoundPlan, Train
 from fedsim.privacy import accounting
 from fedsim.privacy.covariance import NoiseCovariance, covariance, max_inverse_diagonal
@@ -83,7 +84,7 @@ class Privacy:
         self.mechanism, self.epsilon, self.delta, self.clip = mechanism, epsilon, delta, clip
         self.max_variance_ratio, self.sampler, self.solver = max_variance_ratio, sampler, solver
 
-    def prepare(self, strategy: Any, federation: Any, rounds: int, name: str) -> None:
+    def prepare(self, strategy: Any, federation: Federation, rounds: int, name: str) -> None:
         """Check that ``strategy`` (named ``name``) trains every node and then gossips in
         each round, find the noisy steps T of the run, the bound b, and solve round 0's
         covariance: bad settings fail here, before training."""
@@ -194,7 +195,7 @@ def _train_then_gossip(plan: RoundPlan, num_nodes: int) -> tuple[Train, Gossip] 
     return None
 
 
-def _steps_per_round(train: Train, federation: Any) -> int:
+def _steps_per_round(train: Train, federation: Federation) -> int:
     """Noisy steps a node takes per round at most (the count the accountant composes)."""
     if train.steps is not None:
         return train.most_steps

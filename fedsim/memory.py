@@ -5,8 +5,9 @@ The estimate is an upper bound computed from the run's shapes; ``rows`` below is
 
 Held from when they are made to the end of the run:
 
-- ``parameters``: the federation tensor; ``momentum`` as much again when
-  ``optimizer.momentum > 0``.
+- ``parameters``: the federation tensor; ``momentum``: the local optimizer's per-row
+  state, as much again per state tensor (SGD's momentum when ``optimizer.momentum > 0``,
+  Adam's two moments).
 - ``buffers``: when the plan of round 0 pushes models (push-and-merge gossip), each row's
   merge buffer: a row, a weight and the variances of the tensors the aggregator corrects.
 - ``mixing``: the gossip matrices the backend converts to torch (20 bytes per non-zero:
@@ -31,8 +32,9 @@ allocate stays resident, fragmented, after they end; the larger of
 
 - ``training``: per node of a chunk, ``d x 4`` bytes for each of the gathered rows,
   their gradient and the gradient of the parameter slice being accumulated, two more
-  under vmap (its per-node layouts of the weights and of their gradients), with momentum
-  the chunk's momentum and its update, with weight decay one more temporary; then the
+  under vmap (its per-node layouts of the weights and of their gradients), the chunk's
+  optimizer state and the temporaries of its step (with SGD's momentum its update, with
+  weight decay one more; Adam two, and one for L2 weight decay); then the
   activations of a mini-batch and the chunk's mini-batch schedule.  A chunk holds
   ``backend.chunk_size`` nodes, at most those trained in a round.  After a round of
   chunks of 256 MLP nodes the heap held 1.3 times this (75 MiB); ``HEAP_FACTOR`` is 2.
@@ -298,7 +300,7 @@ def _held_parts(simulation: Simulation, plan: RoundPlan, vectorised: bool) -> di
     independent = task.init == "independent"
     return {
         "parameters": num_rows * row_bytes,
-        "momentum": num_rows * row_bytes if task.optimizer.momentum > 0 else 0,
+        "momentum": num_rows * row_bytes * task.optimizer.state_rows,
         "buffers": _buffer_bytes(simulation, plan),
         "mixing": _mixing_bytes(simulation, plan),
         "initialisation": num_rows * (row_bytes + INIT_ROW_BYTES) if independent else 0,
@@ -354,8 +356,8 @@ def _training_bytes(
     chunk's per-example gradients and noise) of local training."""
     optimizer, row_bytes = task.optimizer, task.layout.size * FLOAT_BYTES
     per_example_gradients = private * (5 * optimizer.batch_size + 4) * row_bytes
-    momentum = optimizer.momentum > 0
-    copies = 3 + 2 * vectorised + 2 * momentum + (optimizer.weight_decay > 0)
+    state = optimizer.state_rows
+    copies = 3 + 2 * vectorised + state + optimizer.step_temporaries
     activations = optimizer.batch_size * activations_per_example * FLOAT_BYTES
     counts = [int(count) for count in task.node_data.num_examples]
     schedule = max(
@@ -364,9 +366,9 @@ def _training_bytes(
     )
     if vectorised:
         return copies * row_bytes + activations + schedule, 0, per_example_gradients
-    # The loop gathers the chunk's rows (and momentum), then trains one model at a time.
+    # The loop gathers the chunk's rows (and optimizer state), then trains one model at a time.
     fixed = copies * row_bytes + activations + per_example_gradients
-    return (1 + momentum) * row_bytes + schedule, fixed, 0
+    return (1 + state) * row_bytes + schedule, fixed, 0
 
 
 def _evaluation_bytes(simulation: Simulation, activations_per_example: int) -> int:

@@ -58,14 +58,14 @@ NO_MESSAGES = _messages(np.empty(0), np.empty(0), np.empty(0), None)
 
 @dataclass(frozen=True, eq=False)
 class Train:
-    """``nodes`` run local SGD: ``epochs`` passes over their data, or ``steps`` mini-batches,
-    either one number for all or one per node (an array aligned with ``nodes``).
+    """``nodes`` run their local optimizer: ``epochs`` passes over their data, or ``steps``
+    mini-batches, either one number for all or one per node (an array aligned with ``nodes``).
 
-    ``fresh_optimizer`` resets their optimizer state (momentum) first, as a client that
-    builds a new optimizer every round does.  ``transforms`` rewrite each local step's
-    gradient, in order, before the optimizer takes it (FedProx's proximal term).  With
-    ``privacy`` every step is a noisy one: per-example clipping and the noise it gives (set
-    by the engine, never by a strategy).
+    ``fresh_optimizer`` resets their optimizer state (SGD's momentum; Adam's moments and
+    step count) first, as a client that builds a new optimizer every round does.
+    ``transforms`` rewrite each local step's gradient, in order, before the optimizer
+    takes it (FedProx's proximal term).  With ``privacy`` every step is a noisy one:
+    per-example clipping and the noise it gives (set by the engine, never by a strategy).
     """
 
     nodes: np.ndarray

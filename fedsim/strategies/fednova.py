@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from fedsim import rng
@@ -24,8 +26,10 @@ class FedNova(FedAvg):
     the local solver's step weights (tau_i for SGD, ``[tau - rho (1 - rho^tau) / (1 - rho)]
     / (1 - rho)`` with momentum rho restarted each round),
     ``x <- x - tau_eff sum_i p_i (x - y_i) / a_i``, ``tau_eff = sum_i p_i a_i``.  With equal
-    work it is FedAvg exactly.
+    work it is FedAvg exactly.  a_i assumes local SGD: other local optimizers are refused.
     """
+
+    assumes_sgd: ClassVar[bool] = True  # fedsim.build refuses other local optimizers
 
     def __init__(
         self,

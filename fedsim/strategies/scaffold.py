@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -23,7 +24,8 @@ CHANGE = "control_change"  # c_i+ - c_i, what a client sends back
 @dataclass(frozen=True)
 class ControlVariates(GradientTransform):
     """Each local step follows ``g - c_i + c``; after the K steps at learning rate lr,
-    option II: ``c_i+ = c_i - c + (x - y) / (K lr)`` (x the start, y the end)."""
+    option II: ``c_i+ = c_i - c + (x - y) / (K lr)`` (x the start, y the end; lr the rate
+    the schedule gave, K lr the sum of the rates when they changed from step to step)."""
 
     slots = (CONTROL, RECEIVED, CHANGE)
 
@@ -37,7 +39,7 @@ class ControlVariates(GradientTransform):
         params: torch.Tensor,
         start: torch.Tensor,
         steps: torch.Tensor,
-        lr: float,
+        lr: float | torch.Tensor,
         slots: Slots,
     ) -> None:
         took = steps > 0  # a node without data takes no step and keeps its c_i
@@ -71,8 +73,10 @@ class Scaffold(FedAvg):
     dc_i`` (N all clients, so c stays the mean of every c_i).  Both directions carry two
     model-sized vectors, counted as two messages.  Clients average uniformly (the paper;
     Flower weighs by examples: ``weighting=num_examples``).  Option II assumes plain SGD,
-    so a local optimizer with momentum is refused.
+    so a local optimizer with momentum (or Adam) is refused.
     """
+
+    assumes_sgd: ClassVar[bool] = True  # fedsim.build refuses other local optimizers
 
     def __init__(
         self,

@@ -9,76 +9,103 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedsim.training.layout import ParameterLayout
+from fedsim.training.optimizer import LocalOptimizer, OptimizerState
 from fedsim.training.private import NoisyGradients
 from fedsim.training.schedule import Batches
-from fedsim.training.sgd import SGD
 from fedsim.training.transforms import Rewrite
 
 
 class LoopTrainer:
-    """For each node: load its row into a model, run ``torch.optim.SGD`` over its batches, store it.
+    """For each node: load its row into a model, run the optimizer's ``torch.optim`` twin
+    (``torch.optim.SGD``, ``Adam``, ``AdamW``) over its batches, store it.
 
     The same batches as :class:`~fedsim.training.vectorised.VectorisedTrainer`, with the
     textbook training loop.  Faster than vmap for compute-bound models (convolutions on CPU).
-    The model's parameters (and SGD's momentum buffers) are views of one flat vector, so
-    loading and storing a node is one copy.
+    The model's parameters and each (nodes, d) state of the optimizer (SGD's momentum
+    buffers, Adam's moments) are views of one flat vector each, so loading and storing a
+    node is one copy; a per-row counter (Adam's step) is copied into every weight's state.
     """
 
-    def __init__(self, model: nn.Module, layout: ParameterLayout, optimizer: SGD) -> None:
+    def __init__(
+        self, model: nn.Module, layout: ParameterLayout, optimizer: LocalOptimizer
+    ) -> None:
         self.model = copy.deepcopy(model)
         self.layout = layout
         self.weights = list(self.model.parameters())
         self.flat = layout.flatten(self.model).clone()
         for weight, view in zip(self.weights, layout.unflatten(self.flat).values(), strict=True):
             weight.data = view
-        self.sgd = torch.optim.SGD(
-            self.weights,
-            lr=optimizer.lr,
-            momentum=optimizer.momentum,
-            weight_decay=optimizer.weight_decay,
-        )
-        self.flat_momentum = torch.zeros_like(self.flat) if optimizer.momentum else None
-        if self.flat_momentum is not None:
-            for weight, view in zip(
-                self.weights, layout.unflatten(self.flat_momentum).values(), strict=True
-            ):
-                self.sgd.state[weight]["momentum_buffer"] = view
+        self.optimizer = optimizer.torch_optimizer(self.weights)
+        self.base_lr = optimizer.lr
+        self.keys = optimizer.torch_keys
+        self.flat_state = optimizer.init(self.flat[None])  # (1, d) rows, (1,) counters
+        for name, flat in self.flat_state.items():
+            views = (
+                list(layout.unflatten(flat[0]).values())
+                if flat.dim() == 2
+                else [torch.zeros(()) for _ in self.weights]  # a counter, as torch.optim's step
+            )
+            for weight, view in zip(self.weights, views, strict=True):
+                self.optimizer.state[weight][self.keys[name]] = view
 
     def train(
         self,
         params: torch.Tensor,
-        momentum: torch.Tensor | None,
+        state: OptimizerState | None,
         batches: Batches,
         train_x: torch.Tensor,
         train_y: torch.Tensor,
         noisy: NoisyGradients | None = None,
         rewrite: Rewrite | None = None,
+        lr: torch.Tensor | None = None,
     ) -> None:
-        """Train the (nodes, d) ``params`` (and ``momentum``) in place on ``batches``;
-        with ``noisy``, every step is a private one (clipped per example, noised), and
+        """Train the (nodes, d) ``params`` and their optimizer ``state`` in place on
+        ``batches``, at the (nodes, steps) rates ``lr`` (``optimizer.lr`` by default); with
+        ``noisy``, every step is a private one (clipped per example, noised), and
         ``rewrite`` transforms every step's gradient."""
+        state = {} if state is None else state
         # Real examples fill a prefix of each batch (fedsim.training.schedule), so one
         # host-side count per (node, step) replaces boolean indexing in the loop.
         counts = batches.mask.sum(dim=-1).to(torch.int64).tolist()
+        rates = None if lr is None else lr.tolist()
+        group = self.optimizer.param_groups[0]
+        group["lr"] = self.base_lr
         for node, node_counts in enumerate(counts):
             self.flat.copy_(params[node])
-            if self.flat_momentum is not None:
-                self.flat_momentum.copy_(momentum[node])
+            self._load_state(state, node)
             for step, count in enumerate(node_counts):
                 if count == 0:
                     continue
                 if noisy is None:
                     indices = batches.indices[node, step, :count]
-                    self.sgd.zero_grad()
+                    self.optimizer.zero_grad()
                     F.cross_entropy(self.model(train_x[indices]), train_y[indices]).backward()
                 else:
                     self._noisy_gradient(noisy, batches, train_x, train_y, node, step)
                 if rewrite is not None:
                     self._set_gradient(rewrite(self._gradient()[None], self.flat[None], node)[0])
-                self.sgd.step()
+                if rates is not None:
+                    group["lr"] = rates[node][step]
+                self.optimizer.step()
             params[node] = self.flat
-            if self.flat_momentum is not None:
-                momentum[node] = self.flat_momentum
+            self._store_state(state, node)
+
+    def _load_state(self, state: OptimizerState, node: int) -> None:
+        """Make ``node``'s optimizer state the torch optimizer's."""
+        for name, flat in self.flat_state.items():
+            if flat.dim() == 2:
+                flat[0].copy_(state[name][node])
+            else:
+                for weight in self.weights:
+                    self.optimizer.state[weight][self.keys[name]].fill_(float(state[name][node]))
+
+    def _store_state(self, state: OptimizerState, node: int) -> None:
+        """Write the torch optimizer's state back to ``node``'s rows of ``state``."""
+        for name, flat in self.flat_state.items():
+            if flat.dim() == 2:
+                state[name][node] = flat[0]
+            else:
+                state[name][node] = self.optimizer.state[self.weights[0]][self.keys[name]]
 
     def _noisy_gradient(
         self,

@@ -7,14 +7,14 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from fedsim.training.layout import ParameterLayout
+from fedsim.training.optimizer import LocalOptimizer, OptimizerState
 from fedsim.training.private import NoisyGradients
 from fedsim.training.schedule import Batches
-from fedsim.training.sgd import SGD
 from fedsim.training.transforms import Rewrite
 
 
 class VectorisedTrainer:
-    """Runs every node's local SGD step as one batched computation.
+    """Runs every node's local optimizer step as one batched computation.
 
     The forward pass is ``vmap`` of ``functional_call`` over the stacked (nodes, d)
     parameters; one reverse pass of the summed node losses then gives every node's
@@ -25,7 +25,9 @@ class VectorisedTrainer:
     the result equals the per-node loop of :class:`fedsim.training.loop.LoopTrainer`.
     """
 
-    def __init__(self, model: nn.Module, layout: ParameterLayout, optimizer: SGD) -> None:
+    def __init__(
+        self, model: nn.Module, layout: ParameterLayout, optimizer: LocalOptimizer
+    ) -> None:
         self.optimizer = optimizer
 
         def node_loss(
@@ -50,17 +52,24 @@ class VectorisedTrainer:
     def train(
         self,
         params: torch.Tensor,
-        momentum: torch.Tensor | None,
+        state: OptimizerState | None,
         batches: Batches,
         train_x: torch.Tensor,
         train_y: torch.Tensor,
         noisy: NoisyGradients | None = None,
         rewrite: Rewrite | None = None,
+        lr: torch.Tensor | None = None,
     ) -> None:
-        """Train the (nodes, d) ``params`` (and ``momentum``) in place on ``batches``;
-        with ``noisy``, every step is a private one (clipped per example, noised), and
-        ``rewrite`` transforms every step's gradients."""
-        active = batches.active
+        """Train the (nodes, d) ``params`` and their optimizer ``state`` in place on
+        ``batches``, at the (nodes, steps) float64 rates ``lr`` (``optimizer.lr`` for all by
+        default); with ``noisy``, every step is a private one (clipped per example,
+        noised), and ``rewrite`` transforms every step's gradients."""
+        active, state = batches.active, {} if state is None else state
+        if lr is None:
+            lr = torch.full(
+                active.shape, self.optimizer.lr, dtype=torch.float64, device=active.device
+            )
+        lr = lr.to(params.device)
         everyone = torch.arange(len(params), device=params.device)
         for step in range(batches.num_steps):
             indices = batches.indices[:, step]
@@ -71,4 +80,4 @@ class VectorisedTrainer:
                 grads = noisy(params, x, y, weight, step, everyone)
             if rewrite is not None:
                 grads = rewrite(grads, params)
-            self.optimizer.step(params, grads, momentum, active[:, step])
+            self.optimizer.step(params, grads, state, active[:, step], lr[:, step])

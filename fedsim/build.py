@@ -29,6 +29,7 @@ from fedsim.strategies.base import Strategy
 from fedsim.task import Task
 from fedsim.topology.base import Topology
 from fedsim.training.schedule import NodeData
+from fedsim.training.sgd import SGD
 
 
 def build_simulation(cfg: DictConfig) -> Simulation:
@@ -40,6 +41,11 @@ def build_simulation(cfg: DictConfig) -> Simulation:
     device = _device(cfg.device)
     strategy = instantiate(cfg.strategy)
     optimizer = instantiate(cfg.optimizer)
+    check(
+        isinstance(optimizer, SGD) or not getattr(strategy, "assumes_sgd", False),
+        f"strategy={_choice(cfg.strategy)} assumes local SGD (with or without momentum); "
+        f"use optimizer=sgd, not optimizer={_choice(cfg.optimizer)}",
+    )
     backend = instantiate(cfg.backend)
     dataset = instantiate(cfg.data)
     partition = instantiate(cfg.partition)
@@ -99,6 +105,7 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         cfg.seed,
         cfg.init,
         cfg.init_scheme,
+        lr_schedule=instantiate(cfg.lr_schedule),
     )
     message_bytes = task.layout.size * FLOAT_BYTES + cfg.header_bytes
     federation = replace(federation, message_bytes=message_bytes)

@@ -31,6 +31,7 @@ GROUPS = (
     "partition",
     "model",
     "optimizer",
+    "lr_schedule",
     "backend",
     "aggregator",
     "network",

@@ -1,9 +1,10 @@
-"""A learning task: the model, the data held by each node and the local optimizer."""
+"""A learning task: the model, the data held by each node, the local optimizer and its
+learning-rate schedule."""
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import torch
@@ -14,8 +15,9 @@ from fedsim.data.datasets import Dataset
 from fedsim.errors import check
 from fedsim.models.init import initialize
 from fedsim.training.layout import ParameterLayout
+from fedsim.training.lr_schedule import Constant, LRSchedule
+from fedsim.training.optimizer import LocalOptimizer
 from fedsim.training.schedule import NodeData
-from fedsim.training.sgd import SGD
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,10 +32,11 @@ class Task:
     model: nn.Module
     dataset: Dataset
     node_data: NodeData
-    optimizer: SGD
+    optimizer: LocalOptimizer
     seed: int
     init: str = "same"
     init_scheme: str = "default"
+    lr_schedule: LRSchedule = field(default_factory=Constant)
 
     def __post_init__(self) -> None:
         check(

@@ -35,11 +35,12 @@ class GradientTransform:
         params: torch.Tensor,
         start: torch.Tensor,
         steps: torch.Tensor,
-        lr: float,
+        lr: float | torch.Tensor,
         slots: Slots,
     ) -> None:
         """After training, with ``steps`` (nodes,) the local steps each node took at
-        learning rate ``lr``: update ``slots`` in place (nothing by default)."""
+        learning rate ``lr`` (the round's scheduled rate, or (nodes,) each node's mean rate
+        when it changed from step to step): update ``slots`` in place (nothing by default)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,7 +64,7 @@ class Rewrite:
             grads = transform(grads, params, start, slots)
         return grads
 
-    def finish(self, params: torch.Tensor, steps: torch.Tensor, lr: float) -> None:
+    def finish(self, params: torch.Tensor, steps: torch.Tensor, lr: float | torch.Tensor) -> None:
         """Every transform's :meth:`GradientTransform.finish`, in order."""
         for transform in self.transforms:
             transform.finish(params, self.start, steps, lr, self.slots)

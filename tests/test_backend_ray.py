@@ -213,6 +213,42 @@ def test_a_resumed_run_records_what_an_uninterrupted_one_does(tmp_path, local_ra
 
 
 @pytest.mark.slow
+def test_adam_states_and_local_step_counts_are_gathered_and_handed_back(tmp_path, local_ray):
+    """Adam's moments and step counts and each row's local steps (a schedule by local step)
+    live on the shards: a run resumed from a checkpoint on Ray records what an uninterrupted
+    one does, which records what the local backend does."""
+    settings = [
+        "strategy=dpsgd", "topology=regular", "optimizer=adam", "lr_schedule=exponential",
+        "lr_schedule.gamma=0.9", "lr_schedule.by=local_step", "checkpoint_every=3",
+    ]  # fmt: skip
+    on_ray = [*settings, "backend=ray", "backend.num_actors=2"]
+    local = metrics(tmp_path, "local", *settings)
+    whole = metrics(tmp_path, "whole", *on_ray)
+    run_dir = tmp_path / "resumed"
+    run_dir.mkdir()
+    config = compose_config("num_nodes=12", "rounds=6", "eval_every=2", *on_ray)
+    simulation = build_simulation(config)
+
+    def save_and_crash(state):
+        assert set(state["backend"]["optimizer"]) == {"exp_avg", "exp_avg_sq", "step"}
+        assert state["backend"]["local_steps"].min() > 0
+        checkpoint.save(run_dir, {**state, "config": job_config(config)})
+        raise Crash
+
+    recorder = Recorder(run_dir / "metrics.parquet")
+    with pytest.raises(Crash):
+        simulation.run(recorder, progress=False, checkpoint=save_and_crash)
+    recorder.close()
+    simulation.backend.close()
+    config.resume = True
+    assert run_job(config, run_dir)["status"] == "completed"
+    pd.testing.assert_frame_equal(metrics_of(run_dir), whole)
+    whole = whole[whole.metric != "bytes_between_actors_total"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(local.drop(columns="value"), whole.drop(columns="value"))
+    assert np.allclose(local.value, whole.value, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
 def test_a_run_on_its_own_ray_listens_on_loopback_only_and_a_dead_actor_ends_it_in_one_line(
     tmp_path,
 ):

@@ -102,10 +102,12 @@ def test_vectorised_equals_loop(make, shape):
 
     vectorised, vectorised_momentum = params.clone(), momentum.clone()
     VectorisedTrainer(model, layout, optimizer).train(
-        vectorised, vectorised_momentum, batches, train_x, train_y
+        vectorised, {"momentum": vectorised_momentum}, batches, train_x, train_y
     )
     looped, looped_momentum = params.clone(), momentum.clone()
-    LoopTrainer(model, layout, optimizer).train(looped, looped_momentum, batches, train_x, train_y)
+    LoopTrainer(model, layout, optimizer).train(
+        looped, {"momentum": looped_momentum}, batches, train_x, train_y
+    )
 
     assert not torch.allclose(vectorised, params)
     torch.testing.assert_close(vectorised, looped, rtol=1e-5, atol=1e-6)

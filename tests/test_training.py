@@ -29,6 +29,11 @@ def federation(model, num_nodes=5, seed=0):
     return layout, params, NodeData.from_shards(shards[:num_nodes]), train_x, train_y
 
 
+def state(momentum):
+    """SGD's optimizer state holding ``momentum`` (none without)."""
+    return None if momentum is None else {"momentum": momentum}
+
+
 @pytest.mark.parametrize("make_model", [lambda: mlp((8,), 3, (16, 8)), lambda: logreg((8,), 3)])
 @pytest.mark.parametrize(
     "optimizer, work",
@@ -50,10 +55,12 @@ def test_vectorised_equals_loop(make_model, optimizer, work):
 
     vectorised, vectorised_momentum = params.clone(), None if momentum is None else momentum.clone()
     VectorisedTrainer(model, layout, optimizer).train(
-        vectorised, vectorised_momentum, batches, train_x, train_y
+        vectorised, state(vectorised_momentum), batches, train_x, train_y
     )
     looped, looped_momentum = params.clone(), None if momentum is None else momentum.clone()
-    LoopTrainer(model, layout, optimizer).train(looped, looped_momentum, batches, train_x, train_y)
+    LoopTrainer(model, layout, optimizer).train(
+        looped, state(looped_momentum), batches, train_x, train_y
+    )
 
     assert not torch.allclose(vectorised, params)
     torch.testing.assert_close(vectorised, looped, rtol=1e-5, atol=1e-6)
@@ -87,7 +94,7 @@ def test_nodes_without_steps_are_untouched():
     momentum = torch.ones_like(params)
     trained = params.clone()
     VectorisedTrainer(model, layout, SGD(lr=0.1, momentum=0.9)).train(
-        trained, momentum, batches, train_x, train_y
+        trained, {"momentum": momentum}, batches, train_x, train_y
     )
     assert torch.equal(trained[0], params[0]) and torch.equal(
         momentum[0], torch.ones_like(params[0])

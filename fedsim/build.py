@@ -13,9 +13,9 @@ from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig
 
 from fedsim.config import check_config
-from fedsim.engine import FLOAT_BYTES, Simulation
+from fedsim.engine import Simulation
 from fedsim.errors import ConfigError, check
-from fedsim.federation import Federation
+from fedsim.federation import Federation, message_bytes
 from fedsim.memory import (
     allocation_failure,
     check_memory,
@@ -107,8 +107,8 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         cfg.init_scheme,
         lr_schedule=instantiate(cfg.lr_schedule),
     )
-    message_bytes = task.layout.size * FLOAT_BYTES + cfg.header_bytes
-    federation = replace(federation, message_bytes=message_bytes)
+    size = message_bytes(task.layout.size, cfg.header_bytes)
+    federation = replace(federation, message_bytes=size)
     privacy = instantiate(cfg.privacy)
     if privacy is not None:
         privacy.prepare(strategy, federation, cfg.rounds, type(strategy).__name__)
@@ -121,7 +121,6 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         rounds=cfg.rounds,
         eval_every=cfg.eval_every,
         eval_nodes=cfg.eval_nodes,
-        header_bytes=cfg.header_bytes,
         checkpoint_every=cfg.checkpoint_every,
         on_divergence=cfg.on_divergence,
         label_histograms=label_histograms(dataset.train_y.numpy(), shards, dataset.num_classes),

@@ -27,7 +27,6 @@ from fedsim.strategies.base import Strategy
 from fedsim.task import Task
 from fedsim.training.evaluate import Evaluator
 
-FLOAT_BYTES = 4
 CHANNELS = ("d2d", "uplink", "downlink")
 ON_DIVERGENCE = ("stop", "continue")
 
@@ -48,7 +47,8 @@ class Simulation:
     after the last.  ``eval_nodes`` caps how many nodes' own models are evaluated (a fixed
     sample drawn from the seed when there are more nodes).  The simulated clock
     (``sim_time_s``) follows the federation's network model; bytes are counted per row as
-    model bytes and control bytes by kind (views, pings, membership announcements).
+    model bytes (the federation's ``message_bytes`` per model message) and control bytes by
+    kind (views, pings, membership announcements).
     A protocol that stalls (``RoundPlan.stalled``) ends the run early with its reason in
     ``stalled``.  With ``privacy`` every plan's training becomes noisy local steps
     (:class:`fedsim.privacy.Privacy`) and the privacy spent is recorded.  Non-finite
@@ -64,7 +64,6 @@ class Simulation:
     aggregator: Aggregator = field(default_factory=Mean)
     eval_every: int = 1
     eval_nodes: int = 100
-    header_bytes: int = 0
     checkpoint_every: int = 0
     label_histograms: np.ndarray | None = None
     privacy: Privacy | None = None
@@ -78,7 +77,6 @@ class Simulation:
         check(self.rounds >= 0, f"rounds={self.rounds} must be >= 0")
         check(self.eval_every >= 1, f"eval_every={self.eval_every} must be >= 1")
         check(self.eval_nodes >= 1, f"eval_nodes={self.eval_nodes} must be >= 1")
-        check(self.header_bytes >= 0, f"header_bytes={self.header_bytes} must be >= 0")
         check(self.checkpoint_every >= 0, f"checkpoint_every={self.checkpoint_every} must be >= 0")
         check(
             self.on_divergence in ON_DIVERGENCE,
@@ -88,11 +86,6 @@ class Simulation:
     @property
     def num_rows(self) -> int:
         return self.federation.num_nodes + self.strategy.num_servers
-
-    @property
-    def message_bytes(self) -> int:
-        """Size of one model message: d float32 values plus the modelled header."""
-        return self.task.layout.size * FLOAT_BYTES + self.header_bytes
 
     def run(
         self,
@@ -140,7 +133,7 @@ class Simulation:
                     plan = self.privacy.apply(plan, round_idx)
                 self.backend.execute(plan, round_idx)
                 self._account(plan)
-                self.clock.advance(plan, self.message_bytes, self.strategy.barrier)
+                self.clock.advance(plan, self.federation.message_bytes, self.strategy.barrier)
                 self.timings["train_s"] += time.perf_counter() - started
                 self.rounds_completed = round_idx + 1
                 self.stalled = plan.stalled
@@ -222,9 +215,9 @@ class Simulation:
     def _account(self, plan: RoundPlan) -> None:
         """Count model bytes per row and channel, control bytes per kind, and aggregations:
         from the protocol's own traffic when it gives one, else from the plan's steps."""
-        traffic = plan.traffic
+        traffic, size = plan.traffic, self.federation.message_bytes
         if traffic is not None:
-            sent = _rows(traffic.model_messages, self.num_rows) * float(self.message_bytes)
+            sent = _rows(traffic.model_messages, self.num_rows) * float(size)
             self.bytes_sent += sent
             self.bytes_by_channel["d2d"] += float(sent.sum())
             self.aggregations += _rows(traffic.aggregations, self.num_rows)
@@ -234,7 +227,7 @@ class Simulation:
             return
         for step in plan.steps:
             messages = step.messages(self.federation.num_nodes)
-            sent = messages.sent(self.num_rows) * self.message_bytes
+            sent = messages.sent(self.num_rows) * size
             self.bytes_sent += sent
             self.aggregations += messages.aggregations(self.num_rows)
             if messages.link is not None:

@@ -7,11 +7,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fedsim.errors import check
 from fedsim.topology.base import Topology
 
 if TYPE_CHECKING:
     from fedsim.simulated.churn import Churn
     from fedsim.simulated.network import Network
+
+FLOAT_BYTES = 4  # a parameter travels as one float32
 
 
 @dataclass(frozen=True, eq=False)
@@ -21,8 +24,8 @@ class Federation:
 
     ``topology`` is None for strategies that do not use one (``Strategy.uses_topology``
     false) unless the partition needs it, so it costs nothing to build otherwise.
-    ``message_bytes`` is the size of one model message, ``batch_size`` the local mini-batch
-    and ``momentum`` the local optimizer's.
+    ``message_bytes`` is the size of one model message (:func:`message_bytes`), ``batch_size``
+    the local mini-batch and ``momentum`` the local optimizer's.
     """
 
     num_nodes: int
@@ -34,3 +37,10 @@ class Federation:
     message_bytes: int = 0
     batch_size: int = 1
     momentum: float = 0.0
+
+
+def message_bytes(num_parameters: int, header_bytes: int = 0) -> int:
+    """The size of one model message: ``num_parameters`` float32 values and the modelled
+    per-message header of ``header_bytes``."""
+    check(header_bytes >= 0, f"header_bytes={header_bytes} must be >= 0")
+    return num_parameters * FLOAT_BYTES + header_bytes

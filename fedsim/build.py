@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 from dataclasses import replace
 from typing import Any
@@ -24,6 +25,7 @@ from fedsim.memory import (
     memory_budget,
 )
 from fedsim.partitions import label_histograms
+from fedsim.plans import RoundPlan
 from fedsim.simulated.churn import Churn
 from fedsim.strategies.base import Strategy
 from fedsim.task import Task
@@ -109,9 +111,10 @@ def build_simulation(cfg: DictConfig) -> Simulation:
     )
     size = message_bytes(task.layout.size, cfg.header_bytes)
     federation = replace(federation, message_bytes=size)
+    plan = first_plan(strategy, federation)
     privacy = instantiate(cfg.privacy)
     if privacy is not None:
-        privacy.prepare(strategy, federation, cfg.rounds, type(strategy).__name__)
+        privacy.prepare(plan, federation, cfg.rounds, type(strategy).__name__)
     simulation = Simulation(
         strategy=strategy,
         federation=federation,
@@ -126,8 +129,17 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         label_histograms=label_histograms(dataset.train_y.numpy(), shards, dataset.num_classes),
         privacy=privacy,
     )
-    _fit_in_memory(simulation, device)
+    _fit_in_memory(simulation, plan, device)
     return simulation
+
+
+def first_plan(strategy: Strategy, federation: Federation) -> RoundPlan:
+    """The plan of round 0, made once before the run by a copy of the strategy: stateful
+    protocols (MoDeST, gossip) must start the run untouched.  What privacy and the memory
+    estimate need to know of a run's rounds, they read here.  No later round is planned: a
+    topology drawn afresh each round keeps only its latest matrix, which round 0 must still
+    find."""
+    return copy.deepcopy(strategy).plan(0, federation)
 
 
 def _churn(cfg: DictConfig, strategy: Strategy) -> Churn:
@@ -142,9 +154,9 @@ def _churn(cfg: DictConfig, strategy: Strategy) -> Churn:
     return churn
 
 
-def _fit_in_memory(simulation: Simulation, device: torch.device) -> None:
+def _fit_in_memory(simulation: Simulation, plan: RoundPlan, device: torch.device) -> None:
     """Resolve backend.chunk_size=auto, then refuse a run that cannot fit in memory."""
-    estimate = estimate_memory(simulation)
+    estimate = estimate_memory(simulation, plan)
     backend = simulation.backend
     if backend.chunk_size == "auto":
         budget = memory_budget(device)

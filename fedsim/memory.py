@@ -101,7 +101,6 @@ preallocated result; before, up to 2 GB from run to run at ``eval_nodes=20000``)
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import inspect
 import math
@@ -261,15 +260,17 @@ class MemoryEstimate:
         return ", ".join(part for part in parts if not part.endswith(" 0 B"))
 
 
-def estimate_memory(simulation: Simulation, chunk_size: int | None = None) -> MemoryEstimate:
+def estimate_memory(
+    simulation: Simulation, plan: RoundPlan, chunk_size: int | None = None
+) -> MemoryEstimate:
     """The memory ``simulation`` will need, trained in chunks of ``chunk_size`` nodes.
 
-    ``chunk_size`` defaults to the backend's, or to every trained node when that is not
-    an integer (``"auto"``).  Cheap: one forward pass of one example and the plan of
-    round 0, which says who trains and how models are combined.
+    ``plan`` is the plan of round 0 (:func:`fedsim.build.first_plan`), which says who
+    trains and how models are combined.  ``chunk_size`` defaults to the backend's, or to
+    every trained node when that is not an integer (``"auto"``).  Cheap: one forward pass
+    of one example.
     """
     task, backend = simulation.task, simulation.backend
-    plan = _first_plan(simulation)
     trains = [step for step in plan.steps if isinstance(step, Train)]
     vectorise = getattr(backend, "vectorise", True)
     vectorised = task.prefers_vectorised() if vectorise == "auto" else bool(vectorise)
@@ -336,13 +337,6 @@ def _large_parts(simulation: Simulation, plan: RoundPlan, held: dict[str, int]) 
         "checkpoint": (held["parameters"] + held["momentum"] + held["buffers"]) if rounds else 0,
         "finite_check": FINITE_CHECK_BYTES_PER_VALUE * min(FINITE_CHUNK, values) if rounds else 0,
     }
-
-
-def _first_plan(simulation: Simulation) -> RoundPlan:
-    """The plan of round 0, made by a copy of the strategy: stateful protocols (MoDeST,
-    gossip) must start the run untouched.  No later round is planned: a topology drawn
-    afresh each round keeps only its latest matrix, which round 0 must still find."""
-    return copy.deepcopy(simulation.strategy).plan(0, simulation.federation)
 
 
 def _training_bytes(

@@ -89,7 +89,8 @@ def test_dpsgd_adds_the_noise_before_it_gossips():
     task = zero_logreg_task(lr=0.5)
     federation = path_federation(task)
     privacy = Privacy("local", epsilon=5.0, clip=0.1)
-    privacy.prepare(DPSGD(local_epochs=None, local_steps=1), federation, rounds=10, name="DPSGD")
+    first_plan = DPSGD(local_epochs=None, local_steps=1).plan(0, federation)
+    privacy.prepare(first_plan, federation, rounds=10, name="DPSGD")
     plan = privacy.apply(DPSGD(local_epochs=None, local_steps=1).plan(0, federation), 0)
     train, gossip = plan.steps
     assert isinstance(train, Train) and isinstance(gossip, Gossip)

@@ -12,7 +12,6 @@ C, T) by DECOR's accountant (:mod:`fedsim.privacy.accounting`).
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 from dataclasses import dataclass, replace
@@ -84,12 +83,14 @@ class Privacy:
         self.mechanism, self.epsilon, self.delta, self.clip = mechanism, epsilon, delta, clip
         self.max_variance_ratio, self.sampler, self.solver = max_variance_ratio, sampler, solver
 
-    def prepare(self, strategy: Any, federation: Federation, rounds: int, name: str) -> None:
-        """Check that ``strategy`` (named ``name``) trains every node and then gossips in
-        each round, find the noisy steps T of the run, the bound b, and solve round 0's
-        covariance: bad settings fail here, before training."""
+    def prepare(
+        self, first_plan: RoundPlan, federation: Federation, rounds: int, name: str
+    ) -> None:
+        """Check that the strategy named ``name`` trains every node and then gossips in
+        round 0 (``first_plan``, as every round), find the noisy steps T of the run, the
+        bound b, and solve round 0's covariance: bad settings fail here, before training."""
         self.seed, self.num_nodes = federation.seed, federation.num_nodes
-        pair = _train_then_gossip(copy.deepcopy(strategy).plan(0, federation), self.num_nodes)
+        pair = _train_then_gossip(first_plan, self.num_nodes)
         check(
             pair is not None,
             f"privacy={self.mechanism} adds noise before every node gossips with W; {name}'s "

@@ -7,7 +7,7 @@ order and counts the messages each step implies.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,13 +27,16 @@ class Messages:
     Message k carries row ``senders[k]``'s model to row ``receivers[k]`` (a row never sends
     to itself); each of ``combiners`` combines several models into its own, once per entry;
     ``link`` is the channel: ``d2d`` between nodes, ``uplink`` node to server, ``downlink``
-    server to node, None for a step that sends nothing.
+    server to node, None for a step that sends nothing.  ``fan_in[k]`` is how many models
+    ``combiners[k]`` combines (its own among them in gossip), 0 where the plan cannot say
+    (a merge of whatever its buffer holds).
     """
 
     senders: np.ndarray
     receivers: np.ndarray
     combiners: np.ndarray
     link: str | None
+    fan_in: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
 
     def sent(self, num_rows: int) -> np.ndarray:
         """Messages each row sends (a (num_rows,) int array)."""
@@ -45,12 +48,18 @@ class Messages:
 
 
 def _messages(
-    senders: np.ndarray, receivers: np.ndarray, combiners: np.ndarray, link: str | None
+    senders: np.ndarray,
+    receivers: np.ndarray,
+    combiners: np.ndarray,
+    link: str | None,
+    fan_in: np.ndarray | int = 0,
 ) -> Messages:
     """``Messages`` without the transfers of a row to itself."""
     senders, receivers = np.asarray(senders, np.int64), np.asarray(receivers, np.int64)
+    combiners = np.asarray(combiners, np.int64)
     moving = senders != receivers
-    return Messages(senders[moving], receivers[moving], np.asarray(combiners, np.int64), link)
+    fan_in = np.broadcast_to(np.asarray(fan_in, np.int64), combiners.shape).copy()
+    return Messages(senders[moving], receivers[moving], combiners, link, fan_in)
 
 
 NO_MESSAGES = _messages(np.empty(0), np.empty(0), np.empty(0), None)
@@ -111,7 +120,8 @@ class Gossip:
         sent = coo.data != 0
         senders, receivers = coo.col[sent], coo.row[sent]
         combiners = np.unique(receivers[senders != receivers])
-        return _messages(senders, receivers, combiners, "d2d")
+        models = np.bincount(receivers, minlength=self.weights.shape[0])[combiners]
+        return _messages(senders, receivers, combiners, "d2d", models)
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,7 +154,7 @@ class Average:
         senders = np.repeat(self.sources, len(self.targets))
         receivers = np.tile(self.targets, len(self.sources))
         combiners = self.targets if len(self.sources) > 1 else np.empty(0)
-        return _messages(senders, receivers, combiners, self.link(num_nodes))
+        return _messages(senders, receivers, combiners, self.link(num_nodes), len(self.sources))
 
     def link(self, num_nodes: int) -> str:
         if (self.sources >= num_nodes).all():
@@ -163,9 +173,10 @@ class Aggregate:
 
     def messages(self, num_nodes: int) -> Messages:
         parts = [group.messages(num_nodes) for group in self.groups]
-        return Messages(
-            *(np.concatenate([getattr(part, name) for part in parts]) for name in FIELDS), "d2d"
+        senders, receivers, combiners, fan_in = (
+            np.concatenate([getattr(part, name) for part in parts]) for name in FIELDS
         )
+        return Messages(senders, receivers, combiners, "d2d", fan_in)
 
 
 @dataclass(frozen=True, eq=False)
@@ -196,7 +207,7 @@ class Merge:
 
 
 Step = Train | Gossip | Average | Aggregate | Push | Merge
-FIELDS = ("senders", "receivers", "combiners")
+FIELDS = ("senders", "receivers", "combiners", "fan_in")
 
 
 @dataclass(frozen=True, eq=False)

@@ -60,3 +60,15 @@ def test_a_push_is_one_message_per_pair_and_a_merge_is_one_aggregation():
     merge = Merge(nodes=np.array([1, 2]), self_weights=np.full(2, 0.5))
     assert merge.messages(3).aggregations(3).tolist() == [0, 1, 1]
     assert merge.messages(3).sent(3).tolist() == [0, 0, 0] and merge.messages(3).link is None
+
+
+def test_fan_in_is_how_many_models_each_combiner_combines():
+    """Gossip on the path 0 - 1 - 2 (own models among them); an average of three clients."""
+    path = sp.csr_array(np.array([[2, 1, 0], [1, 1, 1], [0, 1, 2]]) / 3)
+    assert Gossip(path).messages(3).fan_in.tolist() == [2, 3, 2]
+    average = Average(np.array([0, 1, 2]), np.array([3]), np.full(3, 1 / 3))
+    assert average.messages(3).fan_in.tolist() == [3]
+    broadcast = Average(np.array([3]), np.array([0, 1, 2]), np.ones(1))
+    assert broadcast.messages(3).fan_in.tolist() == []  # one model is not combined
+    both = Aggregate((average, Average(np.array([0, 1]), np.array([2]), np.full(2, 0.5))))
+    assert both.messages(3).fan_in.tolist() == [3, 2]

@@ -23,6 +23,7 @@ from fedsim.memory import (
     choose_chunk_size,
     estimate_memory,
     memory_budget,
+    with_resident_memory,
 )
 from fedsim.partitions import label_histograms
 from fedsim.plans import RoundPlan
@@ -156,8 +157,21 @@ def _churn(cfg: DictConfig, strategy: Strategy) -> Churn:
 
 def _fit_in_memory(simulation: Simulation, plan: RoundPlan, device: torch.device) -> None:
     """Resolve backend.chunk_size=auto, then refuse a run that cannot fit in memory."""
-    estimate = estimate_memory(simulation, plan)
     backend = simulation.backend
+    configured = getattr(backend, "chunk_size", None)
+    estimate = estimate_memory(
+        simulation.task,
+        simulation.federation,
+        plan,
+        num_servers=simulation.strategy.num_servers,
+        aggregator=simulation.aggregator,
+        rounds=simulation.rounds,
+        eval_nodes=simulation.eval_nodes,
+        private=simulation.privacy is not None,
+        vectorise=getattr(backend, "vectorise", True),
+        chunk_size=configured if isinstance(configured, int) else None,
+    )
+    estimate = with_resident_memory(estimate, device)
     if backend.chunk_size == "auto":
         budget = memory_budget(device)
         backend.chunk_size = (

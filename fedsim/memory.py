@@ -119,8 +119,10 @@ from fedsim.plans import Aggregate, Average, Gossip, Merge, Push, RoundPlan, Ste
 from fedsim.training.evaluate import Evaluator
 
 if TYPE_CHECKING:
-    from fedsim.engine import Simulation
+    from fedsim.aggregators import Aggregator
+    from fedsim.federation import Federation
     from fedsim.task import Task
+    from fedsim.topology.base import Topology
 
 FLOAT_BYTES = 4
 SAFETY = 0.9  # refuse a run that needs more than this share of the available memory
@@ -261,79 +263,93 @@ class MemoryEstimate:
 
 
 def estimate_memory(
-    simulation: Simulation, plan: RoundPlan, chunk_size: int | None = None
+    task: Task,
+    federation: Federation,
+    plan: RoundPlan,
+    *,
+    num_servers: int,
+    aggregator: Aggregator,
+    rounds: int,
+    eval_nodes: int,
+    private: bool,
+    vectorise: bool | str,
+    chunk_size: int | None = None,
 ) -> MemoryEstimate:
-    """The memory ``simulation`` will need, trained in chunks of ``chunk_size`` nodes.
+    """The memory a run will need, trained in chunks of ``chunk_size`` nodes (None: all the
+    nodes a round trains at once).
 
-    ``plan`` is the plan of round 0 (:func:`fedsim.build.first_plan`), which says who
-    trains and how models are combined.  ``chunk_size`` defaults to the backend's, or to
-    every trained node when that is not an integer (``"auto"``).  Cheap: one forward pass
-    of one example.
+    A pure function of the run's parts: its ``task`` and ``federation``, the plan of round 0
+    (``plan``, :func:`fedsim.build.first_plan`: who trains and how models are combined), the
+    strategy's ``num_servers`` (rows after the nodes), the ``aggregator``, the number of
+    ``rounds``, the ``eval_nodes`` setting, whether training is ``private``, and the
+    backend's ``vectorise`` setting.  Cheap: one forward pass of one example.  What the
+    process holds already is measured apart (:func:`with_resident_memory`).
     """
-    task, backend = simulation.task, simulation.backend
+    num_nodes, num_rows = federation.num_nodes, federation.num_nodes + num_servers
+    evaluated = min(eval_nodes, num_nodes)
     trains = [step for step in plan.steps if isinstance(step, Train)]
-    vectorise = getattr(backend, "vectorise", True)
     vectorised = task.prefers_vectorised() if vectorise == "auto" else bool(vectorise)
-    held = _held_parts(simulation, plan, vectorised)
+    held = _held_parts(task, num_rows, vectorised)
+    held["buffers"] = _buffer_bytes(task, plan, num_rows, aggregator)
+    held["mixing"] = _mixing_bytes(plan, federation.topology, rounds)
     estimate = MemoryEstimate(
         **held,
-        **_small_parts(simulation, trains, vectorised),
-        **_large_parts(simulation, plan, held),
+        **_small_parts(task, trains, vectorised, private, evaluated),
+        communication=_communication_bytes(task, plan, num_nodes, aggregator.corrects),
+        evaluation_rows=_evaluation_rows_bytes(task, evaluated, num_nodes),
+        **_end_of_round_parts(held, num_rows * task.layout.size, rounds),
         data=_data_bytes(task),
         chunk_size=1,
-        max_chunk_size=max([len(step.nodes) for step in trains], default=0)
-        or simulation.federation.num_nodes,
-        num_nodes=simulation.federation.num_nodes,
-        num_rows=simulation.num_rows,
+        max_chunk_size=max([len(step.nodes) for step in trains], default=0) or num_nodes,
+        num_nodes=num_nodes,
+        num_rows=num_rows,
         num_parameters=task.layout.size,
-        resident=resident_memory() if task.device.type == "cpu" else 0,
     )
-    if chunk_size is None:
-        configured = getattr(backend, "chunk_size", None)
-        chunk_size = configured if isinstance(configured, int) else estimate.max_chunk_size
-    return estimate.with_chunk_size(chunk_size)
+    return estimate.with_chunk_size(estimate.max_chunk_size if chunk_size is None else chunk_size)
 
 
-def _held_parts(simulation: Simulation, plan: RoundPlan, vectorised: bool) -> dict[str, int]:
-    """The parts held to the end of the run, besides the data set (module docstring)."""
-    task, num_rows = simulation.task, simulation.num_rows
+def with_resident_memory(estimate: MemoryEstimate, device: torch.device) -> MemoryEstimate:
+    """``estimate`` with what this process holds now (``resident``), measured on CPU."""
+    return dataclasses.replace(estimate, resident=resident_memory() if device.type == "cpu" else 0)
+
+
+def _held_parts(task: Task, num_rows: int, vectorised: bool) -> dict[str, int]:
+    """The parts held to the end of the run, besides the data set, the merge buffers and
+    the mixing matrices (module docstring)."""
     row_bytes = task.layout.size * FLOAT_BYTES
     independent = task.init == "independent"
     return {
         "parameters": num_rows * row_bytes,
         "momentum": num_rows * row_bytes * task.optimizer.state_rows,
-        "buffers": _buffer_bytes(simulation, plan),
-        "mixing": _mixing_bytes(simulation, plan),
         "initialisation": num_rows * (row_bytes + INIT_ROW_BYTES) if independent else 0,
         "bookkeeping": num_rows * BOOKKEEPING_PER_NODE,
         "runtime": RUNTIME_BYTES + (not vectorised) * LOOP_RUNTIME_BYTES,
     }
 
 
-def _small_parts(simulation: Simulation, trains: list[Train], vectorised: bool) -> dict[str, int]:
+def _small_parts(
+    task: Task, trains: list[Train], vectorised: bool, private: bool, evaluated: int
+) -> dict[str, int]:
     """Training (per node of a chunk, per chunk, per node of private training) and the
-    evaluation's activations."""
-    task = simulation.task
+    activations of evaluating ``evaluated`` nodes."""
     saved, largest = activation_sizes(task.model, task.dataset.train_x[:1])
     per_example = math.ceil(ACTIVATION_FACTOR * saved) + 2 * largest
     per_pair = min(saved + 2 * largest, EVALUATION_LIVE * largest)
-    per_node, fixed, private = _training_bytes(
-        task, trains, per_example, vectorised, simulation.privacy is not None
+    per_node, fixed, per_node_private = _training_bytes(
+        task, trains, per_example, vectorised, private
     )
     return {
         "training_per_node": per_node,
         "training_fixed": fixed,
-        "private_per_node": private,
-        "evaluation": _evaluation_bytes(simulation, per_pair),
+        "private_per_node": per_node_private,
+        "evaluation": _evaluation_bytes(task, evaluated, per_pair),
     }
 
 
-def _large_parts(simulation: Simulation, plan: RoundPlan, held: dict[str, int]) -> dict[str, int]:
-    """Communication, the evaluation's row copies, a checkpoint and the finite check."""
-    rounds, values = simulation.rounds, simulation.num_rows * simulation.task.layout.size
+def _end_of_round_parts(held: dict[str, int], values: int, rounds: int) -> dict[str, int]:
+    """A checkpoint's copies of the held rows, and the finite check of the ``values``
+    parameters: made only when a round runs."""
     return {
-        "communication": _communication_bytes(simulation, plan),
-        "evaluation_rows": _evaluation_rows_bytes(simulation),
         "checkpoint": (held["parameters"] + held["momentum"] + held["buffers"]) if rounds else 0,
         "finite_check": FINITE_CHECK_BYTES_PER_VALUE * min(FINITE_CHUNK, values) if rounds else 0,
     }
@@ -365,36 +381,33 @@ def _training_bytes(
     return (1 + state) * row_bytes + schedule, fixed, 0
 
 
-def _evaluation_bytes(simulation: Simulation, activations_per_example: int) -> int:
+def _evaluation_bytes(task: Task, evaluated: int, activations_per_example: int) -> int:
     """The activations of the (row, test example) pairs that
-    :class:`~fedsim.training.evaluate.Evaluator` runs at once."""
-    evaluated = min(simulation.eval_nodes, simulation.federation.num_nodes)
-    test_examples = len(simulation.task.dataset.test_y)
+    :class:`~fedsim.training.evaluate.Evaluator` runs at once over ``evaluated`` rows."""
+    test_examples = len(task.dataset.test_y)
     budget = inspect.signature(Evaluator).parameters["budget"].default
     rows_at_once = max(1, min(evaluated, budget // max(1, test_examples)))
     return rows_at_once * test_examples * activations_per_example * FLOAT_BYTES
 
 
-def _evaluation_rows_bytes(simulation: Simulation) -> int:
-    """The copy of the evaluated rows, the copy of every node row that the consensus
+def _evaluation_rows_bytes(task: Task, evaluated: int, num_nodes: int) -> int:
+    """The copy of the ``evaluated`` rows, the copy of every node row that the consensus
     distance takes, and the recorder's rows of per-node metrics."""
-    num_nodes = simulation.federation.num_nodes
-    evaluated = min(simulation.eval_nodes, num_nodes)
-    row_bytes = simulation.task.layout.size * FLOAT_BYTES
+    row_bytes = task.layout.size * FLOAT_BYTES
     recorded = evaluated * NODE_METRICS * RECORDER_ROW_BYTES
     return (evaluated + num_nodes) * row_bytes + recorded
 
 
-def _buffer_bytes(simulation: Simulation, plan: RoundPlan) -> int:
+def _buffer_bytes(task: Task, plan: RoundPlan, num_rows: int, aggregator: Aggregator) -> int:
     """Every row's merge buffer (a row, its weight, the corrected tensors' variances) when
     the plan pushes models; nothing otherwise."""
     if not any(isinstance(step, Push) for step in plan.steps):
         return 0
-    corrected = len(simulation.aggregator.tensors(simulation.task.layout))
-    return simulation.num_rows * (simulation.task.layout.size + 1 + corrected) * FLOAT_BYTES
+    corrected = len(aggregator.tensors(task.layout))
+    return num_rows * (task.layout.size + 1 + corrected) * FLOAT_BYTES
 
 
-def _mixing_bytes(simulation: Simulation, plan: RoundPlan) -> int:
+def _mixing_bytes(plan: RoundPlan, topology: Topology | None, rounds: int) -> int:
     """The gossip matrices the backend keeps: round 0's for a static topology, one per
     round of a time-varying topology's period (every round when it has none), up to the
     backend's cache; a strategy that builds its own (gossip learning) a new set each round."""
@@ -402,22 +415,20 @@ def _mixing_bytes(simulation: Simulation, plan: RoundPlan) -> int:
     if not matrices:
         return 0
     largest = max(matrix.nnz for matrix in matrices)
-    topology = simulation.federation.topology
     own = topology is not None and all(matrix is topology.mixing(0) for matrix in matrices)
     if own and not topology.time_varying:
         return len({id(matrix) for matrix in matrices}) * largest * TORCH_SPARSE_BYTES
     period = topology.graphs.period if own else None
     if period == 1:
         return len(matrices) * largest * TORCH_SPARSE_BYTES
-    kept = min(MIXING_CACHE, (period or simulation.rounds) * len(matrices))
+    kept = min(MIXING_CACHE, (period or rounds) * len(matrices))
     return kept * largest * (TORCH_SPARSE_BYTES + SCIPY_SPARSE_BYTES)
 
 
-def _communication_bytes(simulation: Simulation, plan: RoundPlan) -> int:
+def _communication_bytes(task: Task, plan: RoundPlan, num_nodes: int, corrects: bool) -> int:
     """The rows that the plan's most demanding step makes."""
-    num_nodes, corrects = simulation.federation.num_nodes, simulation.aggregator.corrects
     rows = max([_rows_made(step, num_nodes, corrects) for step in plan.steps], default=0)
-    return rows * simulation.task.layout.size * FLOAT_BYTES
+    return rows * task.layout.size * FLOAT_BYTES
 
 
 def _data_bytes(task: Task) -> int:

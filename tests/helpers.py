@@ -10,8 +10,11 @@ import numpy as np
 import torch
 
 from fedsim.backends.local import LocalBackend
+from fedsim.build import first_plan
 from fedsim.config import config_dir
 from fedsim.data.datasets import Dataset
+from fedsim.engine import Simulation
+from fedsim.memory import MemoryEstimate, estimate_memory
 from fedsim.models import logreg
 from fedsim.strategies.base import Federation
 from fedsim.task import Task
@@ -45,6 +48,25 @@ def path_federation(task: Task) -> Federation:
     """
     return Federation(
         3, 0, Topology(nx.path_graph(3), metropolis_hastings), task.node_data.num_examples
+    )
+
+
+def memory_of(simulation: Simulation, chunk_size: int | None = None) -> MemoryEstimate:
+    """The memory estimate of a built ``simulation``, from its parts as the build passes them
+    (``chunk_size`` defaults to the backend's when that is an integer)."""
+    if chunk_size is None and isinstance(simulation.backend.chunk_size, int):
+        chunk_size = simulation.backend.chunk_size
+    return estimate_memory(
+        simulation.task,
+        simulation.federation,
+        first_plan(simulation.strategy, simulation.federation),
+        num_servers=simulation.strategy.num_servers,
+        aggregator=simulation.aggregator,
+        rounds=simulation.rounds,
+        eval_nodes=simulation.eval_nodes,
+        private=simulation.privacy is not None,
+        vectorise=simulation.backend.vectorise,
+        chunk_size=chunk_size,
     )
 
 

@@ -11,10 +11,12 @@ import pytest
 import scipy.sparse as sp
 import torch
 from conftest import compose_config
+from helpers import memory_of
 
 from fedsim import memory
+from fedsim.aggregators import Mean
 from fedsim.backends.local import LocalBackend
-from fedsim.build import build_simulation, first_plan
+from fedsim.build import build_simulation
 from fedsim.data.datasets import Dataset
 from fedsim.engine import Simulation
 from fedsim.errors import ConfigError
@@ -25,7 +27,6 @@ from fedsim.memory import (
     MIXING_CACHE,
     RECORDER_ROW_BYTES,
     RUNTIME_BYTES,
-    MemoryEstimate,
     _rows_made,
     activation_sizes,
     check_memory,
@@ -64,14 +65,8 @@ def tiny_simulation(momentum: float = 0.9, vectorise: bool | str = True, **optio
     )
 
 
-def estimate_of(simulation: Simulation, chunk_size: int | None = None) -> MemoryEstimate:
-    """The memory estimate of ``simulation``, from its plan of round 0 as the build makes it."""
-    plan = first_plan(simulation.strategy, simulation.federation)
-    return estimate_memory(simulation, plan, chunk_size)
-
-
 def test_tiny_mlp_estimate_is_the_hand_count():
-    estimate = estimate_of(tiny_simulation())
+    estimate = memory_of(tiny_simulation())
     row = 43 * 4  # bytes of one model
     assert estimate.num_parameters == 43
     assert estimate.parameters == 4 * row  # 3 nodes + the server
@@ -107,9 +102,22 @@ def test_tiny_mlp_estimate_is_the_hand_count():
     assert estimate.peak == estimate.resident + estimate.to_allocate
 
 
+def test_the_estimate_is_a_function_of_the_run_parts():
+    """No simulation or backend needed, and the same parts give the same estimate."""
+    simulation = tiny_simulation()
+    plan = FedAvg(sample_size=2).plan(0, simulation.federation)
+    parts = {"num_servers": 1, "aggregator": Mean(), "rounds": 1, "eval_nodes": 100}
+    parts |= {"private": False, "vectorise": True}
+    estimate = estimate_memory(simulation.task, simulation.federation, plan, **parts)
+    assert estimate == memory_of(simulation)  # chunks of the 2 trained nodes
+    assert estimate.resident == 0  # measured apart (with_resident_memory)
+    one = estimate_memory(simulation.task, simulation.federation, plan, **parts, chunk_size=1)
+    assert one == estimate.with_chunk_size(1)
+
+
 def test_parameter_bytes_are_those_the_backend_allocates():
     simulation = tiny_simulation()
-    estimate = estimate_of(simulation)
+    estimate = memory_of(simulation)
     backend = simulation.backend
     backend.start(simulation.task, simulation.num_rows)
     assert estimate.parameters == backend.params.nelement() * backend.params.element_size()
@@ -117,8 +125,8 @@ def test_parameter_bytes_are_those_the_backend_allocates():
 
 
 def test_without_momentum_and_with_the_loop_trainer():
-    vectorised = estimate_of(tiny_simulation(momentum=0.0))
-    loop = estimate_of(tiny_simulation(momentum=0.0, vectorise=False))
+    vectorised = memory_of(tiny_simulation(momentum=0.0))
+    loop = memory_of(tiny_simulation(momentum=0.0, vectorise=False))
     row = 43 * 4
     assert vectorised.momentum == 0
     assert vectorised.training_per_node == 5 * row + 2 * 61 * 4 + 260
@@ -150,7 +158,7 @@ def test_push_and_merge_gossip_holds_a_buffer_per_row():
     simulation = build_simulation(
         compose_config("strategy=gossip", "topology=ring", "num_nodes=6", "eval_nodes=1")
     )
-    estimate = estimate_of(simulation)
+    estimate = memory_of(simulation)
     row = estimate.num_parameters * 4
     # A row, a weight and no variances (the mean aggregator corrects nothing) per row.
     assert estimate.buffers == 6 * (row + 4)
@@ -172,7 +180,7 @@ def test_mixing_matrices_the_backend_keeps(topology, matrices):
     nonzeros = simulation.federation.topology.mixing(0).nnz
     assert nonzeros == 8 * (3 if topology == "ring" else 5)  # self and 2 or 4 neighbours
     per_matrix = 20 if matrices == 1 else 20 + 16  # torch's copy, and scipy's kept alive
-    assert estimate_of(simulation).mixing == matrices * nonzeros * per_matrix
+    assert memory_of(simulation).mixing == matrices * nonzeros * per_matrix
     backend = simulation.backend
     backend.start(simulation.task, simulation.num_rows)
     for round_idx in range(3):
@@ -180,14 +188,14 @@ def test_mixing_matrices_the_backend_keeps(topology, matrices):
     assert len(backend._mixing) == matrices
     long_run = build_simulation(compose_config(*overrides, "rounds=100"))
     cached = 1 if matrices == 1 else MIXING_CACHE
-    assert estimate_of(long_run).mixing == cached * nonzeros * per_matrix
+    assert memory_of(long_run).mixing == cached * nonzeros * per_matrix
 
 
 def test_independent_initialisation_is_held():
     simulation = build_simulation(
         compose_config("num_nodes=5", "strategy.sample_size=2", "init=independent")
     )
-    estimate = estimate_of(simulation)
+    estimate = memory_of(simulation)
     row = estimate.num_parameters * 4
     assert estimate.initialisation == 6 * (row + INIT_ROW_BYTES)  # 5 nodes + the server
     assert estimate.held == (
@@ -199,7 +207,7 @@ def test_private_training_is_counted_among_the_large_parts():
     simulation = build_simulation(
         compose_config("strategy=dpsgd", "privacy=local", "num_nodes=4", "eval_nodes=1")
     )
-    estimate = estimate_of(simulation)
+    estimate = memory_of(simulation)
     row, batch = estimate.num_parameters * 4, simulation.task.optimizer.batch_size
     assert estimate.private_per_node == (5 * batch + 4) * row
     assert estimate.private_training == 4 * estimate.private_per_node
@@ -231,7 +239,7 @@ def test_schedule_bytes_bound_the_real_schedule():
 @pytest.mark.parametrize("strategy", ["fedavg", "dpsgd"])
 def test_estimate_grows_with_num_nodes(strategy):
     totals = [
-        estimate_of(
+        memory_of(
             build_simulation(
                 compose_config(
                     f"strategy={strategy}",
@@ -248,17 +256,17 @@ def test_estimate_grows_with_num_nodes(strategy):
 
 def test_estimate_grows_with_the_chunk_size():
     simulation = build_simulation(compose_config("strategy=dpsgd", "num_nodes=20", "eval_nodes=1"))
-    estimates = [estimate_of(simulation, chunk_size=size) for size in range(1, 25)]
+    estimates = [memory_of(simulation, chunk_size=size) for size in range(1, 25)]
     totals = [estimate.total for estimate in estimates]
     training = [estimate.training for estimate in estimates]
     assert totals == sorted(totals) and totals[0] < totals[-1]
     assert training[:20] == sorted(set(training[:20]))  # strictly growing up to the 20 nodes
     assert training[19:] == [training[19]] * 5  # no chunk holds more than the 20 nodes
-    assert estimate_of(simulation, chunk_size=7) == estimate_of(simulation).with_chunk_size(7)
+    assert memory_of(simulation, chunk_size=7) == memory_of(simulation).with_chunk_size(7)
 
 
 def test_chosen_chunk_size_is_the_largest_that_fits():
-    estimate = estimate_of(build_simulation(compose_config("strategy=dpsgd", "num_nodes=50")))
+    estimate = memory_of(build_simulation(compose_config("strategy=dpsgd", "num_nodes=50")))
     smallest, largest = estimate.with_chunk_size(1), estimate.with_chunk_size(50)
     for budget in np.linspace(smallest.to_allocate, largest.to_allocate, 7).astype(int):
         chosen = choose_chunk_size(estimate, int(budget))
@@ -269,7 +277,7 @@ def test_chosen_chunk_size_is_the_largest_that_fits():
 
 
 def test_a_run_that_does_not_fit_is_refused_with_what_to_change(monkeypatch):
-    estimate = estimate_of(tiny_simulation(strategy=FedAvg(sample_size=3)))
+    estimate = memory_of(tiny_simulation(strategy=FedAvg(sample_size=3)))
     # Enough for chunks of two nodes, not of three (the budget is 0.9 x available).
     available = math.ceil(estimate.with_chunk_size(2).to_allocate / 0.9) + 1
     monkeypatch.setattr(memory, "available_memory", lambda device: available)
@@ -289,13 +297,13 @@ def test_a_run_that_does_not_fit_is_refused_with_what_to_change(monkeypatch):
 def test_a_run_too_large_for_any_chunk_size_is_refused(monkeypatch):
     monkeypatch.setattr(memory, "available_memory", lambda device: 1000)
     with pytest.raises(ConfigError, match="use fewer nodes than num_nodes=3") as error:
-        check_memory(estimate_of(tiny_simulation()), CPU)
+        check_memory(memory_of(tiny_simulation()), CPU)
     assert "backend.chunk_size" not in str(error.value)
 
 
 def test_unknown_available_memory_checks_nothing(monkeypatch):
     monkeypatch.setattr(memory, "available_memory", lambda device: None)
-    check_memory(estimate_of(tiny_simulation()), CPU)
+    check_memory(memory_of(tiny_simulation()), CPU)
 
 
 def test_available_memory_of_this_machine():
@@ -355,12 +363,13 @@ def test_failed_allocations_are_recognised():
 
 
 def test_resident_memory_is_measured_and_not_compared():
-    simulation = tiny_simulation()
-    first = estimate_of(simulation)
+    estimate = memory_of(tiny_simulation())
+    assert estimate.resident == 0  # the estimate is a function of the run's parts only
+    first = memory.with_resident_memory(estimate, CPU)
     before = memory.resident_memory()
     block = torch.ones(2**24)  # 64 MiB, written
     assert memory.resident_memory() - before >= 60 * 2**20
-    second = estimate_of(simulation)
+    second = memory.with_resident_memory(estimate, CPU)
     assert second.resident > first.resident > 0
     assert second == first  # the run's own parts, whatever the process held
     del block

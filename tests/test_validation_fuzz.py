@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import compose_config, examples
+from helpers import memory_of
 from hydra.errors import HydraException
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
@@ -26,10 +27,9 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from sklearn.datasets import dump_svmlight_file
 
-from fedsim.build import build_simulation, first_plan
+from fedsim.build import build_simulation
 from fedsim.config import GROUPS, TOP_LEVEL, config_dir, options
 from fedsim.errors import ConfigError
-from fedsim.memory import estimate_memory
 from fedsim.runner import precheck
 from fedsim.schemas import schema
 
@@ -159,10 +159,7 @@ def test_fuzzed_overrides_build_or_name_the_problem(case):
     except Exception as error:
         raise AssertionError(f"{overrides} raised {type(error).__name__}: {error}") from error
     event("built")
-    assert (
-        estimate_memory(simulation, first_plan(simulation.strategy, simulation.federation)).total
-        > 0
-    )
+    assert memory_of(simulation).total > 0
 
 
 # Raw text a user could type: a sweep without -m, unknown options and keys, odd characters.

@@ -13,11 +13,13 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig
 
+from fedsim.aggregators import Aggregator
 from fedsim.config import check_config
 from fedsim.engine import Simulation
 from fedsim.errors import ConfigError, check
 from fedsim.federation import Federation, message_bytes
 from fedsim.memory import (
+    MemoryEstimate,
     allocation_failure,
     check_memory,
     choose_chunk_size,
@@ -27,6 +29,7 @@ from fedsim.memory import (
 )
 from fedsim.partitions import label_histograms
 from fedsim.plans import RoundPlan
+from fedsim.privacy import Privacy
 from fedsim.simulated.churn import Churn
 from fedsim.strategies.base import Strategy
 from fedsim.task import Task
@@ -49,7 +52,6 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         f"strategy={_choice(cfg.strategy)} assumes local SGD (with or without momentum); "
         f"use optimizer=sgd, not optimizer={_choice(cfg.optimizer)}",
     )
-    backend = instantiate(cfg.backend)
     dataset = instantiate(cfg.data)
     partition = instantiate(cfg.partition)
     check(
@@ -116,11 +118,15 @@ def build_simulation(cfg: DictConfig) -> Simulation:
     privacy = instantiate(cfg.privacy)
     if privacy is not None:
         privacy.prepare(plan, federation, cfg.rounds, type(strategy).__name__)
+    estimate = _memory_estimate(cfg, task, federation, plan, strategy, aggregator, privacy, device)
+    # backend.chunk_size=auto is decided before the backend is built, and built into it.
+    auto = cfg.backend.get("chunk_size") == "auto"
+    resolved = {"chunk_size": estimate.chunk_size} if auto else {}
     simulation = Simulation(
         strategy=strategy,
         federation=federation,
         task=task,
-        backend=backend,
+        backend=instantiate(cfg.backend, **resolved),
         aggregator=aggregator,
         rounds=cfg.rounds,
         eval_every=cfg.eval_every,
@@ -130,7 +136,7 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         label_histograms=label_histograms(dataset.train_y.numpy(), shards, dataset.num_classes),
         privacy=privacy,
     )
-    _fit_in_memory(simulation, plan, device)
+    check_memory(estimate, device)
     return simulation
 
 
@@ -155,30 +161,37 @@ def _churn(cfg: DictConfig, strategy: Strategy) -> Churn:
     return churn
 
 
-def _fit_in_memory(simulation: Simulation, plan: RoundPlan, device: torch.device) -> None:
-    """Resolve backend.chunk_size=auto, then refuse a run that cannot fit in memory."""
-    backend = simulation.backend
-    configured = getattr(backend, "chunk_size", None)
+def _memory_estimate(
+    cfg: DictConfig,
+    task: Task,
+    federation: Federation,
+    plan: RoundPlan,
+    strategy: Strategy,
+    aggregator: Aggregator,
+    privacy: Privacy | None,
+    device: torch.device,
+) -> MemoryEstimate:
+    """The run's memory, trained in chunks of backend.chunk_size nodes; with
+    backend.chunk_size=auto, in the largest chunks whose run fits in memory (all the nodes
+    a round trains where the free memory is unknown)."""
+    configured = cfg.backend.get("chunk_size")
     estimate = estimate_memory(
-        simulation.task,
-        simulation.federation,
+        task,
+        federation,
         plan,
-        num_servers=simulation.strategy.num_servers,
-        aggregator=simulation.aggregator,
-        rounds=simulation.rounds,
-        eval_nodes=simulation.eval_nodes,
-        private=simulation.privacy is not None,
-        vectorise=getattr(backend, "vectorise", True),
+        num_servers=strategy.num_servers,
+        aggregator=aggregator,
+        rounds=cfg.rounds,
+        eval_nodes=cfg.eval_nodes,
+        private=privacy is not None,
+        vectorise=cfg.backend.get("vectorise", True),
         chunk_size=configured if isinstance(configured, int) else None,
     )
     estimate = with_resident_memory(estimate, device)
-    if backend.chunk_size == "auto":
-        budget = memory_budget(device)
-        backend.chunk_size = (
-            estimate.max_chunk_size if budget is None else choose_chunk_size(estimate, budget)
-        )
-        estimate = estimate.with_chunk_size(backend.chunk_size)
-    check_memory(estimate, device)
+    budget = memory_budget(device) if configured == "auto" else None
+    if budget is not None:
+        estimate = estimate.with_chunk_size(choose_chunk_size(estimate, budget))
+    return estimate
 
 
 def _partition_inputs(
@@ -207,10 +220,11 @@ def _choice(node: DictConfig) -> str:
     return str(node._target_).rsplit(".", 1)[-1]
 
 
-def instantiate(node: DictConfig) -> Any:
-    """Hydra's ``instantiate``, passing a :class:`ConfigError` of the target through unwrapped."""
+def instantiate(node: DictConfig, **overrides: Any) -> Any:
+    """Hydra's ``instantiate`` (``overrides`` replace settings of ``node``), passing a
+    :class:`ConfigError` of the target through unwrapped."""
     try:
-        return hydra_instantiate(node)
+        return hydra_instantiate(node, **overrides)
     except InstantiationException as error:
         if isinstance(error.__cause__, ConfigError):
             raise error.__cause__ from None

@@ -276,6 +276,16 @@ def test_chosen_chunk_size_is_the_largest_that_fits():
     assert choose_chunk_size(estimate, 0) == 1  # nothing fits: check_memory refuses the run
 
 
+def test_auto_chunk_size_is_chosen_before_the_backend_is_built(monkeypatch):
+    overrides = ("strategy=dpsgd", "num_nodes=20", "eval_nodes=1")
+    estimate = memory_of(build_simulation(compose_config(*overrides)))
+    # Enough for chunks of 7 nodes, not of 8 (the budget is 0.9 x available).
+    available = math.ceil(estimate.with_chunk_size(7).to_allocate / 0.9) + 1
+    monkeypatch.setattr(memory, "available_memory", lambda device: available)
+    simulation = build_simulation(compose_config(*overrides, "backend.chunk_size=auto"))
+    assert simulation.backend.chunk_size == 7
+
+
 def test_a_run_that_does_not_fit_is_refused_with_what_to_change(monkeypatch):
     estimate = memory_of(tiny_simulation(strategy=FedAvg(sample_size=3)))
     # Enough for chunks of two nodes, not of three (the budget is 0.9 x available).

@@ -5,7 +5,7 @@ Reads the sweeps that ``run.sh`` writes under ``runs/`` and writes ``results/``:
 the server model), ``table.md`` (mean ± sample std over the seeds; strategies by partitions),
 ``accuracy.png`` (accuracy against round, mean over seeds, ± std shaded), ``partitions.csv``
 (what each partition gives the 10 nodes), and the side checks ``fedprox_mu.csv``,
-``fedadam_server_lr.csv`` and ``momentum.csv``.
+``fedadam_server_lr.csv``, ``momentum.csv`` and ``long_local.csv``.
 
 Usage: python experiments/fl_baselines/analyze.py
 """
@@ -135,6 +135,22 @@ def momentum_table(results: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def long_local_table(curves: pd.DataFrame) -> pd.DataFrame:
+    """#C=1 with 100 local epochs for 20 rounds beside the main runs (10 epochs), rounds 20, 50."""
+    main_c1 = curves[curves["partition"] == "#C=1"]
+    long = accuracy_curves(RUNS / "c1_long_local", ["strategy", "seed"])
+    columns = {
+        "10 epochs, round 20": main_c1[main_c1["round"] == 20],
+        "10 epochs, round 50": main_c1[main_c1["round"] == 50],
+        "100 epochs, round 20": long[long["round"] == 20],
+    }
+    table = pd.DataFrame(
+        {name: rows.groupby("strategy")["accuracy"].agg(mean_std) for name, rows in columns.items()}
+    )
+    table = table.loc[[s for s in STRATEGIES if s in set(long["strategy"])]]
+    return table.rename_axis("strategy").reset_index()
+
+
 def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     frames = []
@@ -180,6 +196,7 @@ def main() -> None:
         RESULTS / "fedadam_server_lr.csv", index=False, float_format="%.4f"
     )
     momentum_table(results).to_csv(RESULTS / "momentum.csv", index=False, float_format="%.4f")
+    long_local_table(curves).to_csv(RESULTS / "long_local.csv", index=False)
     print((RESULTS / "table.md").read_text())
     for path in sorted(RESULTS.glob("*.csv")):
         if path.name != "results.csv":

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The FL-baselines study (NIID-Bench-style table on digits): 5 strategies x 4 partitions x 3 seeds,
-# side checks (FedProx mu, FedAdam server lr, NIID-Bench momentum), then the analysis. Run from
-# the repo root (about 25 minutes on 2 busy cores).
+# side checks (FedProx mu, FedAdam server lr, momentum, local drift), then the analysis. Run from
+# the repo root (about 30 minutes on 2 busy cores).
 set -euo pipefail
 # One thread per run: the metrics do not depend on it, and on 2 shared cores it is ~10x faster.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
@@ -30,4 +30,7 @@ fedsim run -m $common $momentum partition=labels_per_node partition.labels_per_n
   hydra.sweep.dir=$out/c1_momentum
 fedsim run -m $common $momentum partition=labels_per_node partition.labels_per_node=2 \
   hydra.sweep.dir=$out/c2_momentum
+# More local drift under #C=1: 100 local epochs (500 steps) per round for 20 rounds.
+fedsim run -m $common strategy=fedavg,fedprox,scaffold seed=0,1,2 strategy.local_epochs=100 \
+  rounds=20 partition=labels_per_node partition.labels_per_node=1 hydra.sweep.dir=$out/c1_long_local
 python experiments/fl_baselines/analyze.py

@@ -115,6 +115,9 @@ def build_simulation(cfg: DictConfig) -> Simulation:
     size = message_bytes(task.layout.size, cfg.header_bytes)
     federation = replace(federation, message_bytes=size)
     plan = first_plan(strategy, federation)
+    fewest = _fewest_combined(plan, federation.num_nodes)
+    if fewest:
+        aggregator.check_received(fewest)
     privacy = instantiate(cfg.privacy)
     if privacy is not None:
         privacy.prepare(plan, federation, cfg.rounds, type(strategy).__name__)
@@ -147,6 +150,14 @@ def first_plan(strategy: Strategy, federation: Federation) -> RoundPlan:
     topology drawn afresh each round keeps only its latest matrix, which round 0 must still
     find."""
     return copy.deepcopy(strategy).plan(0, federation)
+
+
+def _fewest_combined(plan: RoundPlan, num_nodes: int) -> int:
+    """The fewest models any receiver combines in ``plan`` (what a robust aggregator needs
+    enough of: Krum more than 2f + 2), or 0 when nobody does or the plan cannot say."""
+    counts = np.concatenate([step.messages(num_nodes).fan_in for step in plan.steps] + [[0]])
+    known = counts[counts > 0]
+    return int(known.min()) if len(known) else 0
 
 
 def _churn(cfg: DictConfig, strategy: Strategy) -> Churn:

@@ -4,9 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import compose_config
 from test_backend_ray import metrics
 
 from fedsim.aggregators.krum import Krum, MultiKrum, krum_scores, squared_distances
+from fedsim.build import build_simulation
 from fedsim.errors import ConfigError
 
 # Seven models, two Byzantine (both at (10, 10), received first) and five honest near 0.
@@ -108,3 +110,18 @@ def test_krum_gives_the_same_metrics_on_ray_and_local(aggregator, strategy, tmp_
     on_ray = on_ray[on_ray.metric != "bytes_between_actors_total"].reset_index(drop=True)
     pd.testing.assert_frame_equal(local.drop(columns="value"), on_ray.drop(columns="value"))
     assert np.allclose(local.value, on_ray.value, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "settings, received",
+    [
+        (["strategy.sample_size=6", "aggregator.f=2"], 6),  # FedAvg's server gets 6 models
+        (["strategy=dpsgd", "topology=regular", "topology.degree=4", "aggregator.f=2"], 5),
+    ],
+)
+def test_too_few_models_per_receiver_are_refused_before_any_work(settings, received):
+    config = compose_config("aggregator=krum", "num_nodes=12", *settings)
+    with pytest.raises(
+        ConfigError, match=f"aggregator.f=2 needs more .* but one received {received}"
+    ):
+        build_simulation(config)

@@ -13,6 +13,9 @@ class Mean:
     corrects = False
     combines_rows = False  # it finishes a weighted sum; it never sees the models
 
+    def check_received(self, count: int) -> None:
+        """Refuse too few models per receiver (``count``, the fewest): any number will do."""
+
     def tensors(self, layout: ParameterLayout) -> list[tuple[str, slice]]:
         """The tensors this aggregator rescales (none)."""
         return []

@@ -37,6 +37,9 @@ class VarianceCorrected:
         check(epsilon >= 0, f"aggregator.epsilon={epsilon} must be >= 0")
         self.which, self.epsilon, self.unbiased = tensors, epsilon, unbiased
 
+    def check_received(self, count: int) -> None:
+        """Any number of received models will do."""
+
     def tensors(self, layout: ParameterLayout) -> list[tuple[str, slice]]:
         """The (name, columns) of every tensor this aggregator rescales."""
         chosen, offset = [], 0

@@ -1,0 +1,111 @@
+"""What one evaluation of a run records: the models' accuracy, the traffic, the run's counters."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from fedsim import rng
+from fedsim.training.evaluate import Evaluator
+
+if TYPE_CHECKING:
+    from fedsim.backends.base import Backend
+    from fedsim.federation import Federation
+    from fedsim.metrics.recorder import Recorder
+    from fedsim.privacy import Privacy
+    from fedsim.task import Task
+    from fedsim.traffic import TrafficCounters
+
+
+class Reporter:
+    """Evaluates the global model and the models of a fixed sample of nodes on the test set,
+    and records them with the traffic and counters of the run as one evaluation's rows.
+
+    At most ``eval_nodes`` nodes' own models are evaluated: all of them, or a sample drawn
+    from the seed.  With several components in the topology each one's mean accuracy over
+    its evaluated nodes is reported too.
+    """
+
+    def __init__(self, task: Task, federation: Federation, eval_nodes: int) -> None:
+        dataset = task.dataset
+        self.evaluator = Evaluator(task.model, task.layout, dataset.test_x, dataset.test_y)
+        self.num_nodes = federation.num_nodes
+        self.nodes = evaluated_nodes(federation, eval_nodes)
+        self.components = evaluated_components(federation, self.nodes)
+
+    def report(
+        self,
+        round_idx: int,
+        recorder: Recorder,
+        global_model: torch.Tensor,
+        backend: Backend,
+        traffic: TrafficCounters,
+        sim_time_s: float,
+        run_started: float,
+        privacy: Privacy | None = None,
+    ) -> dict[str, float]:
+        """Record round ``round_idx``'s metrics and per-node metrics; returns the metrics.
+
+        ``global_model`` is the model to evaluate, ``run_started`` the ``perf_counter`` time
+        the run started at (for ``wall_time_s``).
+        """
+        accuracy, loss = self.evaluator.model(global_model)
+        node_accuracy = self.evaluator.accuracies(backend.rows(self.nodes)).cpu().numpy()
+        metrics = {
+            "sim_time_s": sim_time_s,
+            "accuracy": accuracy,
+            "loss": loss,
+            "node_accuracy_mean": float(node_accuracy.mean()),
+            "node_accuracy_min": float(node_accuracy.min()),
+            "node_accuracy_max": float(node_accuracy.max()),
+            "consensus_distance": backend.consensus_distance(self.num_nodes),
+            **traffic.metrics(),
+            **{
+                f"component_{index}_accuracy": float(node_accuracy[positions].mean())
+                for index, positions in enumerate(self.components)
+                if len(positions)
+            },
+            **{
+                f"correction_factor_{name}": factor
+                for name, factor in backend.correction_factors().items()
+            },
+            "wall_time_s": time.perf_counter() - run_started,
+        }
+        if privacy is not None:
+            metrics.update(privacy.metrics(round_idx))
+        metrics.update(backend.counters())
+        for name, value in metrics.items():
+            recorder.add(round_idx, name, value)
+        recorder.extend(round_idx, "node_accuracy", node_accuracy, nodes=self.nodes)
+        for name, values in traffic.node_metrics(self.nodes).items():
+            recorder.extend(round_idx, name, values, nodes=self.nodes)
+        recorder.flush()
+        return metrics
+
+
+def evaluated_nodes(federation: Federation, eval_nodes: int) -> np.ndarray:
+    """The nodes whose own models are evaluated: every node, or ``eval_nodes`` of them drawn
+    from the seed, in order."""
+    num_nodes = federation.num_nodes
+    if num_nodes <= eval_nodes:
+        return np.arange(num_nodes)
+    chosen = rng.generator(federation.seed, rng.EVALUATION).choice(
+        num_nodes, eval_nodes, replace=False
+    )
+    return np.sort(chosen)
+
+
+def evaluated_components(federation: Federation, nodes: np.ndarray) -> list[np.ndarray]:
+    """Per component of the topology (if there are several): the positions in ``nodes`` of
+    its evaluated nodes."""
+    topology = federation.topology
+    if topology is None or len(topology.components()) < 2:
+        return []
+    membership = np.empty(federation.num_nodes, dtype=np.int64)
+    for index, members in enumerate(topology.components()):
+        membership[members] = index
+    evaluated = membership[nodes]
+    return [np.flatnonzero(evaluated == index) for index in range(len(topology.components()))]

@@ -1,0 +1,108 @@
+"""What the simulated nodes sent over a run: bytes and aggregations, counted from the plans."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fedsim.plans import RoundPlan
+
+CHANNELS = ("d2d", "uplink", "downlink")
+
+
+class TrafficCounters:
+    """Model bytes, control bytes by kind and aggregations per row (nodes, then servers),
+    and model bytes per channel, added up round after round.
+
+    A protocol that counts its own traffic (``RoundPlan.traffic``: MoDeST, gossip learning)
+    is taken at its word, all of it device to device; other plans are counted from their
+    steps' messages.  Every model message is ``message_bytes`` long.
+    """
+
+    def __init__(self, num_nodes: int, num_rows: int, message_bytes: int) -> None:
+        self.num_nodes, self.num_rows, self.message_bytes = num_nodes, num_rows, message_bytes
+        self.bytes_sent = np.zeros(num_rows, dtype=np.float64)  # float: no silent overflow
+        self.bytes_control: dict[str, np.ndarray] = {}
+        self.aggregations = np.zeros(num_rows, dtype=np.int64)
+        self.bytes_by_channel: dict[str, float] = dict.fromkeys(CHANNELS, 0.0)
+
+    def account(self, plan: RoundPlan) -> None:
+        """Count one round's plan."""
+        traffic = plan.traffic
+        if traffic is not None:
+            sent = self._rows(traffic.model_messages) * float(self.message_bytes)
+            self.bytes_sent += sent
+            self.bytes_by_channel["d2d"] += float(sent.sum())
+            self.aggregations += self._rows(traffic.aggregations)
+            for kind, control in traffic.control_bytes.items():
+                total = self.bytes_control.setdefault(kind, np.zeros(self.num_rows))
+                total += self._rows(control)
+            return
+        for step in plan.steps:
+            messages = step.messages(self.num_nodes)
+            sent = messages.sent(self.num_rows) * self.message_bytes
+            self.bytes_sent += sent
+            self.aggregations += messages.aggregations(self.num_rows)
+            if messages.link is not None:
+                self.bytes_by_channel[messages.link] += float(sent.sum())
+
+    def control(self) -> np.ndarray:
+        """Control bytes per row, all kinds together."""
+        return sum(self.bytes_control.values(), np.zeros(self.num_rows))
+
+    def metrics(self) -> dict[str, float]:
+        """The totals over all rows, the busiest node's, and the totals by kind and channel."""
+        num_nodes, control = self.num_nodes, self.control()
+        return {
+            "bytes_sent_total": float(self.bytes_sent.sum() + control.sum()),
+            "bytes_sent_max_node": float((self.bytes_sent + control)[:num_nodes].max()),
+            "bytes_model_total": float(self.bytes_sent.sum()),
+            "bytes_control_total": float(control.sum()),
+            **{
+                f"bytes_{kind}_total": float(sent.sum())
+                for kind, sent in self.bytes_control.items()
+            },
+            "aggregations_max_node": float(self.aggregations[:num_nodes].max()),
+            **{f"bytes_{link}_total": float(sent) for link, sent in self.bytes_by_channel.items()},
+        }
+
+    def node_metrics(self, nodes: np.ndarray) -> dict[str, np.ndarray]:
+        """Per node of ``nodes``: model bytes, control bytes and aggregations so far."""
+        return {
+            "node_bytes_model": self.bytes_sent[nodes],
+            "node_bytes_control": self.control()[nodes],
+            "node_aggregations": self.aggregations[nodes].astype(np.float64),
+        }
+
+    def node_totals(self) -> dict[str, np.ndarray]:
+        """Per node over the run so far: model bytes, control bytes and aggregations."""
+        num_nodes = self.num_nodes
+        return {
+            "node": np.arange(num_nodes),
+            "bytes_model": self.bytes_sent[:num_nodes].copy(),
+            "bytes_control": self.control()[:num_nodes],
+            "aggregations": self.aggregations[:num_nodes].copy(),
+        }
+
+    def state(self) -> dict[str, Any]:
+        """The counters as plain data (copies)."""
+        return {
+            "bytes_sent": self.bytes_sent.copy(),
+            "bytes_control": {kind: sent.copy() for kind, sent in self.bytes_control.items()},
+            "aggregations": self.aggregations.copy(),
+            "bytes_by_channel": dict(self.bytes_by_channel),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state`."""
+        self.bytes_sent = state["bytes_sent"].copy()
+        self.bytes_control = {kind: sent.copy() for kind, sent in state["bytes_control"].items()}
+        self.aggregations = state["aggregations"].copy()
+        self.bytes_by_channel = dict(state["bytes_by_channel"])
+
+    def _rows(self, per_node: np.ndarray) -> np.ndarray:
+        """A per-node array padded with zeros for the server rows."""
+        padded = np.zeros(self.num_rows, dtype=np.asarray(per_node).dtype)
+        padded[: len(per_node)] = per_node
+        return padded

@@ -8,6 +8,9 @@ Held from when they are made to the end of the run:
 - ``parameters``: the federation tensor; ``momentum``: the local optimizer's per-row
   state, as much again per state tensor (SGD's momentum when ``optimizer.momentum > 0``,
   Adam's two moments).
+- ``slots``: the per-row states the plan of round 0 keeps beside the models, a (rows, d)
+  tensor each (SCAFFOLD's control variates, the c it received, their change), and
+  ``SERVER_STATE_ROWS`` rows per server row a server optimizer moves (FedAdam's moments).
 - ``buffers``: when the plan of round 0 pushes models (push-and-merge gossip), each row's
   merge buffer: a row, a weight and the variances of the tensors the aggregator corrects.
 - ``mixing``: the gossip matrices the backend converts to torch (20 bytes per non-zero:
@@ -49,20 +52,23 @@ Made of tensors as large as the federation's, given back when freed; the largest
   batches of 16, vectorised): MLP 64 and 256 nodes 221 and 669 MiB, LeNet-5 16 nodes 355
   MiB, which the estimate puts at 0.97 to 1.28 times that; on the loop path (one node at a
   time, a few MiB) it is part of ``training``.
-- ``communication`` (from the plan of round 0): a gossip step ``W X`` makes two (nodes, d)
-  tensors (torch's sparse product and its sum with a zero result, measured), and with a
-  variance-corrected aggregator three more (the receivers' rows, their corrected copy,
-  each tensor's centred block: 4.7 in all, measured); an average gathers its sources and
-  makes its average (and its corrected copy); a push gathers the pushed rows and weights
-  them (two rows per message, three when the variances of what is sent are taken); a
-  merge makes at most three rows per merging node at once, four with a corrected
-  aggregator (``MERGE_ROWS``).
+- ``communication`` (from the plan of round 0): the rows of working memory of the most
+  demanding step, as each step counts them (``working_rows`` in fedsim.plans): a gossip
+  step ``W X`` makes two (nodes, d) tensors (torch's sparse product and its sum with a
+  zero result, measured), and with a variance-corrected aggregator three more (the
+  receivers' rows, their corrected copy, each tensor's centred block: 4.7 in all,
+  measured); an average gathers its sources and makes its average (and its corrected
+  copy); a push gathers the pushed rows and weights them (two rows per message, three
+  when the variances of what is sent are taken); a merge makes at most three rows per
+  merging node at once, four with a corrected aggregator (``MERGE_ROWS``); an aggregator
+  that combines the models themselves (median, Krum) works on ``COMBINE_ROWS`` rows per
+  model received.
 - ``evaluation rows``: the copy of the evaluated rows, the copy of every node row that
   the consensus distance takes, and the recorder's rows of per-node metrics
   (``RECORDER_ROW_BYTES`` each as Python lists and their arrow table: measured 480 bytes
   at most, 80,000 rows).
-- ``checkpoint``: the copies of parameters, momentum and buffers that a checkpoint holds
-  while it is written (after the last round at least).
+- ``checkpoint``: the copies of parameters, optimizer state, per-row states and buffers
+  that a checkpoint holds while it is written (after the last round at least).
 - ``finite check``: ``LocalBackend.all_finite`` sums the rows in place after every round,
   and only when that sum is not finite checks ``FINITE_CHUNK`` values at a time
   (``torch.isfinite`` makes their absolute values and flags: 7 bytes per value, measured).
@@ -115,7 +121,7 @@ from torch import nn
 
 from fedsim.backends.local import FINITE_CHUNK, MIXING_CACHE
 from fedsim.errors import ConfigError
-from fedsim.plans import Aggregate, Average, Gossip, Merge, Push, RoundPlan, Step, Train
+from fedsim.plans import Combining, Gossip, Push, RoundPlan, Train
 from fedsim.training.evaluate import Evaluator
 
 if TYPE_CHECKING:
@@ -132,9 +138,7 @@ EVALUATION_LIVE = 8  # live tensors of the largest size without gradients, measu
 # per epoch and example), each step's epoch order (8 bytes per step and example), then
 # indices, slots, validity and mask (29 bytes per step and batch slot).
 KEY_BYTES, ORDER_BYTES, SLOT_BYTES = 32, 8, 29
-GOSSIP_ROWS = 2  # (nodes, d) tensors a gossip step makes, measured
-CORRECTED_GOSSIP_ROWS = 3  # more with a variance-corrected aggregator, measured 2.7
-MERGE_ROWS = 4  # rows per merging node at once (LocalBackend.merge), counted
+SERVER_STATE_ROWS = 2  # rows of server-optimizer state per server row (Adam's m and v)
 TORCH_SPARSE_BYTES, SCIPY_SPARSE_BYTES = 20, 16  # per non-zero of a cached mixing matrix
 NODE_METRICS = 4  # per-node metrics recorded at each evaluation (metrics.reporters.Reporter)
 BOOKKEEPING_PER_NODE = 128  # measured (module docstring)
@@ -157,6 +161,7 @@ class MemoryEstimate:
 
     parameters: int
     momentum: int
+    slots: int
     buffers: int
     mixing: int
     bookkeeping: int
@@ -196,6 +201,7 @@ class MemoryEstimate:
         return (
             self.parameters
             + self.momentum
+            + self.slots
             + self.buffers
             + self.mixing
             + self.bookkeeping
@@ -246,6 +252,7 @@ class MemoryEstimate:
             f"parameters {format_bytes(self.parameters)} "
             f"({self.num_rows:,} rows x {self.num_parameters:,} x {FLOAT_BYTES} bytes)",
             f"momentum {format_bytes(self.momentum)}",
+            f"per-row states {format_bytes(self.slots)}",
             f"merge buffers {format_bytes(self.buffers)}",
             f"mixing matrices {format_bytes(self.mixing)}",
             f"per-node bookkeeping {format_bytes(self.bookkeeping)}",
@@ -290,12 +297,13 @@ def estimate_memory(
     trains = [step for step in plan.steps if isinstance(step, Train)]
     vectorised = task.prefers_vectorised() if vectorise == "auto" else bool(vectorise)
     held = _held_parts(task, num_rows, vectorised)
+    held["slots"] = _slot_bytes(task, plan, num_rows)
     held["buffers"] = _buffer_bytes(task, plan, num_rows, aggregator)
     held["mixing"] = _mixing_bytes(plan, federation.topology, rounds)
     estimate = MemoryEstimate(
         **held,
         **_small_parts(task, trains, vectorised, private, evaluated),
-        communication=_communication_bytes(task, plan, num_nodes, aggregator.corrects),
+        communication=_communication_bytes(task, plan, num_nodes, aggregator),
         evaluation_rows=_evaluation_rows_bytes(task, evaluated, num_nodes),
         **_end_of_round_parts(held, num_rows * task.layout.size, rounds),
         data=_data_bytes(task),
@@ -350,7 +358,9 @@ def _end_of_round_parts(held: dict[str, int], values: int, rounds: int) -> dict[
     """A checkpoint's copies of the held rows, and the finite check of the ``values``
     parameters: made only when a round runs."""
     return {
-        "checkpoint": (held["parameters"] + held["momentum"] + held["buffers"]) if rounds else 0,
+        "checkpoint": (
+            held["parameters"] + held["momentum"] + held["slots"] + held["buffers"] if rounds else 0
+        ),
         "finite_check": FINITE_CHECK_BYTES_PER_VALUE * min(FINITE_CHUNK, values) if rounds else 0,
     }
 
@@ -398,6 +408,17 @@ def _evaluation_rows_bytes(task: Task, evaluated: int, num_nodes: int) -> int:
     return (evaluated + num_nodes) * row_bytes + recorded
 
 
+def _slot_bytes(task: Task, plan: RoundPlan, num_rows: int) -> int:
+    """The per-row states the plan's steps keep beside the models (SCAFFOLD's control
+    variates: one (rows, d) tensor each), and the state of every server update (at most
+    two rows per target: Adam's moments)."""
+    names = set().union(*(step.slot_names() for step in plan.steps))
+    updated = sum(
+        len(step.targets) for step in plan.steps if getattr(step, "update", None) is not None
+    )
+    return (len(names) * num_rows + SERVER_STATE_ROWS * updated) * task.layout.size * FLOAT_BYTES
+
+
 def _buffer_bytes(task: Task, plan: RoundPlan, num_rows: int, aggregator: Aggregator) -> int:
     """Every row's merge buffer (a row, its weight, the corrected tensors' variances) when
     the plan pushes models; nothing otherwise."""
@@ -425,9 +446,12 @@ def _mixing_bytes(plan: RoundPlan, topology: Topology | None, rounds: int) -> in
     return kept * largest * (TORCH_SPARSE_BYTES + SCIPY_SPARSE_BYTES)
 
 
-def _communication_bytes(task: Task, plan: RoundPlan, num_nodes: int, corrects: bool) -> int:
-    """The rows that the plan's most demanding step makes."""
-    rows = max([_rows_made(step, num_nodes, corrects) for step in plan.steps], default=0)
+def _communication_bytes(
+    task: Task, plan: RoundPlan, num_nodes: int, aggregator: Aggregator
+) -> int:
+    """The rows that the plan's most demanding step makes (each step says how many)."""
+    combining = Combining(aggregator.corrects, aggregator.combines_rows)
+    rows = max([step.working_rows(num_nodes, combining) for step in plan.steps], default=0)
     return rows * task.layout.size * FLOAT_BYTES
 
 
@@ -436,23 +460,6 @@ def _data_bytes(task: Task) -> int:
     tensors = [dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y]
     tensors += [node_data.table, node_data.counts]
     return sum(tensor.nelement() * tensor.element_size() for tensor in tensors)
-
-
-def _rows_made(step: Step, num_nodes: int, corrects: bool = False) -> int:
-    """Rows of new memory a plan step makes (module docstring: ``communication``), with
-    an aggregator that ``corrects`` the averages or without."""
-    if isinstance(step, Gossip):
-        return (GOSSIP_ROWS + corrects * CORRECTED_GOSSIP_ROWS) * num_nodes
-    if isinstance(step, Average):
-        return len(step.sources) + 1 + corrects
-    if isinstance(step, Aggregate):
-        widest = max(len(group.sources) for group in step.groups)
-        return widest + (1 + corrects) * len(step.groups)
-    if isinstance(step, Push):
-        return (2 + corrects) * len(step.sources)
-    if isinstance(step, Merge):
-        return MERGE_ROWS * len(step.nodes)
-    return 0
 
 
 def resident_memory() -> int:

@@ -64,6 +64,23 @@ def _messages(
 
 NO_MESSAGES = _messages(np.empty(0), np.empty(0), np.empty(0), None)
 
+# Working memory a backend makes executing a step, in rows of the federation (the memory
+# estimate's ``communication`` part, fedsim.memory): each step's ``working_rows``.
+GOSSIP_ROWS = 2  # (nodes, d) tensors a gossip step makes, measured
+CORRECTED_GOSSIP_ROWS = 3  # more with a variance-corrected aggregator, measured 2.7
+MERGE_ROWS = 4  # rows per merging node at once (LocalBackend.merge), counted
+COMBINE_ROWS = 4  # per received model, for an aggregator that combines the models: the
+# gathered models, the median's sorted values and their int64 order (counted)
+
+
+@dataclass(frozen=True)
+class Combining:
+    """What the aggregator of a run does, as the working memory of a step depends on it:
+    ``corrects`` a weighted sum (variance correction) or ``combines_rows`` itself."""
+
+    corrects: bool = False
+    combines_rows: bool = False
+
 
 @dataclass(frozen=True, eq=False)
 class Train:
@@ -86,6 +103,14 @@ class Train:
 
     def messages(self, num_nodes: int) -> Messages:
         return NO_MESSAGES
+
+    def working_rows(self, num_nodes: int, combining: Combining) -> int:
+        """Training's memory is counted per chunk of nodes (fedsim.memory), not in rows."""
+        return 0
+
+    def slot_names(self) -> set[str]:
+        """The per-row states its transforms keep."""
+        return {name for transform in self.transforms for name in transform.slots}
 
     def only(self, chosen: np.ndarray) -> Train:
         """The same step for the nodes ``chosen`` (positions or a mask into ``nodes``)."""
@@ -123,6 +148,16 @@ class Gossip:
         models = np.bincount(receivers, minlength=self.weights.shape[0])[combiners]
         return _messages(senders, receivers, combiners, "d2d", models)
 
+    def working_rows(self, num_nodes: int, combining: Combining) -> int:
+        """The sparse product and its sum with zeros; more when the aggregator corrects, or
+        every received model gathered when it combines them."""
+        if combining.combines_rows:
+            return COMBINE_ROWS * int(self.messages(num_nodes).fan_in.sum()) + num_nodes
+        return (GOSSIP_ROWS + combining.corrects * CORRECTED_GOSSIP_ROWS) * num_nodes
+
+    def slot_names(self) -> set[str]:
+        return set()
+
 
 @dataclass(frozen=True, eq=False)
 class Average:
@@ -156,6 +191,17 @@ class Average:
         combiners = self.targets if len(self.sources) > 1 else np.empty(0)
         return _messages(senders, receivers, combiners, self.link(num_nodes), len(self.sources))
 
+    def working_rows(self, num_nodes: int, combining: Combining) -> int:
+        """The gathered sources and the average (and its corrected copy); an aggregator that
+        combines the models works on them once per target."""
+        if combining.combines_rows and self.payload == "params" and len(self.sources) > 1:
+            return (COMBINE_ROWS * len(self.sources) + 2) * len(self.targets)
+        return len(self.sources) + 1 + combining.corrects
+
+    def slot_names(self) -> set[str]:
+        """The per-row states it reads or writes besides the models."""
+        return {self.payload, self.written} - {"params"}
+
     def link(self, num_nodes: int) -> str:
         if (self.sources >= num_nodes).all():
             return "downlink"
@@ -178,6 +224,15 @@ class Aggregate:
         )
         return Messages(senders, receivers, combiners, "d2d", fan_in)
 
+    def working_rows(self, num_nodes: int, combining: Combining) -> int:
+        """Every group's result, kept until all are written, and the widest gathering."""
+        made = [group.working_rows(num_nodes, combining) for group in self.groups]
+        gathered = [len(group.sources) for group in self.groups]
+        return sum(made) - sum(gathered) + max(gathered)
+
+    def slot_names(self) -> set[str]:
+        return set().union(*(group.slot_names() for group in self.groups))
+
 
 @dataclass(frozen=True, eq=False)
 class Push:
@@ -192,6 +247,13 @@ class Push:
         """Buffered, so nobody combines yet (the :class:`Merge` does)."""
         return _messages(self.sources, self.targets, np.empty(0), "d2d")
 
+    def working_rows(self, num_nodes: int, combining: Combining) -> int:
+        """The pushed rows, gathered and weighted (and their variances taken)."""
+        return (2 + combining.corrects) * len(self.sources)
+
+    def slot_names(self) -> set[str]:
+        return set()
+
 
 @dataclass(frozen=True, eq=False)
 class Merge:
@@ -204,6 +266,12 @@ class Merge:
     def messages(self, num_nodes: int) -> Messages:
         """Nothing sent (the pushes were); every node merges its buffer."""
         return _messages(np.empty(0), np.empty(0), self.nodes, None)
+
+    def working_rows(self, num_nodes: int, combining: Combining) -> int:
+        return MERGE_ROWS * len(self.nodes)
+
+    def slot_names(self) -> set[str]:
+        return set()
 
 
 Step = Train | Gossip | Average | Aggregate | Push | Merge

@@ -100,6 +100,18 @@ GRID: list[tuple[str, list[str]]] = [
         ["strategy=gossip", "topology=regular", "num_nodes=5000", "data.tile=4"],
     ),
     ("gossip learning mlp 10k", ["strategy=gossip_learning", "num_nodes=10000", "data.tile=8"]),
+    (
+        "dpsgd mlp 2k median",
+        [
+            "strategy=dpsgd",
+            "topology=regular",
+            "num_nodes=2000",
+            "data.tile=2",
+            "aggregator=median",
+        ],
+    ),
+    ("scaffold mlp 5k", ["strategy=scaffold", "num_nodes=5000", "data.tile=4"]),
+    ("fedadam mlp 20k", ["strategy=fedadam", "num_nodes=20000", "data.tile=15"]),
 ]
 COMMON = ["rounds=2", "eval_every=1", "progress=false"]
 # The child: fedsim's CLI, with the memory check wrapped to save the estimate it receives.

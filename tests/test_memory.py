@@ -27,7 +27,6 @@ from fedsim.memory import (
     MIXING_CACHE,
     RECORDER_ROW_BYTES,
     RUNTIME_BYTES,
-    _rows_made,
     activation_sizes,
     check_memory,
     choose_chunk_size,
@@ -35,7 +34,7 @@ from fedsim.memory import (
     schedule_bytes,
 )
 from fedsim.models import mlp
-from fedsim.plans import Aggregate, Average, Gossip, Merge, Push, Train
+from fedsim.plans import Aggregate, Average, Combining, Gossip, Merge, Push, Train
 from fedsim.strategies import FedAvg
 from fedsim.strategies.base import Federation
 from fedsim.task import Task
@@ -136,22 +135,44 @@ def test_without_momentum_and_with_the_loop_trainer():
     assert loop.runtime == RUNTIME_BYTES + LOOP_RUNTIME_BYTES  # torch.optim's first import
 
 
+PLAIN, CORRECTED, COMBINED = Combining(), Combining(corrects=True), Combining(combines_rows=True)
+
+
 def test_rows_each_plan_step_makes():
     ring = sp.csr_array(np.full((5, 5), 0.2))
     three, two = np.arange(3), np.arange(2)
-    assert _rows_made(Gossip(ring), 5) == 10  # torch's product and its sum with zeros
-    assert _rows_made(Average(three, np.array([5]), np.full(3, 1 / 3)), 5) == 4
+    assert Gossip(ring).working_rows(5, PLAIN) == 10  # torch's product and its sum with zeros
+    assert Average(three, np.array([5]), np.full(3, 1 / 3)).working_rows(5, PLAIN) == 4
     groups = (Average(three, two, np.full(3, 1 / 3)), Average(two, three, np.full(2, 0.5)))
-    assert _rows_made(Aggregate(groups), 5) == 3 + 2  # the widest gathering, one per group
-    assert _rows_made(Push(three, np.array([1, 2, 0]), np.ones(3)), 5) == 6
-    assert _rows_made(Merge(two, np.full(2, 0.5)), 5) == 8
-    assert _rows_made(Train(three, epochs=1), 5) == 0
+    assert Aggregate(groups).working_rows(5, PLAIN) == 3 + 2  # the widest gathering, one per group
+    assert Push(three, np.array([1, 2, 0]), np.ones(3)).working_rows(5, PLAIN) == 6
+    assert Merge(two, np.full(2, 0.5)).working_rows(5, PLAIN) == 8
+    assert Train(three, epochs=1).working_rows(5, PLAIN) == 0
     # A variance-corrected aggregator: the receivers' rows, their corrected copy, blocks.
-    assert _rows_made(Gossip(ring), 5, corrects=True) == 25
-    assert _rows_made(Average(three, np.array([5]), np.full(3, 1 / 3)), 5, corrects=True) == 5
-    assert _rows_made(Aggregate(groups), 5, corrects=True) == 3 + 2 * 2
-    assert _rows_made(Push(three, np.array([1, 2, 0]), np.ones(3)), 5, corrects=True) == 9
-    assert _rows_made(Merge(two, np.full(2, 0.5)), 5, corrects=True) == 8
+    assert Gossip(ring).working_rows(5, CORRECTED) == 25
+    assert Average(three, np.array([5]), np.full(3, 1 / 3)).working_rows(5, CORRECTED) == 5
+    assert Aggregate(groups).working_rows(5, CORRECTED) == 3 + 2 * 2
+    assert Push(three, np.array([1, 2, 0]), np.ones(3)).working_rows(5, CORRECTED) == 9
+    assert Merge(two, np.full(2, 0.5)).working_rows(5, CORRECTED) == 8
+    # An aggregator that combines the models themselves: COMBINE_ROWS per model received.
+    assert Gossip(ring).working_rows(5, COMBINED) == 4 * 25 + 5
+    assert Average(three, np.array([5]), np.full(3, 1 / 3)).working_rows(5, COMBINED) == 14
+
+
+def test_scaffold_holds_its_control_variates_and_fedadam_its_moments():
+    """Three (rows, d) slots for SCAFFOLD (c_i and c, the c received, the change sent);
+    two rows of moments for FedAdam's one server row."""
+    sizes = {}
+    for strategy in ("fedavg", "scaffold", "fedadam"):
+        simulation = build_simulation(compose_config(f"strategy={strategy}", "num_nodes=12"))
+        sizes[strategy] = memory_of(simulation), simulation
+    fedavg, simulation = sizes["fedavg"]
+    row = simulation.task.layout.size * 4
+    assert fedavg.slots == 0
+    scaffold = sizes["scaffold"][0]
+    assert scaffold.slots == (3 * 13 + 2) * row  # its update of c counted as an optimizer's
+    assert sizes["fedadam"][0].slots == 2 * row
+    assert scaffold.checkpoint == fedavg.checkpoint + scaffold.slots
 
 
 def test_push_and_merge_gossip_holds_a_buffer_per_row():

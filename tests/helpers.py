@@ -70,6 +70,18 @@ def memory_of(simulation: Simulation, chunk_size: int | None = None) -> MemoryEs
     )
 
 
+def run_rounds(strategy, rounds: int = 3, task: Task | None = None, zero: bool = False):
+    """A local backend after ``rounds`` rounds of ``strategy`` on the three nodes of the path
+    (logistic regression, lr 0.5, unless ``task`` is given; all rows zero at first when
+    ``zero``)."""
+    task = task or zero_logreg_task(lr=0.5)
+    federation = path_federation(task)
+    backend = started_backend(task, num_rows=4, zero=zero)
+    for round_idx in range(rounds):
+        backend.execute(strategy.plan(round_idx, federation), round_idx)
+    return backend
+
+
 def started_backend(task: Task, num_rows: int, zero: bool = False, **options) -> LocalBackend:
     """A local backend holding ``num_rows`` rows, all zero when ``zero`` (for hand computations)."""
     backend = LocalBackend(**options)

@@ -5,20 +5,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from helpers import path_federation, started_backend, zero_logreg_task
+from helpers import path_federation, run_rounds, started_backend, zero_logreg_task
 
 from fedsim.plans import Train
 from fedsim.strategies import FedAvg
 from fedsim.strategies.fednova import FedNova
-
-
-def run_rounds(strategy, rounds=3, federation=None):
-    task = zero_logreg_task(lr=0.5)
-    federation = federation or path_federation(task)
-    backend = started_backend(task, num_rows=4)
-    for round_idx in range(rounds):
-        backend.execute(strategy.plan(round_idx, federation), round_idx)
-    return backend
 
 
 def test_equal_local_steps_is_fedavg_bit_for_bit():

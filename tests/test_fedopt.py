@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import compose_config
-from helpers import path_federation, started_backend, zero_logreg_task
+from helpers import path_federation, run_rounds, started_backend, zero_logreg_task
 
 from fedsim import checkpoint
 from fedsim.build import build_simulation
@@ -72,15 +72,6 @@ def test_server_momentum_by_hand():
     np.testing.assert_allclose(first[0].numpy(), X[0].numpy() + 0.5 * DELTA)
     second = server_step(momentum, first, first[0] + torch.from_numpy(DELTA), states)
     np.testing.assert_allclose(second[0].numpy(), first[0].numpy() + 0.5 * (0.9 + 1) * DELTA)
-
-
-def run_rounds(strategy, rounds=3):
-    task = zero_logreg_task(lr=0.5)
-    federation = path_federation(task)
-    backend = started_backend(task, num_rows=4)
-    for round_idx in range(rounds):
-        backend.execute(strategy.plan(round_idx, federation), round_idx)
-    return backend
 
 
 def test_fedavgm_without_momentum_and_with_server_lr_1_is_fedavg():

@@ -4,20 +4,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import TRAIN_X, TRAIN_Y, path_federation, started_backend, zero_logreg_task
+from helpers import TRAIN_X, TRAIN_Y, path_federation, run_rounds, started_backend, zero_logreg_task
 
 from fedsim.plans import Train
 from fedsim.strategies import FedAvg
 from fedsim.strategies.fedprox import FedProx, Proximal
-
-
-def run_rounds(strategy, rounds=3):
-    task = zero_logreg_task(lr=0.5)
-    federation = path_federation(task)
-    backend = started_backend(task, num_rows=4)
-    for round_idx in range(rounds):
-        backend.execute(strategy.plan(round_idx, federation), round_idx)
-    return backend
 
 
 def test_mu_zero_is_fedavg_bit_for_bit():

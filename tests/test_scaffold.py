@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from helpers import SHARDS, TRAIN_X, TRAIN_Y, path_federation, started_backend
+from helpers import SHARDS, TRAIN_X, TRAIN_Y, path_federation, run_rounds, started_backend
 
 from fedsim import checkpoint
 from fedsim.data.datasets import Dataset
@@ -29,13 +29,8 @@ def task(lr=LR, weight_decay=DECAY):
     return Task(model, data, NodeData.from_shards(SHARDS), optimizer, seed=0)
 
 
-def run(strategy, rounds, the_task=None):
-    the_task = the_task or task()
-    federation = path_federation(the_task)
-    backend = started_backend(the_task, num_rows=4, zero=True)
-    for round_idx in range(rounds):
-        backend.execute(strategy.plan(round_idx, federation), round_idx)
-    return backend
+def run(strategy, rounds):
+    return run_rounds(strategy, rounds, task(), zero=True)
 
 
 def test_first_round_by_hand():

@@ -33,11 +33,13 @@ def per_round(source: Path, overrides: list[str], rounds: int) -> float:
     """Seconds per round of one fresh run of the fedsim in ``source``."""
     with tempfile.TemporaryDirectory() as run_dir:
         environment = {**os.environ, "PYTHONPATH": str(source)}
-        subprocess.run(
+        run = subprocess.run(
             [sys.executable, "-m", "fedsim.cli", "run", *overrides, f"rounds={rounds}",
              f"eval_every={rounds}", "progress=false", f"hydra.run.dir={run_dir}"],
-            check=True, capture_output=True, env=environment, cwd=run_dir,
+            capture_output=True, text=True, env=environment, cwd=run_dir,
         )  # fmt: skip
+        if run.returncode != 0:
+            raise RuntimeError(f"{source} exit {run.returncode}:\n{run.stderr[-3000:]}")
         summary = json.loads((Path(run_dir) / "summary.json").read_text())
     return summary["timings"]["train_s"] / rounds
 

@@ -110,7 +110,24 @@ def metrics_of(run_dir):
 @pytest.mark.parametrize("strategy", options("strategy"))
 def test_every_strategy_gives_the_same_metrics_on_ray_and_local(strategy, tmp_path, local_ray):
     """Every option of the strategy group, with its YAML's ``# ray:`` (else ``# smoke:``) line."""
-    settings = [f"strategy={strategy}", *ray_settings("strategy", strategy)]
+    assert_same_on_ray(tmp_path, f"strategy={strategy}", *ray_settings("strategy", strategy))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("aggregator", [name for name in options("aggregator") if name != "mean"])
+@pytest.mark.parametrize("strategy", ["fedavg", "dpsgd"])
+def test_every_aggregator_gives_the_same_metrics_on_ray_and_local(
+    aggregator, strategy, tmp_path, local_ray
+):
+    """Every option of the aggregator group (the mean is every strategy's above), at an FL
+    server and in gossip, with its YAML's ``# ray:`` (else ``# smoke:``) line."""
+    settings = [f"aggregator={aggregator}", *ray_settings("aggregator", aggregator)]
+    assert_same_on_ray(tmp_path, f"strategy={strategy}", "rounds=2", *settings)
+
+
+def assert_same_on_ray(tmp_path, *settings):
+    """The metrics of a run on two Ray actors equal the local backend's (to float32 sums'
+    rounding), besides the bytes that crossed between actors."""
     local = metrics(tmp_path, "local", *settings)
     on_ray = metrics(tmp_path, "ray", *settings, "backend=ray", "backend.num_actors=2")
     crossed = on_ray.metric == "bytes_between_actors_total"

@@ -1,7 +1,6 @@
 """Bulyan: k - 2f models chosen by repeated Krum, then each coordinate averaged near its median."""
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from test_backend_ray import metrics
@@ -66,14 +65,3 @@ def test_too_few_models_received_is_refused_in_one_line():
 def test_bulyan_runs_two_rounds(strategy, tmp_path):
     rows = metrics(tmp_path, "run", "aggregator=bulyan", "rounds=2", *strategy)
     assert np.isfinite(rows[rows.metric == "loss"].value).all()
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["fedavg", "dpsgd"])
-def test_bulyan_gives_the_same_metrics_on_ray_and_local(strategy, tmp_path, local_ray):
-    settings = [f"strategy={strategy}", "aggregator=bulyan", "num_nodes=12", "rounds=2"]
-    local = metrics(tmp_path, "local", *settings)
-    on_ray = metrics(tmp_path, "ray", *settings, "backend=ray", "backend.num_actors=2")
-    on_ray = on_ray[on_ray.metric != "bytes_between_actors_total"].reset_index(drop=True)
-    pd.testing.assert_frame_equal(local.drop(columns="value"), on_ray.drop(columns="value"))
-    assert np.allclose(local.value, on_ray.value, rtol=1e-4, atol=1e-5)

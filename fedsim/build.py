@@ -27,6 +27,7 @@ from fedsim.memory import (
     memory_budget,
     with_resident_memory,
 )
+from fedsim.messages import LINKS, MessageTransforms
 from fedsim.partitions import label_histograms
 from fedsim.plans import RoundPlan
 from fedsim.privacy import Privacy
@@ -112,8 +113,14 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         cfg.init_scheme,
         lr_schedule=instantiate(cfg.lr_schedule),
     )
+    messages = _message_transforms(cfg, federation.num_nodes)
     size = message_bytes(task.layout.size, cfg.header_bytes)
-    federation = replace(federation, message_bytes=size)
+    link_bytes = {
+        link: messages.wire_bytes(link, size, task.layout.size)
+        for link in LINKS
+        if messages.on(link)
+    }
+    federation = replace(federation, message_bytes=size, link_bytes=link_bytes)
     plan = first_plan(strategy, federation)
     fewest = _fewest_combined(plan, federation.num_nodes)
     if fewest:
@@ -121,16 +128,26 @@ def build_simulation(cfg: DictConfig) -> Simulation:
     privacy = instantiate(cfg.privacy)
     if privacy is not None:
         privacy.prepare(plan, federation, cfg.rounds, type(strategy).__name__)
-    estimate = _memory_estimate(cfg, task, federation, plan, strategy, aggregator, privacy, device)
+    estimate = _memory_estimate(
+        cfg, task, federation, plan, strategy, aggregator, privacy, messages, device
+    )
     # backend.chunk_size=auto is decided before the backend is built, and built into it.
     auto = cfg.backend.get("chunk_size") == "auto"
     resolved = {"chunk_size": estimate.chunk_size} if auto else {}
+    backend = instantiate(cfg.backend, **resolved)
+    check(
+        not messages or getattr(backend, "applies_messages", True),
+        f"backend={_choice(cfg.backend)} does not yet rewrite messages on the way "
+        f"(attack={_choice(cfg.attack)}, compression={_choice(cfg.compression)}); "
+        "use backend=local",
+    )
     simulation = Simulation(
         strategy=strategy,
         federation=federation,
         task=task,
-        backend=instantiate(cfg.backend, **resolved),
+        backend=backend,
         aggregator=aggregator,
+        messages=messages,
         rounds=cfg.rounds,
         eval_every=cfg.eval_every,
         eval_nodes=cfg.eval_nodes,
@@ -160,6 +177,14 @@ def _fewest_combined(plan: RoundPlan, num_nodes: int) -> int:
     return int(known.min()) if len(known) else 0
 
 
+def _message_transforms(cfg: DictConfig, num_nodes: int) -> MessageTransforms:
+    """The chain of what happens to a message on its way: the attack, then the compression."""
+    messages = MessageTransforms.of([instantiate(cfg.attack), instantiate(cfg.compression)])
+    for transform in messages.chain:
+        transform.prepare(num_nodes, cfg.seed)
+    return messages
+
+
 def _churn(cfg: DictConfig, strategy: Strategy) -> Churn:
     """The churn schedule; only strategies with a protocol for failures accept one."""
     churn = instantiate(cfg.churn)(num_nodes=cfg.num_nodes, seed=cfg.seed)
@@ -180,6 +205,7 @@ def _memory_estimate(
     strategy: Strategy,
     aggregator: Aggregator,
     privacy: Privacy | None,
+    messages: MessageTransforms,
     device: torch.device,
 ) -> MemoryEstimate:
     """The run's memory, trained in chunks of backend.chunk_size nodes; with
@@ -195,6 +221,7 @@ def _memory_estimate(
         rounds=cfg.rounds,
         eval_nodes=cfg.eval_nodes,
         private=privacy is not None,
+        messages=messages,
         vectorise=cfg.backend.get("vectorise", True),
         chunk_size=configured if isinstance(configured, int) else None,
     )

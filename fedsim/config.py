@@ -37,6 +37,8 @@ GROUPS = (
     "network",
     "churn",
     "privacy",
+    "attack",
+    "compression",
 )
 PRESETS = ("experiment",)  # groups of @package _global_ presets: chosen, never a config key
 # Arguments that the engine passes at run time, never settings of a config file.
@@ -273,6 +275,8 @@ def _matches(value: Any, expected: Any) -> bool:
         return value is None
     if isinstance(expected, tuple):
         return any(_matches(value, option) for option in expected)
+    if origin is typing.Literal:
+        return value in typing.get_args(expected)
     if origin is not None and issubclass(origin, Sequence):
         (item,) = typing.get_args(expected)[:1] or (Any,)
         return isinstance(value, list | tuple) and all(_matches(v, item) for v in value)
@@ -290,6 +294,8 @@ def _describe(expected: Any) -> str:
         return " or ".join(_describe(option) for option in typing.get_args(expected))
     if expected is type(None):
         return "null"
+    if typing.get_origin(expected) is typing.Literal:
+        return "one of: " + ", ".join(str(option) for option in typing.get_args(expected))
     if typing.get_origin(expected) is not None:
         (item,) = typing.get_args(expected)[:1] or (Any,)
         plural = {int: "integers", float: "numbers", bool: "true/false values", str: "strings"}

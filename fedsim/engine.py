@@ -18,6 +18,7 @@ from fedsim.aggregators import Aggregator, Mean
 from fedsim.backends.base import Backend
 from fedsim.errors import check
 from fedsim.federation import Federation
+from fedsim.messages import MessageTransforms
 from fedsim.metrics.recorder import Recorder
 from fedsim.metrics.reporters import Reporter
 from fedsim.privacy import Privacy
@@ -48,7 +49,8 @@ class Simulation:
     :class:`~fedsim.traffic.TrafficCounters`.  A protocol that stalls
     (``RoundPlan.stalled``) ends the run early with its reason in ``stalled``.  With
     ``privacy`` every plan's training becomes noisy local steps
-    (:class:`fedsim.privacy.Privacy`) and the privacy spent is recorded.  Non-finite
+    (:class:`fedsim.privacy.Privacy`) and the privacy spent is recorded.  ``messages``
+    rewrite what the rows send (attacks, compression: fedsim.messages).  Non-finite
     parameters after a round, or a non-finite loss, mark the run ``diverged`` and, with
     ``on_divergence="stop"``, end it after recording that round.
     """
@@ -64,6 +66,7 @@ class Simulation:
     checkpoint_every: int = 0
     label_histograms: np.ndarray | None = None
     privacy: Privacy | None = None
+    messages: MessageTransforms = field(default_factory=MessageTransforms)
     on_divergence: str = "stop"
     timings: dict[str, float] = field(default_factory=lambda: {"train_s": 0.0, "eval_s": 0.0})
     rounds_completed: int = 0
@@ -124,10 +127,15 @@ class Simulation:
 
     def _start(self) -> None:
         """Give the backend its rows and set up the reporter, the counters and the clock."""
-        self.backend.start(self.task, self.num_rows, self.aggregator, self.federation.topology)
+        self.backend.start(
+            self.task, self.num_rows, self.aggregator, self.federation.topology, self.messages
+        )
         self.reporter = Reporter(self.task, self.federation, self.eval_nodes)
         self.traffic = TrafficCounters(
-            self.federation.num_nodes, self.num_rows, self.federation.message_bytes
+            self.federation.num_nodes,
+            self.num_rows,
+            self.federation.message_bytes,
+            self.federation.link_bytes,
         )
         self.clock = Clock(
             self.federation.network,
@@ -146,7 +154,9 @@ class Simulation:
             plan = self.privacy.apply(plan, round_idx)
         self.backend.execute(plan, round_idx)
         self.traffic.account(plan)
-        self.clock.advance(plan, self.federation.message_bytes, self.strategy.barrier)
+        self.clock.advance(
+            plan, self.federation.message_bytes, self.strategy.barrier, self.federation.link_bytes
+        )
         self.timings["train_s"] += time.perf_counter() - started
         self.rounds_completed = round_idx + 1
         self.stalled = plan.stalled

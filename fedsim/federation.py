@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,8 +25,9 @@ class Federation:
 
     ``topology`` is None for strategies that do not use one (``Strategy.uses_topology``
     false) unless the partition needs it, so it costs nothing to build otherwise.
-    ``message_bytes`` is the size of one model message (:func:`message_bytes`), ``batch_size``
-    the local mini-batch and ``momentum`` the local optimizer's.
+    ``message_bytes`` is the size of one model message (:func:`message_bytes`), and
+    ``link_bytes`` its size on the links where a compressor encodes it; ``batch_size`` the
+    local mini-batch and ``momentum`` the local optimizer's.
     """
 
     num_nodes: int
@@ -37,6 +39,11 @@ class Federation:
     message_bytes: int = 0
     batch_size: int = 1
     momentum: float = 0.0
+    link_bytes: Mapping[str, int] = field(default_factory=dict)
+
+    def bytes_on(self, link: str | None) -> int:
+        """The size of one model message on ``link`` (d2d, uplink or downlink)."""
+        return self.link_bytes.get(link, self.message_bytes)
 
 
 def message_bytes(num_parameters: int, header_bytes: int = 0) -> int:

@@ -121,6 +121,7 @@ from torch import nn
 
 from fedsim.backends.local import FINITE_CHUNK, MIXING_CACHE
 from fedsim.errors import ConfigError
+from fedsim.messages import MessageTransforms
 from fedsim.plans import Combining, Gossip, Push, RoundPlan, Train
 from fedsim.training.evaluate import Evaluator
 
@@ -139,6 +140,8 @@ EVALUATION_LIVE = 8  # live tensors of the largest size without gradients, measu
 # indices, slots, validity and mask (29 bytes per step and batch slot).
 KEY_BYTES, ORDER_BYTES, SLOT_BYTES = 32, 8, 29
 SERVER_STATE_ROWS = 2  # rows of server-optimizer state per server row (Adam's m and v)
+MESSAGE_ROWS = 3  # per message rewritten on the way: the sent copy, the update from the
+# receiver's model and the transform's own working row (a top-k's magnitudes), counted
 TORCH_SPARSE_BYTES, SCIPY_SPARSE_BYTES = 20, 16  # per non-zero of a cached mixing matrix
 NODE_METRICS = 4  # per-node metrics recorded at each evaluation (metrics.reporters.Reporter)
 BOOKKEEPING_PER_NODE = 128  # measured (module docstring)
@@ -281,6 +284,7 @@ def estimate_memory(
     private: bool,
     vectorise: bool | str,
     chunk_size: int | None = None,
+    messages: MessageTransforms | None = None,
 ) -> MemoryEstimate:
     """The memory a run will need, trained in chunks of ``chunk_size`` nodes (None: all the
     nodes a round trains at once).
@@ -288,22 +292,24 @@ def estimate_memory(
     A pure function of the run's parts: its ``task`` and ``federation``, the plan of round 0
     (``plan``, :func:`fedsim.build.first_plan`: who trains and how models are combined), the
     strategy's ``num_servers`` (rows after the nodes), the ``aggregator``, the number of
-    ``rounds``, the ``eval_nodes`` setting, whether training is ``private``, and the
-    backend's ``vectorise`` setting.  Cheap: one forward pass of one example.  What the
-    process holds already is measured apart (:func:`with_resident_memory`).
+    ``rounds``, the ``eval_nodes`` setting, whether training is ``private``, the
+    backend's ``vectorise`` setting and the ``messages`` transforms.  Cheap: one forward
+    pass of one example.  What the process holds already is measured apart
+    (:func:`with_resident_memory`).
     """
     num_nodes, num_rows = federation.num_nodes, federation.num_nodes + num_servers
     evaluated = min(eval_nodes, num_nodes)
     trains = [step for step in plan.steps if isinstance(step, Train)]
     vectorised = task.prefers_vectorised() if vectorise == "auto" else bool(vectorise)
     held = _held_parts(task, num_rows, vectorised)
-    held["slots"] = _slot_bytes(task, plan, num_rows)
+    messages = messages or MessageTransforms()
+    held["slots"] = _slot_bytes(task, plan, num_rows, messages)
     held["buffers"] = _buffer_bytes(task, plan, num_rows, aggregator)
     held["mixing"] = _mixing_bytes(plan, federation.topology, rounds)
     estimate = MemoryEstimate(
         **held,
         **_small_parts(task, trains, vectorised, private, evaluated),
-        communication=_communication_bytes(task, plan, num_nodes, aggregator),
+        communication=_communication_bytes(task, plan, num_nodes, aggregator, messages),
         evaluation_rows=_evaluation_rows_bytes(task, evaluated, num_nodes),
         **_end_of_round_parts(held, num_rows * task.layout.size, rounds),
         data=_data_bytes(task),
@@ -408,11 +414,12 @@ def _evaluation_rows_bytes(task: Task, evaluated: int, num_nodes: int) -> int:
     return (evaluated + num_nodes) * row_bytes + recorded
 
 
-def _slot_bytes(task: Task, plan: RoundPlan, num_rows: int) -> int:
-    """The per-row states the plan's steps keep beside the models (SCAFFOLD's control
-    variates: one (rows, d) tensor each), and the state of every server update (at most
-    two rows per target: Adam's moments)."""
-    names = set().union(*(step.slot_names() for step in plan.steps))
+def _slot_bytes(task: Task, plan: RoundPlan, num_rows: int, messages: MessageTransforms) -> int:
+    """The per-row states the plan's steps and the message transforms keep beside the
+    models (SCAFFOLD's control variates, an error-feedback residual: one (rows, d) tensor
+    each), and the state of every server update (at most two rows per target: Adam's
+    moments)."""
+    names = set().union(*(step.slot_names() for step in plan.steps), messages.slot_names())
     updated = sum(
         len(step.targets) for step in plan.steps if getattr(step, "update", None) is not None
     )
@@ -447,11 +454,15 @@ def _mixing_bytes(plan: RoundPlan, topology: Topology | None, rounds: int) -> in
 
 
 def _communication_bytes(
-    task: Task, plan: RoundPlan, num_nodes: int, aggregator: Aggregator
+    task: Task, plan: RoundPlan, num_nodes: int, aggregator: Aggregator, messages: MessageTransforms
 ) -> int:
-    """The rows that the plan's most demanding step makes (each step says how many)."""
+    """The rows that the plan's most demanding step makes (each step says how many), and
+    with message transforms, ``MESSAGE_ROWS`` per message of the step sending most."""
     combining = Combining(aggregator.corrects, aggregator.combines_rows)
     rows = max([step.working_rows(num_nodes, combining) for step in plan.steps], default=0)
+    if messages:
+        sent = [len(step.messages(num_nodes).senders) for step in plan.steps]
+        rows += MESSAGE_ROWS * max(sent, default=0)
     return rows * task.layout.size * FLOAT_BYTES
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -17,11 +18,19 @@ class TrafficCounters:
 
     A protocol that counts its own traffic (``RoundPlan.traffic``: MoDeST, gossip learning)
     is taken at its word, all of it device to device; other plans are counted from their
-    steps' messages.  Every model message is ``message_bytes`` long.
+    steps' messages.  A model message is ``message_bytes`` long, or ``link_bytes[link]`` on
+    a link where it travels encoded.
     """
 
-    def __init__(self, num_nodes: int, num_rows: int, message_bytes: int) -> None:
+    def __init__(
+        self,
+        num_nodes: int,
+        num_rows: int,
+        message_bytes: int,
+        link_bytes: Mapping[str, int] | None = None,
+    ) -> None:
         self.num_nodes, self.num_rows, self.message_bytes = num_nodes, num_rows, message_bytes
+        self.link_bytes = dict(link_bytes or {})
         self.bytes_sent = np.zeros(num_rows, dtype=np.float64)  # float: no silent overflow
         self.bytes_control: dict[str, np.ndarray] = {}
         self.aggregations = np.zeros(num_rows, dtype=np.int64)
@@ -31,7 +40,7 @@ class TrafficCounters:
         """Count one round's plan."""
         traffic = plan.traffic
         if traffic is not None:
-            sent = self._rows(traffic.model_messages) * float(self.message_bytes)
+            sent = self._rows(traffic.model_messages) * float(self.bytes_on("d2d"))
             self.bytes_sent += sent
             self.bytes_by_channel["d2d"] += float(sent.sum())
             self.aggregations += self._rows(traffic.aggregations)
@@ -41,11 +50,15 @@ class TrafficCounters:
             return
         for step in plan.steps:
             messages = step.messages(self.num_nodes)
-            sent = messages.sent(self.num_rows) * self.message_bytes
+            sent = messages.sent(self.num_rows) * self.bytes_on(messages.link)
             self.bytes_sent += sent
             self.aggregations += messages.aggregations(self.num_rows)
             if messages.link is not None:
                 self.bytes_by_channel[messages.link] += float(sent.sum())
+
+    def bytes_on(self, link: str | None) -> int:
+        """The size of one model message on ``link``."""
+        return self.link_bytes.get(link, self.message_bytes)
 
     def control(self) -> np.ndarray:
         """Control bytes per row, all kinds together."""

@@ -67,6 +67,7 @@ def memory_of(simulation: Simulation, chunk_size: int | None = None) -> MemoryEs
         private=simulation.privacy is not None,
         vectorise=simulation.backend.vectorise,
         chunk_size=chunk_size,
+        messages=simulation.messages,
     )
 
 

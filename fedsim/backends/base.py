@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from fedsim.aggregators import Aggregator
+from fedsim.messages import MessageTransforms
 from fedsim.plans import RoundPlan
 from fedsim.task import Task
 from fedsim.topology.base import Topology
@@ -23,8 +24,10 @@ class Backend(Protocol):
         num_rows: int,
         aggregator: Aggregator | None = None,
         topology: Topology | None = None,
+        messages: MessageTransforms | None = None,
     ) -> None:
-        """Give every row the task's initial model; ``aggregator`` finishes averages."""
+        """Give every row the task's initial model; ``aggregator`` combines what a row
+        receives, ``messages`` rewrite what the rows send."""
 
     def execute(self, plan: RoundPlan, round_idx: int) -> None:
         """Run the plan's steps in order."""

@@ -11,6 +11,7 @@ import torch
 
 from fedsim.aggregators import Aggregator, Mean
 from fedsim.errors import check
+from fedsim.messages import MessageTransforms, Outgoing
 from fedsim.plans import Aggregate, Average, Gossip, Merge, Push, RoundPlan, Step, Train
 from fedsim.server_optimizers import server_step
 from fedsim.task import Task
@@ -59,12 +60,15 @@ class LocalBackend:
         num_rows: int,
         aggregator: Aggregator | None = None,
         topology: Topology | None = None,
+        messages: MessageTransforms | None = None,
     ) -> None:
         """Give every row the task's initial model and set up the trainer; ``aggregator``
-        finishes every average a node computes (the plain mean by default).  The topology
-        matters only to backends that shard the rows."""
+        combines what a row receives (the plain mean by default), ``messages`` rewrite what
+        the rows send.  The topology matters only to backends that shard the rows."""
         self.task = task
         self.aggregator = aggregator or Mean()
+        self.messages = messages or MessageTransforms()
+        self.num_nodes = len(task.node_data.num_examples)  # rows from here on are servers
         self.corrected = self.aggregator.tensors(task.layout)
         self.factor_sum = torch.zeros(len(self.corrected), dtype=torch.float64)
         self.factor_count = 0
@@ -118,25 +122,33 @@ class LocalBackend:
         if isinstance(step, Train):
             self.train(step, round_idx)
         elif isinstance(step, Gossip):
-            self._gossip(step)
+            self._gossip(step, round_idx)
         elif isinstance(step, Average | Aggregate):
             groups = step.groups if isinstance(step, Aggregate) else (step,)
-            averages = [self._average(group) for group in groups]
+            averages = [self._average(group, round_idx) for group in groups]
             for group, average in zip(groups, averages, strict=True):
                 self._write(group, average)
         elif isinstance(step, Push):
-            self._push(step)
+            self._push(step, round_idx)
         elif isinstance(step, Merge):
             self.merge(step)
         else:
             raise TypeError(f"unknown plan step {step!r}")
 
-    def _average(self, step: Average) -> torch.Tensor:
+    def _average(self, step: Average, round_idx: int) -> torch.Tensor:
         """The weighted average of the sources, finished by the aggregator when it averages
         several received models (a broadcast of one model is not an average); or, with an
-        aggregator that combines the models themselves, what it makes of them."""
+        aggregator that combines the models themselves, what it makes of them.  The models
+        arrive as the message transforms make them, uploads as updates of the one server's
+        model that the clients downloaded."""
         sources = self.slot(step.payload)[self._index(step.sources)]
         combines = step.payload == "params" and len(step.sources) > 1  # models, received
+        if step.payload == "params" and self.messages:
+            link = step.link(self.num_nodes)
+            reference = None
+            if link == "uplink" and len(step.targets) == 1:
+                reference = self.params[self._index(step.targets)]
+            sources = self.sent(sources, step.sources, link, round_idx, reference)
         if combines and self.aggregator.combines_rows:  # one combination per target
             own = self.params[self._index(step.targets)]
             received = sources.expand(len(own), *sources.shape)
@@ -170,18 +182,53 @@ class LocalBackend:
             self.slots[name] = torch.zeros_like(self.params)
         return self.slots[name]
 
-    def _gossip(self, step: Gossip) -> None:
-        num_nodes = step.weights.shape[0]
-        self.params[:num_nodes] = self.mix(step.weights, self.params[:num_nodes], num_nodes)
+    def sent(
+        self,
+        rows: torch.Tensor,
+        senders: np.ndarray,
+        link: str,
+        round_idx: int,
+        reference: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """What the receivers get of the messages ``rows`` of global rows ``senders`` over
+        ``link``: the message transforms' rewrite (of the update from ``reference``, what the
+        receivers hold, where given), with their per-row states."""
+        outgoing = Outgoing(senders, link, round_idx, self.task.seed, self.num_nodes)
+        states = {name: self.slot(name) for name in self.messages.slot_names()}
+        return self.messages.apply(rows, outgoing, reference, states)
 
-    def mix(self, weights: sp.csr_array, stacked: torch.Tensor, num_rows: int) -> torch.Tensor:
+    def _gossip(self, step: Gossip, round_idx: int) -> None:
+        num_nodes = step.weights.shape[0]
+        own = self.params[:num_nodes]
+        sent = None
+        if self.messages:
+            senders = np.unique(step.messages(num_nodes).senders)
+            sent = own.clone()
+            sent[self._index(senders)] = self.sent(own[senders], senders, "d2d", round_idx)
+        self.params[:num_nodes] = self.mix(step.weights, own, num_nodes, sent)
+
+    def mix(
+        self,
+        weights: sp.csr_array,
+        stacked: torch.Tensor,
+        num_rows: int,
+        sent: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``W @ stacked`` for ``num_rows`` rows, where row i of W has its own model in column i;
         the aggregator finishes every row that received models, with the mean variance of
         the models it received as the target.  An aggregator that combines the models
-        themselves gets each row's received models with its own (:meth:`combine_received`)."""
+        themselves gets each row's received models with its own (:meth:`combine_received`).
+        With ``sent`` (what the rows' messages became on the way) a row receives those and
+        keeps its own model as it is."""
         if self.aggregator.combines_rows:
-            return self.combine_received(weights, stacked, num_rows)
-        mixed = torch.sparse.mm(self._sparse(weights), stacked)
+            return self.combine_received(weights, stacked, num_rows, sent)
+        if sent is None:
+            mixed = torch.sparse.mm(self._sparse(weights), stacked)
+        else:
+            own = self._tensor(weights.diagonal())[:, None]
+            mixed = torch.sparse.mm(self._sparse(weights), sent)
+            mixed += own * (stacked[:num_rows] - sent[:num_rows])
+            stacked = sent  # the received models, for the corrected aggregator below
         if self.aggregator.corrects:
             coo = weights.tocoo()
             received = (coo.row != coo.col) & (coo.data != 0)
@@ -196,10 +243,15 @@ class LocalBackend:
         return mixed
 
     def combine_received(
-        self, weights: sp.csr_array, stacked: torch.Tensor, num_rows: int
+        self,
+        weights: sp.csr_array,
+        stacked: torch.Tensor,
+        num_rows: int,
+        sent: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Each row i's aggregate of the models j with W[i, j] != 0 (its own among them),
-        computed for all rows that receive the same number of models at once."""
+        computed for all rows that receive the same number of models at once; the received
+        ones as ``sent`` has them, where given."""
         weights = sp.csr_array(weights, copy=True)  # a copy: Ray's arrays are read-only
         weights.eliminate_zeros()
         weights.sort_indices()
@@ -208,14 +260,23 @@ class LocalBackend:
         for count in np.unique(counts[counts > 1]):
             rows = np.flatnonzero(counts == count)
             entries = weights.indptr[rows][:, None] + np.arange(count)
-            received = stacked[self._index(weights.indices[entries])]
+            columns = weights.indices[entries]
+            received = stacked[self._index(columns)]
+            if sent is not None:
+                others = self._index(np.flatnonzero(columns != rows[:, None]))
+                received.view(-1, received.shape[-1])[others] = sent[
+                    self._index(columns.reshape(-1))[others]
+                ]
             combined[self._index(rows)] = self.aggregator.combine(
                 received, self._tensor(weights.data[entries]), stacked[self._index(rows)]
             )
         return combined
 
-    def _push(self, step: Push) -> None:
-        self.buffer_rows(self.params[self._index(step.sources)], step.targets, step.weights)
+    def _push(self, step: Push, round_idx: int) -> None:
+        sent = self.params[self._index(step.sources)]
+        if self.messages:
+            sent = self.sent(sent, step.sources, "d2d", round_idx)
+        self.buffer_rows(sent, step.targets, step.weights)
 
     def buffer_rows(self, sent: torch.Tensor, targets: np.ndarray, weights: np.ndarray) -> None:
         """Add each sent row, weighted, to its target's buffer (with its tensors' variances)."""

@@ -22,6 +22,7 @@ from fedsim.backends.local import check_training_settings
 from fedsim.backends.ray_local import init_local_ray
 from fedsim.backends.shard import Shard, average_of, package_directory
 from fedsim.errors import RunError, check
+from fedsim.messages import MessageTransforms
 from fedsim.plans import Aggregate, Average, Gossip, Merge, Push, RoundPlan, Step, Train
 from fedsim.server_optimizers import server_step
 from fedsim.task import Task
@@ -46,7 +47,12 @@ class RayBackend:
         ``auto`` or ``ray://host:port`` joins an existing cluster.
     chunk_size, vectorise:
         As for the local backend, inside each actor.
+
+    Message transforms (attack, compression) are not applied across shards yet
+    (``applies_messages``): the build refuses them on this backend.
     """
+
+    applies_messages = False
 
     def __init__(
         self,
@@ -79,8 +85,10 @@ class RayBackend:
         num_rows: int,
         aggregator: Aggregator | None = None,
         topology: Topology | None = None,
+        messages: MessageTransforms | None = None,
     ) -> None:
         """Start Ray if needed, cut the rows into shards and give each actor its rows."""
+        check(not messages, "the Ray backend does not rewrite messages on the way")
         import ray
 
         self._ray = ray

@@ -10,6 +10,7 @@ with the median latency from that node's site, like a well-placed data-centre se
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -36,18 +37,26 @@ class Clock:
     def now(self) -> float:
         return float(self.ready.max())
 
-    def advance(self, plan: RoundPlan, message_bytes: int, barrier: bool) -> float:
-        """Time the plan's steps; returns the simulated time at which the round completed."""
+    def advance(
+        self,
+        plan: RoundPlan,
+        message_bytes: int,
+        barrier: bool,
+        link_bytes: Mapping[str, int] | None = None,
+    ) -> float:
+        """Time the plan's steps, each model message ``message_bytes`` long (or
+        ``link_bytes[link]`` where it travels encoded); returns the simulated time at which
+        the round completed."""
         if plan.finished_at is not None:
             self.ready[:] = max(self.now, plan.finished_at)
             return self.now
         for step in plan.steps:
-            self._step(step, message_bytes)
+            self._step(step, message_bytes, link_bytes or {})
         if barrier:
             self.ready[:] = self.now
         return self.now
 
-    def _step(self, step: Step, message_bytes: int) -> None:
+    def _step(self, step: Step, message_bytes: int, link_bytes: Mapping[str, int]) -> None:
         if isinstance(step, Train):
             nodes = np.asarray(step.nodes)
             examples = self.num_examples[nodes]
@@ -61,7 +70,8 @@ class Clock:
             return
         messages = step.messages(self.num_nodes)
         senders, receivers = messages.senders, messages.receivers
-        arrival = self.ready[senders] + self._transfer_times(senders, receivers, message_bytes)
+        size = link_bytes.get(messages.link, message_bytes)
+        arrival = self.ready[senders] + self._transfer_times(senders, receivers, size)
         ready = self.ready.copy()
         np.maximum.at(ready, receivers, arrival)
         self.ready = ready

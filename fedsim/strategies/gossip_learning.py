@@ -53,7 +53,7 @@ class GossipLearning(Strategy):
         generator = rng.generator(federation.seed, rng.SAMPLING, round_idx)
         peers = (senders + generator.integers(1, num_nodes, size=len(senders))) % num_nodes
         arrivals = start + federation.network.transfer_times(
-            senders, peers, federation.message_bytes + AGE_BYTES
+            senders, peers, federation.bytes_on("d2d") + AGE_BYTES
         )
         model_messages = np.bincount(senders, minlength=num_nodes)  # lost ones were sent too
         delivered = np.ones(len(peers), dtype=bool)

@@ -257,7 +257,7 @@ class MoDeST(Strategy):
         view_bytes = self.views.entries(sender) * self.view_entry_bytes
         others = [node for node in receivers if node != sender]
         network = self.federation.network
-        size = self.federation.message_bytes + view_bytes
+        size = self.federation.bytes_on("d2d") + view_bytes
         for node in receivers:
             if node == sender:
                 current.push(at, kind, node, sender, view)

@@ -1,0 +1,71 @@
+"""What every compressor shares: the encode-decode round trip, its wire size, error feedback."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from fedsim.errors import check
+from fedsim.messages import MessageTransform, Outgoing
+
+VALUE_BYTES = 4  # a float32 value or norm
+
+
+class Compressor(MessageTransform):
+    """A lossy encoding of each message (a client's update to the server, a gossip model),
+    decoded by the receiver; subclasses give :meth:`compress` (the decoded message) and
+    :meth:`wire_bytes` (its encoded size).
+
+    With ``error_feedback`` each sender keeps what its encodings lost, its residual ``e``,
+    and sends ``C(v + e)`` in place of ``C(v)``, keeping ``e <- v + e - C(v + e)``: nothing
+    is lost, only delayed (Stich, Cordonnier and Jaggi, NeurIPS 2018; Karimireddy et al.,
+    ICML 2019).  The residual is a per-row state, checkpointed with the run.
+    """
+
+    def __init__(self, error_feedback: bool = False) -> None:
+        self.error_feedback = error_feedback
+        self.slots = ("residual",) if error_feedback else ()
+
+    def __call__(self, values: torch.Tensor, outgoing: Outgoing) -> torch.Tensor:
+        if not self.error_feedback:
+            return self.compress(values, outgoing)
+        residual = self.slot("residual")
+        values = values + outgoing.slots[residual]
+        decoded = self.compress(values, outgoing)
+        outgoing.slots[residual] = values - decoded
+        return decoded
+
+    def compress(self, values: torch.Tensor, outgoing: Outgoing) -> torch.Tensor:
+        """What the receivers decode of each row of ``values`` (k, d)."""
+        raise NotImplementedError
+
+
+def kept_count(num_parameters: int, ratio: float | None, k: int | None) -> int:
+    """The coordinates a sparsifier keeps of ``num_parameters``: ``k``, else ``ratio`` of
+    them rounded up (at least one, at most all)."""
+    kept = k if k is not None else math.ceil(ratio * num_parameters)
+    return max(1, min(num_parameters, kept))
+
+
+def check_sparsity(name: str, ratio: float | None, k: int | None) -> None:
+    """A sparsifier's ``ratio`` (in (0, 1]) or ``k`` (>= 1), exactly one of them."""
+    check(
+        (ratio is None) != (k is None),
+        f"compression={name} takes one of compression.ratio and compression.k "
+        f"(ratio={ratio}, k={k}); set the other to null",
+    )
+    check(
+        ratio is None or 0 < ratio <= 1,
+        f"compression.ratio={ratio} must be in (0, 1]",
+    )
+    check(k is None or k >= 1, f"compression.k={k} must be >= 1")
+
+
+def index_bytes(count: int, num_parameters: int, indices: str) -> int:
+    """Bytes of ``count`` indices into ``num_parameters`` coordinates: 32 bits each
+    (``int32``), or ceil(log2 d) bits each packed (``packed``)."""
+    if indices == "int32":
+        return 4 * count
+    bits = max(1, math.ceil(math.log2(num_parameters)))
+    return math.ceil(count * bits / 8)

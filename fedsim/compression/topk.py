@@ -1,0 +1,50 @@
+"""Top-k sparsification: each message keeps its k coordinates of largest magnitude."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from fedsim.compression.base import (
+    VALUE_BYTES,
+    Compressor,
+    check_sparsity,
+    index_bytes,
+    kept_count,
+)
+from fedsim.errors import check
+from fedsim.messages import Outgoing
+
+
+class TopK(Compressor):
+    """Keep the ``k`` entries of largest magnitude of each message (or ``ratio`` of them,
+    rounded up) and zero the rest; ties go to the lower index, so exactly k are kept.
+    Sent as k float32 values and their indices, 32-bit (``indices=int32``, decentralizepy's
+    TopK) or ceil(log2 d) bits each (``packed``).  Biased: pair it with error feedback
+    (Stich, Cordonnier and Jaggi, "Sparsified SGD with Memory", NeurIPS 2018).
+    """
+
+    def __init__(
+        self,
+        ratio: float | None = 0.01,
+        k: int | None = None,
+        indices: Literal["int32", "packed"] = "int32",
+        error_feedback: bool = False,
+    ) -> None:
+        check_sparsity("topk", ratio, k)
+        check(
+            indices in ("int32", "packed"),
+            f"compression.indices={indices} is not one of: int32, packed",
+        )
+        super().__init__(error_feedback)
+        self.ratio, self.k, self.indices = ratio, k, indices
+
+    def compress(self, values: torch.Tensor, outgoing: Outgoing) -> torch.Tensor:
+        kept = kept_count(values.shape[1], self.ratio, self.k)
+        order = values.abs().sort(dim=1, descending=True, stable=True).indices[:, :kept]
+        return torch.zeros_like(values).scatter_(1, order, values.gather(1, order))
+
+    def wire_bytes(self, num_parameters: int) -> int:
+        kept = kept_count(num_parameters, self.ratio, self.k)
+        return VALUE_BYTES * kept + index_bytes(kept, num_parameters, self.indices)

@@ -130,7 +130,7 @@ class Simulation:
         self.backend.start(
             self.task, self.num_rows, self.aggregator, self.federation.topology, self.messages
         )
-        self.reporter = Reporter(self.task, self.federation, self.eval_nodes)
+        self.reporter = Reporter(self.task, self.federation, self.eval_nodes, self.honest)
         self.traffic = TrafficCounters(
             self.federation.num_nodes,
             self.num_rows,
@@ -244,13 +244,22 @@ class Simulation:
         """Per node over the run so far: model bytes, control bytes and aggregations."""
         return self.traffic.node_totals()
 
+    @property
+    def honest(self) -> np.ndarray | None:
+        """The nodes that do not attack, when some do (None: all are honest)."""
+        byzantine = self.messages.byzantine_nodes()
+        if not len(byzantine):
+            return None
+        return np.setdiff1d(np.arange(self.federation.num_nodes), byzantine)
+
     def global_model(self) -> torch.Tensor:
-        """The server's model when it holds the global one (FedAvg), else the nodes' average."""
+        """The server's model when it holds the global one (FedAvg), else the honest nodes'
+        average."""
         num_nodes = self.federation.num_nodes
         row = self.strategy.global_model_row(num_nodes)
         if row is not None:
             return self.backend.rows(slice(row, row + 1))[0]
-        return self.backend.node_mean(num_nodes)
+        return self.backend.node_mean(num_nodes, self.honest)
 
 
 @contextlib.contextmanager

@@ -317,6 +317,9 @@ def _finish_summary(run_dir: Path, summary: dict[str, Any], simulation: Any) -> 
     summary["timings"] = simulation.timings
     if simulation.privacy is not None:
         summary["privacy"] = simulation.privacy.summary(simulation.rounds_completed)
+    byzantine = simulation.messages.byzantine_nodes()
+    if len(byzantine):  # left out of every metric
+        summary["byzantine_nodes"] = byzantine.tolist()
     try:
         _write_summary(run_dir, summary)
         if simulation.rounds_completed:

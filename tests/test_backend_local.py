@@ -93,6 +93,8 @@ def test_consensus_distance_is_the_mean_squared_distance_to_the_average():
     backend = started_backend(zero_logreg_task(), 3, zero=True)  # 6 parameters per row
     backend.params[1, 0] = 3.0  # rows (0, ...), (3, ...), (0, ...): mean 1 in the first entry
     assert backend.consensus_distance(3) == pytest.approx((1 + 4 + 1) / 3)
+    assert backend.consensus_distance(3, nodes=np.array([0, 1])) == pytest.approx(2.25)
+    assert backend.node_mean(3, nodes=np.array([1, 2]))[0] == 1.5
 
 
 def test_equal_models_are_exactly_at_consensus():

@@ -21,6 +21,7 @@ from fedsim.errors import ConfigError
 from fedsim.messages import MessageTransforms, Outgoing
 from fedsim.metrics.recorder import Recorder
 from fedsim.plans import Gossip, Merge, Push, RoundPlan
+from fedsim.runner import run_job
 from fedsim.strategies import FedAvg
 
 W = sp.csr_array(np.array([[2, 1, 0], [1, 1, 1], [0, 1, 2]]) / 3)  # the path 0 - 1 - 2
@@ -209,3 +210,25 @@ def test_the_attackers_are_a_fraction_of_the_nodes_fixed_by_the_seed():
         attack.prepare(num_nodes=12, seed=seed)
         drawn.append(attack.byzantine.tolist())
     assert len(drawn[0]) == 3 and drawn[0] == drawn[1] != drawn[2]
+
+
+def test_attackers_are_left_out_of_every_metric(tmp_path):
+    """Gossip with two sign flippers: the evaluated nodes, the consensus distance and the
+    nodes' average (the global model) are the honest nodes' only; the summary names the
+    attackers."""
+    config = compose_config(
+        "num_nodes=12", "rounds=2", "eval_every=1", "strategy=dpsgd", "topology=ring",
+        "attack=sign_flip", "attack.nodes=[0,5]",
+    )  # fmt: skip
+    summary = run_job(config, tmp_path)
+    assert summary["byzantine_nodes"] == [0, 5]
+    rows = pd.read_parquet(tmp_path / "metrics.parquet")
+    assert set(rows.query("metric == 'node_accuracy'").node) == set(range(12)) - {0, 5}
+    simulation = build_simulation(config)
+    simulation.run(Recorder(tmp_path / "again.parquet"), progress=False)
+    honest = np.setdiff1d(np.arange(12), [0, 5])
+    models = simulation.backend.params[honest]
+    torch.testing.assert_close(simulation.global_model(), models.mean(dim=0))
+    final = rows.query("metric == 'consensus_distance' and round == 2").value.item()
+    distance = (models - models.mean(dim=0)).square().sum(dim=1).mean().item()
+    assert final == pytest.approx(distance, rel=1e-5)

@@ -44,4 +44,7 @@ def test_evaluated_nodes_are_all_or_a_seeded_sample():
     sample = evaluated_nodes(federation, 2)
     assert len(sample) == 2 and np.all(np.diff(sample) > 0)
     assert sample.tolist() == evaluated_nodes(federation, 2).tolist()
+    honest = np.array([0, 2])  # node 1 attacks: never evaluated
+    assert evaluated_nodes(federation, 5, honest).tolist() == [0, 2]
+    assert evaluated_nodes(federation, 1, honest).tolist() in ([0], [2])
     assert evaluated_components(federation, sample) == []  # one component

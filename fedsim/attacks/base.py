@@ -41,6 +41,9 @@ class Attack(MessageTransform):
         drawn = rng.generator(seed, rng.ATTACK).choice(num_nodes, size=count, replace=False)
         self.byzantine = np.sort(drawn).astype(np.int64)
 
+    def byzantine_nodes(self) -> np.ndarray:
+        return self.byzantine
+
     def __call__(self, values: torch.Tensor, outgoing: Outgoing) -> torch.Tensor:
         bad = np.isin(outgoing.senders, self.byzantine)
         if not bad.any():

@@ -35,14 +35,14 @@ class Backend(Protocol):
     def rows(self, rows: np.ndarray | slice) -> torch.Tensor:
         """Copies of ``rows``' parameters."""
 
-    def node_mean(self, num_nodes: int) -> torch.Tensor:
-        """The average of the nodes' models."""
+    def node_mean(self, num_nodes: int, nodes: np.ndarray | None = None) -> torch.Tensor:
+        """The average of the nodes' models (of ``nodes``' models, where given)."""
 
     def all_finite(self) -> bool:
         """Whether every parameter is finite."""
 
-    def consensus_distance(self, num_nodes: int) -> float:
-        """Mean squared distance of the node models to their average."""
+    def consensus_distance(self, num_nodes: int, nodes: np.ndarray | None = None) -> float:
+        """Mean squared distance of the node models (of ``nodes``' models) to their average."""
 
     def correction_factors(self) -> dict[str, float]:
         """Mean correction factor per corrected tensor since the last call (then reset)."""

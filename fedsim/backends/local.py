@@ -482,9 +482,13 @@ class LocalBackend:
         """A copy of the given rows of the parameter tensor."""
         return self.params[rows].clone()
 
-    def node_mean(self, num_nodes: int) -> torch.Tensor:
-        """The average of the node rows (the consensus model)."""
-        return self.params[:num_nodes].mean(dim=0)
+    def node_mean(self, num_nodes: int, nodes: np.ndarray | None = None) -> torch.Tensor:
+        """The average of the node rows (the consensus model), or of ``nodes``' rows."""
+        return self._nodes(num_nodes, nodes).mean(dim=0)
+
+    def _nodes(self, num_nodes: int, nodes: np.ndarray | None) -> torch.Tensor:
+        """The first ``num_nodes`` rows (a view), or a copy of ``nodes``' rows."""
+        return self.params[:num_nodes] if nodes is None else self.params[self._index(nodes)]
 
     def all_finite(self) -> bool:
         """Whether every parameter is finite: a finite sum says so in one pass without a copy
@@ -495,14 +499,14 @@ class LocalBackend:
         rows = max(1, FINITE_CHUNK // max(1, self.params.shape[1]))
         return all(bool(torch.isfinite(chunk).all()) for chunk in self.params.split(rows))
 
-    def consensus_distance(self, num_nodes: int) -> float:
-        """Mean squared distance of the node models to their average.
+    def consensus_distance(self, num_nodes: int, nodes: np.ndarray | None = None) -> float:
+        """Mean squared distance of the node models (or ``nodes``' models) to their average.
 
-        Measured about node 0's model, so that equal models give exactly 0 (a float32 mean
-        of equal rows may round), with one temporary copy of the node rows.
+        Measured about the first one's model, so that equal models give exactly 0 (a float32
+        mean of equal rows may round), with one temporary copy of the node rows.
         """
-        nodes = self.params[:num_nodes]
-        shifted = nodes - nodes[0]
+        rows = self._nodes(num_nodes, nodes)
+        shifted = rows - rows[0]
         shifted -= shifted.mean(dim=0)
         return float(shifted.square_().sum(dim=1).mean())
 

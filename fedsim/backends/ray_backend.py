@@ -341,38 +341,37 @@ class RayBackend:
             result[owners == shard] = part
         return torch.from_numpy(result)
 
-    def node_mean(self, num_nodes: int) -> torch.Tensor:
-        """The average of the node rows."""
-        return torch.from_numpy(self._mean_offset(num_nodes, None))
+    def node_mean(self, num_nodes: int, nodes: np.ndarray | None = None) -> torch.Tensor:
+        """The average of the node rows, or of ``nodes``' rows."""
+        nodes = np.arange(num_nodes) if nodes is None else nodes
+        return torch.from_numpy(self._mean_offset(nodes, None))
 
-    def _mean_offset(self, num_nodes: int, shift: np.ndarray | None) -> np.ndarray:
-        """The average of the node rows less ``shift``, from the shards' sums."""
+    def _mean_offset(self, nodes: np.ndarray, shift: np.ndarray | None) -> np.ndarray:
+        """The average of ``nodes``' rows less ``shift``, from the shards' sums."""
         parts = self._wait(
-            [
-                (i, self.actors[i].sums.remote(part, shift))
-                for i, part in self._split(np.arange(num_nodes))
-            ]
+            [(i, self.actors[i].sums.remote(part, shift)) for i, part in self._split(nodes)]
         )
-        return sum(total for total, _ in parts) / num_nodes
+        return sum(total for total, _ in parts) / len(nodes)
 
     def all_finite(self) -> bool:
         """Whether every parameter of every shard is finite."""
         return all(self._wait([(i, a.all_finite.remote()) for i, a in enumerate(self.actors)]))
 
-    def consensus_distance(self, num_nodes: int) -> float:
-        """Mean squared distance of the node models to their average.
+    def consensus_distance(self, num_nodes: int, nodes: np.ndarray | None = None) -> float:
+        """Mean squared distance of the node models (or ``nodes``' models) to their average.
 
-        The average is taken about node 0's model, so that equal models give exactly 0.
+        The average is taken about the first one's model, so that equal models give exactly 0.
         """
-        reference = self.rows(np.array([0]))[0].numpy()
-        mean = reference + self._mean_offset(num_nodes, reference)
+        nodes = np.arange(num_nodes) if nodes is None else nodes
+        reference = self.rows(nodes[:1])[0].numpy()
+        mean = reference + self._mean_offset(nodes, reference)
         parts = self._wait(
             [
                 (i, self.actors[i].squared_distance.remote(part, mean))
-                for i, part in self._split(np.arange(num_nodes))
+                for i, part in self._split(nodes)
             ]
         )
-        return float(sum(parts) / num_nodes)
+        return float(sum(parts) / len(nodes))
 
     def correction_factors(self) -> dict[str, float]:
         """Mean correction factor per corrected tensor since the last call (then reset)."""

@@ -79,6 +79,10 @@ class MessageTransform:
         """Fix what is fixed for the run in a federation of ``num_nodes`` seeded ``seed``
         (an attack's Byzantine nodes); refuse, with one line, settings that do not fit."""
 
+    def byzantine_nodes(self) -> np.ndarray:
+        """The nodes whose messages it forges (an attack's), left out of every metric."""
+        return np.empty(0, np.int64)
+
     def slot(self, name: str) -> str:
         """The backend's name for this transform's state ``name``."""
         return f"message/{type(self).__name__}/{name}"
@@ -105,6 +109,11 @@ class MessageTransforms:
     def on(self, link: str | None) -> tuple[MessageTransform, ...]:
         """The transforms acting on ``link``."""
         return tuple(transform for transform in self.chain if link in transform.links)
+
+    def byzantine_nodes(self) -> np.ndarray:
+        """The nodes some transform of the chain forges the messages of, sorted."""
+        forging = [transform.byzantine_nodes() for transform in self.chain]
+        return np.unique(np.concatenate([np.empty(0, np.int64), *forging]))
 
     def slot_names(self) -> set[str]:
         """Every per-row state the chain keeps, by the backend's names."""

@@ -26,14 +26,21 @@ class Reporter:
 
     At most ``eval_nodes`` nodes' own models are evaluated: all of them, or a sample drawn
     from the seed.  With several components in the topology each one's mean accuracy over
-    its evaluated nodes is reported too.
+    its evaluated nodes is reported too.  Under attack only the ``honest`` nodes count:
+    the sample, the consensus distance and the nodes' average are theirs.
     """
 
-    def __init__(self, task: Task, federation: Federation, eval_nodes: int) -> None:
+    def __init__(
+        self,
+        task: Task,
+        federation: Federation,
+        eval_nodes: int,
+        honest: np.ndarray | None = None,
+    ) -> None:
         dataset = task.dataset
         self.evaluator = Evaluator(task.model, task.layout, dataset.test_x, dataset.test_y)
-        self.num_nodes = federation.num_nodes
-        self.nodes = evaluated_nodes(federation, eval_nodes)
+        self.num_nodes, self.honest = federation.num_nodes, honest
+        self.nodes = evaluated_nodes(federation, eval_nodes, honest)
         self.components = evaluated_components(federation, self.nodes)
 
     def report(
@@ -61,7 +68,7 @@ class Reporter:
             "node_accuracy_mean": float(node_accuracy.mean()),
             "node_accuracy_min": float(node_accuracy.min()),
             "node_accuracy_max": float(node_accuracy.max()),
-            "consensus_distance": backend.consensus_distance(self.num_nodes),
+            "consensus_distance": backend.consensus_distance(self.num_nodes, self.honest),
             **traffic.metrics(),
             **{
                 f"component_{index}_accuracy": float(node_accuracy[positions].mean())
@@ -86,14 +93,17 @@ class Reporter:
         return metrics
 
 
-def evaluated_nodes(federation: Federation, eval_nodes: int) -> np.ndarray:
-    """The nodes whose own models are evaluated: every node, or ``eval_nodes`` of them drawn
-    from the seed, in order."""
-    num_nodes = federation.num_nodes
-    if num_nodes <= eval_nodes:
-        return np.arange(num_nodes)
+def evaluated_nodes(
+    federation: Federation, eval_nodes: int, candidates: np.ndarray | None = None
+) -> np.ndarray:
+    """The nodes whose own models are evaluated: every node (of ``candidates``, where
+    given), or ``eval_nodes`` of them drawn from the seed, in order."""
+    if candidates is None:
+        candidates = np.arange(federation.num_nodes)
+    if len(candidates) <= eval_nodes:
+        return candidates
     chosen = rng.generator(federation.seed, rng.EVALUATION).choice(
-        num_nodes, eval_nodes, replace=False
+        candidates, eval_nodes, replace=False
     )
     return np.sort(chosen)
 

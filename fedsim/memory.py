@@ -116,6 +116,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -140,8 +141,11 @@ EVALUATION_LIVE = 8  # live tensors of the largest size without gradients, measu
 # indices, slots, validity and mask (29 bytes per step and batch slot).
 KEY_BYTES, ORDER_BYTES, SLOT_BYTES = 32, 8, 29
 SERVER_STATE_ROWS = 2  # rows of server-optimizer state per server row (Adam's m and v)
-MESSAGE_ROWS = 3  # per message rewritten on the way: the sent copy, the update from the
-# receiver's model and the transform's own working row (a top-k's magnitudes), counted
+MESSAGE_ROWS = 8  # per row whose messages are rewritten on the way: the sent copy and its
+# gathered rows, the update from the receiver's model, a top-k's magnitudes, sorted values
+# and int64 order, the decoded row and error feedback's sum (a D-PSGD round of 5,000 nodes
+# with top-k and error feedback peaked 2,305 MiB, 1,273 MiB above the plain round's 1,032;
+# counted 1,466 MiB: scripts/results/memory_bound_messages.md)
 TORCH_SPARSE_BYTES, SCIPY_SPARSE_BYTES = 20, 16  # per non-zero of a cached mixing matrix
 NODE_METRICS = 4  # per-node metrics recorded at each evaluation (metrics.reporters.Reporter)
 BOOKKEEPING_PER_NODE = 128  # measured (module docstring)
@@ -457,12 +461,12 @@ def _communication_bytes(
     task: Task, plan: RoundPlan, num_nodes: int, aggregator: Aggregator, messages: MessageTransforms
 ) -> int:
     """The rows that the plan's most demanding step makes (each step says how many), and
-    with message transforms, ``MESSAGE_ROWS`` per message of the step sending most."""
+    with message transforms, ``MESSAGE_ROWS`` per sender of the step with most senders."""
     combining = Combining(aggregator.corrects, aggregator.combines_rows)
     rows = max([step.working_rows(num_nodes, combining) for step in plan.steps], default=0)
     if messages:
-        sent = [len(step.messages(num_nodes).senders) for step in plan.steps]
-        rows += MESSAGE_ROWS * max(sent, default=0)
+        senders = [len(np.unique(step.messages(num_nodes).senders)) for step in plan.steps]
+        rows += MESSAGE_ROWS * max(senders, default=0)
     return rows * task.layout.size * FLOAT_BYTES
 
 

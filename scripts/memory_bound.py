@@ -112,6 +112,28 @@ GRID: list[tuple[str, list[str]]] = [
     ),
     ("scaffold mlp 5k", ["strategy=scaffold", "num_nodes=5000", "data.tile=4"]),
     ("fedadam mlp 20k", ["strategy=fedadam", "num_nodes=20000", "data.tile=15"]),
+    ("dpsgd mlp 5k", ["strategy=dpsgd", "topology=regular", "num_nodes=5000", "data.tile=4"]),
+    (
+        "dpsgd mlp 5k topk error feedback",
+        [
+            "strategy=dpsgd",
+            "topology=regular",
+            "num_nodes=5000",
+            "data.tile=4",
+            "compression=topk",
+            "compression.error_feedback=true",
+        ],
+    ),
+    (
+        "fedavg mlp 20k topk error feedback",
+        [
+            "num_nodes=20000",
+            "data.tile=15",
+            "strategy.sample_size=2000",
+            "compression=topk",
+            "compression.error_feedback=true",
+        ],
+    ),
 ]
 COMMON = ["rounds=2", "eval_every=1", "progress=false"]
 # The child: fedsim's CLI, with the memory check wrapped to save the estimate it receives.

@@ -12,9 +12,11 @@ import torch
 from conftest import compose_config
 from helpers import path_federation, smoke_settings, started_backend, zero_logreg_task
 
+from fedsim import rng
 from fedsim.aggregators.median import Median
 from fedsim.attacks.sign_flip import SignFlip
 from fedsim.build import build_simulation
+from fedsim.compression.base import kept_count
 from fedsim.compression.topk import TopK
 from fedsim.config import options
 from fedsim.errors import ConfigError
@@ -232,3 +234,21 @@ def test_attackers_are_left_out_of_every_metric(tmp_path):
     final = rows.query("metric == 'consensus_distance' and round == 2").value.item()
     distance = (models - models.mean(dim=0)).square().sum(dim=1).mean().item()
     assert final == pytest.approx(distance, rel=1e-5)
+
+
+def test_a_senders_randomness_is_its_own_and_new_in_every_step_of_a_round():
+    def draws(senders, step=0, round_idx=0):
+        message = Outgoing(np.array(senders), "d2d", round_idx, seed=0, num_nodes=3, step=step)
+        return message.uniform(rng.COMPRESSION, 5, torch.device("cpu"))
+
+    alone, together = draws([2]), draws([0, 2])
+    assert torch.equal(alone[0], together[1])  # whoever else sends in the same batch
+    assert not torch.equal(draws([2], step=1)[0], alone[0])  # a second step of the round
+    assert not torch.equal(draws([2], round_idx=1)[0], alone[0])
+
+
+def test_a_sparsifier_keeps_the_share_it_is_given_despite_float_rounding():
+    assert [kept_count(100, ratio, None) for ratio in (0.07, 0.14, 0.28, 0.55, 0.56)] == [
+        7, 14, 28, 55, 56,
+    ]  # fmt: skip
+    assert kept_count(100, 0.071, None) == 8 and kept_count(100, 0.001, None) == 1

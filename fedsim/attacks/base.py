@@ -31,7 +31,8 @@ class Attack(MessageTransform):
         if self.nodes is not None:
             nodes = np.asarray(self.nodes, np.int64)
             check(
-                ((nodes >= 0) & (nodes < num_nodes)).all() and len(set(self.nodes)) == len(nodes),
+                bool(((nodes >= 0) & (nodes < num_nodes)).all())
+                and len(set(self.nodes)) == len(nodes),
                 f"attack.nodes={self.nodes} must be distinct node ids in 0..{num_nodes - 1}",
             )
             check(len(nodes) < num_nodes, f"attack.nodes={self.nodes} leaves no honest node")

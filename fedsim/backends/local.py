@@ -69,6 +69,7 @@ class LocalBackend:
         self.aggregator = aggregator or Mean()
         self.messages = messages or MessageTransforms()
         self.num_nodes = len(task.node_data.num_examples)  # rows from here on are servers
+        self.step_index = 0  # the position of the step being executed in its round's plan
         self.corrected = self.aggregator.tensors(task.layout)
         self.factor_sum = torch.zeros(len(self.corrected), dtype=torch.float64)
         self.factor_count = 0
@@ -115,7 +116,8 @@ class LocalBackend:
 
     def execute(self, plan: RoundPlan, round_idx: int) -> None:
         """Run the plan's steps in order."""
-        for step in plan.steps:
+        for index, step in enumerate(plan.steps):
+            self.step_index = index  # keys the randomness of the step's messages
             self._execute(step, round_idx)
 
     def _execute(self, step: Step, round_idx: int) -> None:
@@ -193,7 +195,9 @@ class LocalBackend:
         """What the receivers get of the messages ``rows`` of global rows ``senders`` over
         ``link``: the message transforms' rewrite (of the update from ``reference``, what the
         receivers hold, where given), with their per-row states."""
-        outgoing = Outgoing(senders, link, round_idx, self.task.seed, self.num_nodes)
+        outgoing = Outgoing(
+            senders, link, round_idx, self.task.seed, self.num_nodes, step=self.step_index
+        )
         states = {name: self.slot(name) for name in self.messages.slot_names()}
         return self.messages.apply(rows, outgoing, reference, states)
 

@@ -44,8 +44,10 @@ class Compressor(MessageTransform):
 def kept_count(num_parameters: int, ratio: float | None, k: int | None) -> int:
     """The coordinates a sparsifier keeps of ``num_parameters``: ``k``, else ``ratio`` of
     them rounded up (at least one, at most all)."""
-    kept = k if k is not None else math.ceil(ratio * num_parameters)
-    return max(1, min(num_parameters, kept))
+    if k is None:
+        # rounded first: 0.07 * 100 is 7.000000000000001 in floating point, which is 7
+        k = math.ceil(round(float(ratio) * num_parameters, 6))
+    return max(1, min(num_parameters, k))
 
 
 def check_sparsity(name: str, ratio: float | None, k: int | None) -> None:

@@ -23,6 +23,7 @@ import torch
 from fedsim import rng
 
 LINKS = ("uplink", "downlink", "d2d")
+STEP_SHIFT = 16  # a step's position keys its randomness above the streams (fedsim.rng)
 
 
 @dataclass(eq=False)
@@ -30,9 +31,10 @@ class Outgoing:
     """The messages of one step, as a transform sees them.
 
     ``senders`` are the global rows whose messages ``values`` (k, d) holds, sent over
-    ``link`` in round ``round_idx`` of a run seeded ``seed`` with ``num_nodes`` nodes (rows
-    from ``num_nodes`` on are servers).  ``slots`` holds the senders' rows of every per-row
-    state the transforms keep; a transform updates its own in place.
+    ``link`` by step ``step`` (its position in the round's plan) of round ``round_idx`` of a
+    run seeded ``seed`` with ``num_nodes`` nodes (rows from ``num_nodes`` on are servers).
+    ``slots`` holds the senders' rows of every per-row state the transforms keep; a
+    transform updates its own in place.
     """
 
     senders: np.ndarray
@@ -41,12 +43,15 @@ class Outgoing:
     seed: int
     num_nodes: int
     slots: dict[str, torch.Tensor] = field(default_factory=dict)
+    step: int = 0
 
     def uniform(self, stream: int, dim: int, device: torch.device) -> torch.Tensor:
-        """(k, dim) uniforms in [0, 1), row j a function of (seed, stream, round, sender j)."""
+        """(k, dim) uniforms in [0, 1), row j a function of (seed, stream, round, step,
+        sender j): a sender that sends in two steps of a round draws afresh."""
         counters = torch.arange(dim, device=device)
         senders = torch.as_tensor(self.senders, device=device)
-        return rng.uniform(self.seed, stream, self.round_idx, senders, counters)
+        keyed = stream + (self.step << STEP_SHIFT)  # step 0: the stream itself
+        return rng.uniform(self.seed, keyed, self.round_idx, senders, counters)
 
     def normal(self, stream: int, dim: int, device: torch.device) -> torch.Tensor:
         """(k, dim) standard normal values, row j a function of (seed, stream, round, sender j)

@@ -7,14 +7,17 @@ import shlex
 
 import networkx as nx
 import numpy as np
+import pandas as pd
 import torch
+from conftest import compose_config
 
 from fedsim.backends.local import LocalBackend
-from fedsim.build import first_plan
+from fedsim.build import build_simulation, first_plan
 from fedsim.config import config_dir
 from fedsim.data.datasets import Dataset
 from fedsim.engine import Simulation
 from fedsim.memory import MemoryEstimate, estimate_memory
+from fedsim.metrics.recorder import Recorder
 from fedsim.models import logreg
 from fedsim.strategies.base import Federation
 from fedsim.task import Task
@@ -123,3 +126,15 @@ def ray_settings(group: str, option: str) -> list[str]:
     """The settings of the Ray-vs-local parity run: the ``# ray:`` line, else the smoke one."""
     lines = settings_lines(group, option)
     return lines.get("ray", lines.get("smoke", []))
+
+
+def final_accuracy(tmp_path, name: str, *overrides: str) -> float:
+    """The global model's test accuracy after 4 FedAvg rounds of all 12 digits clients."""
+    config = compose_config(
+        "num_nodes=12", "rounds=4", "eval_every=4", "strategy.sample_size=12", *overrides
+    )
+    recorder = Recorder(tmp_path / f"{name}.parquet")
+    build_simulation(config).run(recorder, progress=False)
+    recorder.close()
+    rows = pd.read_parquet(tmp_path / f"{name}.parquet")
+    return rows.query("metric == 'accuracy' and round == 4").value.item()

@@ -3,17 +3,14 @@ drawn per (seed, round, sender); one such node among 12 breaks the mean but not 
 (spec byzantine.md §5.1, sigma = 200)."""
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
-from conftest import compose_config
+from helpers import final_accuracy
 
 from fedsim import rng
 from fedsim.attacks.gaussian import Gaussian
-from fedsim.build import build_simulation
 from fedsim.errors import ConfigError
 from fedsim.messages import MessageTransforms, Outgoing
-from fedsim.metrics.recorder import Recorder
 
 
 def noisy(*nodes: int, std: float = 2.0, around_own: bool = False) -> Gaussian:
@@ -78,18 +75,6 @@ def test_a_senders_noise_is_its_own_alone_or_in_a_batch_and_new_each_round_and_s
 def test_a_negative_spread_is_refused_in_one_line():
     with pytest.raises(ConfigError, match=r"attack.std=-1.0 must be >= 0"):
         Gaussian(std=-1.0)
-
-
-def final_accuracy(tmp_path, name: str, *overrides: str) -> float:
-    """The global model's test accuracy after 4 FedAvg rounds of all 12 digits clients."""
-    config = compose_config(
-        "num_nodes=12", "rounds=4", "eval_every=4", "strategy.sample_size=12", *overrides
-    )
-    recorder = Recorder(tmp_path / f"{name}.parquet")
-    build_simulation(config).run(recorder, progress=False)
-    recorder.close()
-    rows = pd.read_parquet(tmp_path / f"{name}.parquet")
-    return rows.query("metric == 'accuracy' and round == 4").value.item()
 
 
 @pytest.mark.slow

@@ -3,15 +3,12 @@ learning the flipped update reflects its model about the server's, and one flipp
 large scale breaks the mean but not the median (spec byzantine.md §5.1)."""
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
-from conftest import compose_config
+from helpers import final_accuracy
 
 from fedsim.attacks.sign_flip import SignFlip
-from fedsim.build import build_simulation
 from fedsim.messages import MessageTransforms, Outgoing
-from fedsim.metrics.recorder import Recorder
 
 
 def flipping(*nodes: int, scale: float = 1.0) -> SignFlip:
@@ -42,18 +39,6 @@ def test_a_gossip_model_is_negated_and_scaled_and_honest_ones_pass():
 def test_a_step_without_attackers_passes_as_it_is():
     models = torch.tensor([[1.0, -4.0], [0.0, 7.0]])
     assert flipping(1)(models, outgoing(0, 2, link="d2d")) is models
-
-
-def final_accuracy(tmp_path, name: str, *overrides: str) -> float:
-    """The global model's test accuracy after 4 FedAvg rounds of all 12 digits clients."""
-    config = compose_config(
-        "num_nodes=12", "rounds=4", "eval_every=4", "strategy.sample_size=12", *overrides
-    )
-    recorder = Recorder(tmp_path / f"{name}.parquet")
-    build_simulation(config).run(recorder, progress=False)
-    recorder.close()
-    rows = pd.read_parquet(tmp_path / f"{name}.parquet")
-    return rows.query("metric == 'accuracy' and round == 4").value.item()
 
 
 @pytest.mark.slow

@@ -135,12 +135,6 @@ def build_simulation(cfg: DictConfig) -> Simulation:
     auto = cfg.backend.get("chunk_size") == "auto"
     resolved = {"chunk_size": estimate.chunk_size} if auto else {}
     backend = instantiate(cfg.backend, **resolved)
-    check(
-        not messages or getattr(backend, "applies_messages", True),
-        f"backend={_choice(cfg.backend)} does not yet rewrite messages on the way "
-        f"(attack={_choice(cfg.attack)}, compression={_choice(cfg.compression)}); "
-        "use backend=local",
-    )
     simulation = Simulation(
         strategy=strategy,
         federation=federation,

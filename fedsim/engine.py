@@ -189,6 +189,7 @@ class Simulation:
             sim_time_s=self.clock.now,
             run_started=self.start_time,
             privacy=self.privacy,
+            messages=self.messages,
         )
         if self.diverged is None and not np.isfinite(metrics["loss"]):
             self.diverged = f"non-finite loss at round {round_idx}"
@@ -204,6 +205,7 @@ class Simulation:
             "clock": self.clock.state(),
             "strategy": self.strategy.state(),
             "privacy": None if self.privacy is None else self.privacy.state(),
+            "messages": self.messages.state(),
             "stalled": self.stalled,
             "diverged": self.diverged,
             "timings": dict(self.timings),
@@ -234,6 +236,7 @@ class Simulation:
         self.strategy.restore(state["strategy"])
         if self.privacy is not None:
             self.privacy.restore(state["privacy"])
+        self.messages.restore(state.get("messages", [{}] * len(self.messages.chain)))
         self.stalled = state["stalled"]
         self.diverged = state.get("diverged")
         self.timings.update(state["timings"])

@@ -80,6 +80,17 @@ class TrafficCounters:
             **{f"bytes_{link}_total": float(sent) for link, sent in self.bytes_by_channel.items()},
         }
 
+    def compression_ratio(self) -> dict[str, float]:
+        """Where messages travel encoded: the model bytes sent over what the same messages
+        would have taken dense."""
+        if not self.link_bytes:
+            return {}
+        dense = sum(
+            sent / self.bytes_on(link) * self.message_bytes
+            for link, sent in self.bytes_by_channel.items()
+        )
+        return {"compression_ratio": float(self.bytes_sent.sum() / dense)} if dense else {}
+
     def node_metrics(self, nodes: np.ndarray) -> dict[str, np.ndarray]:
         """Per node of ``nodes``: model bytes, control bytes and aggregations so far."""
         return {

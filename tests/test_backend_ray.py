@@ -125,6 +125,25 @@ def test_every_aggregator_gives_the_same_metrics_on_ray_and_local(
     assert_same_on_ray(tmp_path, f"strategy={strategy}", "rounds=2", *settings)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "group, option",
+    [(group, name) for group in ("attack", "compression") for name in options(group)
+     if name != "none"],
+)  # fmt: skip
+@pytest.mark.parametrize("strategy", ["fedavg", "dpsgd"])
+def test_every_attack_and_compressor_gives_the_same_metrics_on_ray_and_local(
+    group, option, strategy, tmp_path, local_ray
+):
+    """Every option of the attack and compression groups, on uploads (FL) and in gossip,
+    with its YAML's ``# ray:`` (else ``# smoke:``) line; error feedback where it has it."""
+    settings = [f"{group}={option}", *ray_settings(group, option)]
+    if group == "compression":
+        settings.append("compression.error_feedback=true")
+    fl = ["strategy.sample_size=6"] if strategy == "fedavg" else ["topology=regular"]
+    assert_same_on_ray(tmp_path, f"strategy={strategy}", "rounds=3", *fl, *settings)
+
+
 def assert_same_on_ray(tmp_path, *settings):
     """The metrics of a run on two Ray actors equal the local backend's (to float32 sums'
     rounding), besides the bytes that crossed between actors."""

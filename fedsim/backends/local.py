@@ -198,7 +198,7 @@ class LocalBackend:
         outgoing = Outgoing(
             senders, link, round_idx, self.task.seed, self.num_nodes, step=self.step_index
         )
-        states = {name: self.slot(name) for name in self.messages.slot_names()}
+        states = {name: self.slot(name) for name in self.messages.slot_names(link)}
         return self.messages.apply(rows, outgoing, reference, states)
 
     def _gossip(self, step: Gossip, round_idx: int) -> None:

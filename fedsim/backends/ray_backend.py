@@ -22,7 +22,7 @@ from fedsim.backends.local import check_training_settings
 from fedsim.backends.ray_local import init_local_ray
 from fedsim.backends.shard import Shard, average_of, package_directory
 from fedsim.errors import RunError, check
-from fedsim.messages import MessageTransforms
+from fedsim.messages import MessageTransforms, Outgoing
 from fedsim.plans import Aggregate, Average, Gossip, Merge, Push, RoundPlan, Step, Train
 from fedsim.server_optimizers import server_step
 from fedsim.task import Task
@@ -48,11 +48,10 @@ class RayBackend:
     chunk_size, vectorise:
         As for the local backend, inside each actor.
 
-    Message transforms (attack, compression) are not applied across shards yet
-    (``applies_messages``): the build refuses them on this backend.
+    Message transforms (attack, compression) run here, in the driver, as in the local
+    backend: a step's sent rows and their senders' states are gathered from the shards,
+    rewritten, and the states written back (so an omniscient attack sees every message).
     """
-
-    applies_messages = False
 
     def __init__(
         self,
@@ -88,7 +87,6 @@ class RayBackend:
         messages: MessageTransforms | None = None,
     ) -> None:
         """Start Ray if needed, cut the rows into shards and give each actor its rows."""
-        check(not messages, "the Ray backend does not rewrite messages on the way")
         import ray
 
         self._ray = ray
@@ -110,6 +108,9 @@ class RayBackend:
             f"cluster has {gpus:g}",
         )
         self.task, self.aggregator = task, aggregator or Mean()
+        self.messages = messages or MessageTransforms()
+        self.num_nodes = len(task.node_data.num_examples)  # rows from here on are servers
+        self.step_index = 0  # the position of the step being executed in its round's plan
         self.num_rows, self.row_bytes = num_rows, task.layout.size * FLOAT_BYTES
         order = _order(num_rows, topology)
         check(
@@ -183,7 +184,8 @@ class RayBackend:
 
     def execute(self, plan: RoundPlan, round_idx: int) -> None:
         """Run the plan's steps in order, each on all shards at once."""
-        for step in plan.steps:
+        for index, step in enumerate(plan.steps):
+            self.step_index = index  # keys the randomness of the step's messages
             self._execute(step, round_idx)
 
     def _execute(self, step: Step, round_idx: int) -> None:
@@ -194,11 +196,11 @@ class RayBackend:
                 calls.append((i, self.actors[i].train.remote(part.nodes, part, round_idx)))
             self._wait(calls)
         elif isinstance(step, Gossip):
-            self._gossip(step.weights)
+            self._gossip(step, round_idx)
         elif isinstance(step, Average | Aggregate):
-            self._averages(step.groups if isinstance(step, Aggregate) else (step,))
+            self._averages(step.groups if isinstance(step, Aggregate) else (step,), round_idx)
         elif isinstance(step, Push):
-            self._push(step)
+            self._push(step, round_idx)
         elif isinstance(step, Merge):
             index = np.argsort(step.nodes)
             nodes, weights = step.nodes[index], step.self_weights[index]
@@ -222,9 +224,43 @@ class RayBackend:
         self.bytes_between_actors += len(rows) * self.row_bytes
         return [self.actors[i].get.remote(part) for i, part in self._split(rows)]
 
-    def _gossip(self, weights: sp.csr_array) -> None:
-        """Each shard mixes its rows with the rows of other shards that its nodes receive."""
-        weights = sp.csr_array(weights)
+    def _sent(
+        self,
+        senders: np.ndarray,
+        link: str,
+        round_idx: int,
+        reference: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """What the receivers get of the messages of the distinct global rows ``senders``
+        over ``link``, rewritten here by the message transforms (of the update from
+        ``reference`` where given) with the senders' states, gathered from their shards and
+        written back to them."""
+        outgoing = Outgoing(
+            senders, link, round_idx, self.task.seed, self.num_nodes, step=self.step_index
+        )
+        names = sorted(self.messages.slot_names(link))
+        outgoing.slots = {name: self.rows(senders, name) for name in names}
+        received = self.messages.apply(self.rows(senders), outgoing, reference)
+        self._wait(
+            [
+                (i, self.actors[i].write.remote(part, state[positions], name))
+                for name in names
+                for state in [outgoing.slots[name].numpy()]
+                for i, part in self._split(senders)
+                for positions in [_positions(senders, part)]
+            ]
+        )
+        self.bytes_between_actors += (1 + 2 * len(names)) * len(senders) * self.row_bytes
+        return received
+
+    def _gossip(self, step: Gossip, round_idx: int) -> None:
+        """Each shard mixes its rows with the rows of other shards that its nodes receive;
+        with message transforms, the received rows as rewritten here, its own as they are."""
+        weights = sp.csr_array(step.weights)
+        senders = sent = None
+        if self.messages.on("d2d"):
+            senders = np.unique(step.messages(weights.shape[0]).senders)
+            sent = self._sent(senders, "d2d", round_idx).numpy()
         calls = []
         for index, rows in enumerate(self.shards):
             rows = rows[rows < weights.shape[0]]
@@ -240,31 +276,42 @@ class RayBackend:
                 (block.data, position[block.indices], block.indptr),
                 shape=(len(rows), len(columns)),
             )
-            calls.append((index, local, rows, self._fetch(foreign)))
+            if sent is None:
+                calls.append((index, local, rows, self._fetch(foreign), None))
+                continue
+            # Rows with no weight here (explicit zeros) send nothing: zeros stand in.
+            received = np.zeros((len(foreign), sent.shape[1]), dtype=sent.dtype)
+            found = np.isin(foreign, senders)
+            received[found] = sent[np.searchsorted(senders, foreign[found])]
+            own = senders[np.isin(senders, rows)]
+            own_sent = (own, sent[np.searchsorted(senders, own)])
+            self.bytes_between_actors += (len(foreign) + len(own)) * self.row_bytes
+            calls.append((index, local, rows, [received], own_sent))
         self._wait(
             [
-                (i, self.actors[i].gossip.remote(local, rows, *refs))
-                for i, local, rows, refs in calls
+                (i, self.actors[i].gossip.remote(local, rows, *refs, sent=own_sent))
+                for i, local, rows, refs, own_sent in calls
             ]
         )
 
-    def _averages(self, groups: tuple[Average, ...]) -> None:
-        """Every group's average from the shards' partial sums (or, for an aggregator that
-        combines the models themselves, from the models), then written to its targets or,
-        with a server update, moved towards by them."""
+    def _averages(self, groups: tuple[Average, ...], round_idx: int) -> None:
+        """Every group's average from the shards' partial sums (or here, from the models, for
+        an aggregator that combines them or messages that the transforms rewrite), then
+        written to its targets or, with a server update, moved towards by them."""
         averages = []
         for group in groups:
             combines = group.payload == "params" and len(group.sources) > 1
+            link = group.link(self.num_nodes)
+            if group.payload == "params" and self.messages.on(link):
+                reference = None
+                if link == "uplink" and len(group.targets) == 1:
+                    reference = self.rows(group.targets)
+                sources = self._sent(group.sources, link, round_idx, reference)
+                averages.append(self._combined_here(group, sources))
+                continue
             if combines and self.aggregator.combines_rows:  # one combination per target
-                own, received = self.rows(group.targets), self.rows(group.sources)
-                self.bytes_between_actors += (len(own) + len(received)) * self.row_bytes
-                weights = torch.as_tensor(group.weights, dtype=torch.float32)
-                combined = self.aggregator.combine(
-                    received.expand(len(own), *received.shape),
-                    weights.expand(len(own), -1),
-                    own,
-                )
-                averages.append(combined.numpy())
+                self.bytes_between_actors += len(group.sources) * self.row_bytes
+                averages.append(self._combined_here(group, self.rows(group.sources)))
                 continue
             owners = self.owner[group.sources]
             parts = [
@@ -304,6 +351,26 @@ class RayBackend:
             ]
         self._wait(calls)
 
+    def _combined_here(self, group: Average, sources: torch.Tensor) -> np.ndarray:
+        """The group's average of the model rows ``sources``, computed here as the local
+        backend computes it: combined per target by an aggregator that combines the models,
+        else the weighted sum, corrected when the aggregator corrects."""
+        weights = torch.as_tensor(group.weights, dtype=torch.float32)
+        if len(group.sources) < 2:
+            return (weights @ sources).numpy()
+        if self.aggregator.combines_rows:  # one combination per target
+            own = self.rows(group.targets)
+            self.bytes_between_actors += len(own) * self.row_bytes
+            combined = self.aggregator.combine(
+                sources.expand(len(own), *sources.shape), weights.expand(len(own), -1), own
+            )
+            return combined.numpy()
+        average = (weights @ sources).numpy()
+        if self.aggregator.corrects:
+            target = self.aggregator.variances(sources, self.task.layout).mean(dim=0)
+            average = self._finish(average, target.numpy())
+        return average
+
     def _finish(self, merged: np.ndarray, target: np.ndarray) -> np.ndarray:
         corrected, factors = self.aggregator.finish(
             torch.from_numpy(merged.astype(np.float32))[None],
@@ -314,9 +381,21 @@ class RayBackend:
         self.factor_count += 1
         return corrected[0].numpy()
 
-    def _push(self, step: Push) -> None:
-        """Each shard buffers the models pushed to its nodes, fetched from their senders."""
+    def _push(self, step: Push, round_idx: int) -> None:
+        """Each shard buffers the models pushed to its nodes, fetched from their senders
+        (or, with message transforms, as rewritten here)."""
         calls = []
+        if self.messages.on("d2d"):
+            senders = np.unique(step.sources)
+            sent = self._sent(senders, "d2d", round_idx).numpy()
+            for index, _ in self._split(step.targets):
+                mine = np.flatnonzero(self.owner[step.targets] == index)
+                rows = sent[np.searchsorted(senders, step.sources[mine])]
+                self.bytes_between_actors += len(mine) * self.row_bytes
+                push = self.actors[index].push.remote(step.targets[mine], step.weights[mine], rows)
+                calls.append((index, push))
+            self._wait(calls)
+            return
         for index, _ in self._split(step.targets):
             mine = np.flatnonzero(self.owner[step.targets] == index)
             mine = mine[np.argsort(self.owner[step.sources[mine]], kind="stable")]

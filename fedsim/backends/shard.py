@@ -57,13 +57,29 @@ class Shard:
     def train(self, nodes: np.ndarray, step: Train, round_idx: int) -> None:
         self.backend.train(replace(step, nodes=self.local(nodes)), round_idx)
 
-    def gossip(self, weights: sp.csr_array, rows: np.ndarray, *foreign: np.ndarray) -> None:
+    def gossip(
+        self,
+        weights: sp.csr_array,
+        rows: np.ndarray,
+        *foreign: np.ndarray,
+        sent: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
         """``X[rows] <- W @ [X[rows]; foreign]``: W's columns are ``rows`` (global ids held
-        here), then the received rows of other shards."""
+        here), then the received rows of other shards.  With ``sent`` (global ids held here
+        and what their messages became on the way) the rows receive those and keep their
+        own models, the foreign rows arriving as rewritten."""
         index = torch.as_tensor(self.local(rows), device=self.backend.params.device)
         own = self.backend.params[index]
-        stacked = torch.cat([own, *(torch.from_numpy(part).to(own.device) for part in foreign)])
-        self.backend.params[index] = self.backend.mix(weights, stacked, len(own))
+        received = [torch.from_numpy(part).to(own.device) for part in foreign]
+        stacked, rewritten = torch.cat([own, *received]), None
+        if sent is not None:
+            ids, values = sent
+            own_sent = own.clone()
+            own_sent[torch.as_tensor(np.searchsorted(rows, ids))] = torch.from_numpy(values).to(
+                own.device
+            )
+            rewritten = torch.cat([own_sent, *received])
+        self.backend.params[index] = self.backend.mix(weights, stacked, len(own), rewritten)
 
     def partial_average(
         self, sources: np.ndarray, weights: np.ndarray, payload: str = "params"

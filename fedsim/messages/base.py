@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,6 +81,17 @@ class MessageTransform:
         None when the transform leaves the size as it was (an attack)."""
         return None
 
+    def metrics(self) -> dict[str, float]:
+        """What it measured of the messages since the last call (then reset)."""
+        return {}
+
+    def state(self) -> dict[str, Any]:
+        """Its counters since the last :meth:`metrics`, as plain data (checkpointed)."""
+        return {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state`."""
+
     def prepare(self, num_nodes: int, seed: int) -> None:
         """Fix what is fixed for the run in a federation of ``num_nodes`` seeded ``seed``
         (an attack's Byzantine nodes); refuse, with one line, settings that do not fit."""
@@ -120,9 +132,24 @@ class MessageTransforms:
         forging = [transform.byzantine_nodes() for transform in self.chain]
         return np.unique(np.concatenate([np.empty(0, np.int64), *forging]))
 
-    def slot_names(self) -> set[str]:
-        """Every per-row state the chain keeps, by the backend's names."""
-        return {transform.slot(name) for transform in self.chain for name in transform.slots}
+    def metrics(self) -> dict[str, float]:
+        """Every transform's measurements since the last call (then reset)."""
+        return {
+            name: value for transform in self.chain for name, value in transform.metrics().items()
+        }
+
+    def state(self) -> list[dict[str, Any]]:
+        return [transform.state() for transform in self.chain]
+
+    def restore(self, state: list[dict[str, Any]]) -> None:
+        for transform, saved in zip(self.chain, state, strict=True):
+            transform.restore(saved)
+
+    def slot_names(self, link: str | None = None) -> set[str]:
+        """Every per-row state the chain (or its transforms on ``link``) keeps, by the
+        backend's names."""
+        chain = self.chain if link is None else self.on(link)
+        return {transform.slot(name) for transform in chain for name in transform.slots}
 
     def wire_bytes(self, link: str, dense_bytes: int, num_parameters: int) -> int:
         """Bytes of one model message on ``link``: the last encoding's size plus the header
@@ -144,18 +171,21 @@ class MessageTransforms:
     ) -> torch.Tensor:
         """What the receivers get of the rows ``sent`` (k, d): each transform on the link in
         turn, on the update from ``reference`` (what the receivers hold) where one is given.
-        ``states`` are the backend's per-row states, indexed by row; the senders' rows are
-        read into ``outgoing.slots`` and written back after."""
+        ``outgoing.slots`` holds the senders' rows of the states the transforms on the link
+        keep (:meth:`slot_names`), and they update them there; or, given every row's
+        ``states`` (by name, indexed by global row), the senders' rows are read from and
+        written back to them."""
         chain = self.on(outgoing.link)
         if not chain:
             return sent
-        states = {} if states is None else states
+        names = self.slot_names(outgoing.link)
         rows = torch.as_tensor(outgoing.senders, device=sent.device)
-        names = {transform.slot(name) for transform in chain for name in transform.slots}
-        outgoing.slots = {name: states[name][rows] for name in names}
+        if states is not None:
+            outgoing.slots = {name: states[name][rows] for name in names}
         values = sent if reference is None else sent - reference
         for transform in chain:
             values = transform(values, outgoing)
-        for name in names:
-            states[name][rows] = outgoing.slots[name]
+        if states is not None:
+            for name in names:
+                states[name][rows] = outgoing.slots[name]
         return values if reference is None else reference + values

@@ -14,6 +14,7 @@ from fedsim.training.evaluate import Evaluator
 if TYPE_CHECKING:
     from fedsim.backends.base import Backend
     from fedsim.federation import Federation
+    from fedsim.messages import MessageTransforms
     from fedsim.metrics.recorder import Recorder
     from fedsim.privacy import Privacy
     from fedsim.task import Task
@@ -53,6 +54,7 @@ class Reporter:
         sim_time_s: float,
         run_started: float,
         privacy: Privacy | None = None,
+        messages: MessageTransforms | None = None,
     ) -> dict[str, float]:
         """Record round ``round_idx``'s metrics and per-node metrics; returns the metrics.
 
@@ -70,6 +72,8 @@ class Reporter:
             "node_accuracy_max": float(node_accuracy.max()),
             "consensus_distance": backend.consensus_distance(self.num_nodes, self.honest),
             **traffic.metrics(),
+            **traffic.compression_ratio(),
+            **(messages.metrics() if messages is not None else {}),
             **{
                 f"component_{index}_accuracy": float(node_accuracy[positions].mean())
                 for index, positions in enumerate(self.components)

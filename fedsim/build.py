@@ -122,6 +122,12 @@ def build_simulation(cfg: DictConfig) -> Simulation:
     }
     federation = replace(federation, message_bytes=size, link_bytes=link_bytes)
     plan = first_plan(strategy, federation)
+    stepped = any(getattr(step, "step_size", None) is not None for step in plan.steps)
+    check(
+        not (stepped and (aggregator.combines_rows or aggregator.corrects)),
+        f"strategy={_choice(cfg.strategy)} moves by a step size towards the plain mean of what "
+        f"a node receives; use aggregator=mean, not aggregator={_choice(cfg.aggregator)}",
+    )
     fewest = _fewest_combined(plan, federation.num_nodes)
     if fewest:
         aggregator.check_received(fewest)

@@ -69,6 +69,7 @@ NO_MESSAGES = _messages(np.empty(0), np.empty(0), np.empty(0), None)
 GOSSIP_ROWS = 2  # (nodes, d) tensors a gossip step makes, measured
 CORRECTED_GOSSIP_ROWS = 3  # more with a variance-corrected aggregator, measured 2.7
 MERGE_ROWS = 4  # rows per merging node at once (LocalBackend.merge), counted
+REPLICA_ROWS = 2  # a replicated or stepped gossip's change of the replicas and W S - S
 COMBINE_ROWS = 4  # per received model, for an aggregator that combines the models: the
 # gathered models, the median's sorted values and their int64 order (counted)
 
@@ -135,9 +136,19 @@ class Train:
 
 @dataclass(frozen=True, eq=False)
 class Gossip:
-    """Every node takes its row of ``W @ X[:n]``: j sends its model to each i with W[i, j] != 0."""
+    """Every node takes its row of ``W @ X[:n]``: j sends its model to each i with W[i, j] != 0.
+
+    With ``step_size`` (gamma) a node instead moves by ``gamma (W - I) S`` from its model,
+    S the models as received (gamma = 1: the plain average).  With ``replicas`` every
+    receiver holds a public replica of each sender's model (the per-row state
+    ``"replica"``, zero at first): a sender sends the change from its replica, rewritten
+    by the message transforms (compressed), every holder adds it, and the replicas are S
+    (CHOCO-Gossip, Koloskova, Stich and Jaggi, ICML 2019).
+    """
 
     weights: sp.csr_array
+    step_size: float | None = None
+    replicas: bool = False
 
     def messages(self, num_nodes: int) -> Messages:
         """j sends to i for every non-zero W[i, j]; a row with a neighbour's weight combines."""
@@ -150,13 +161,16 @@ class Gossip:
 
     def working_rows(self, num_nodes: int, combining: Combining) -> int:
         """The sparse product and its sum with zeros; more when the aggregator corrects, or
-        every received model gathered when it combines them."""
+        every received model gathered when it combines them; the replicas' change and the
+        step's difference besides."""
+        replicas = REPLICA_ROWS * num_nodes if self.replicas or self.step_size else 0
         if combining.combines_rows:
             return COMBINE_ROWS * int(self.messages(num_nodes).fan_in.sum()) + num_nodes
-        return (GOSSIP_ROWS + combining.corrects * CORRECTED_GOSSIP_ROWS) * num_nodes
+        return (GOSSIP_ROWS + combining.corrects * CORRECTED_GOSSIP_ROWS) * num_nodes + replicas
 
     def slot_names(self) -> set[str]:
-        return set()
+        """The public replicas, when it keeps them."""
+        return {"replica"} if self.replicas else set()
 
 
 @dataclass(frozen=True, eq=False)

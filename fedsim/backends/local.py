@@ -203,13 +203,17 @@ class LocalBackend:
 
     def _gossip(self, step: Gossip, round_idx: int) -> None:
         num_nodes = step.weights.shape[0]
-        own = self.params[:num_nodes]
-        sent = None
-        if self.messages:
+        own, sent = self.params[:num_nodes], None
+        if step.replicas or self.messages:
             senders = np.unique(step.messages(num_nodes).senders)
+            index = self._index(senders)
+        if step.replicas:  # what every holder of a sender's replica now holds
+            sent = self.slot("replica")[:num_nodes]
+            sent[index] = self.sent(own[index], senders, "d2d", round_idx, sent[index])
+        elif self.messages:
             sent = own.clone()
-            sent[self._index(senders)] = self.sent(own[senders], senders, "d2d", round_idx)
-        self.params[:num_nodes] = self.mix(step.weights, own, num_nodes, sent)
+            sent[index] = self.sent(own[index], senders, "d2d", round_idx)
+        self.params[:num_nodes] = self.mix(step.weights, own, num_nodes, sent, step.step_size)
 
     def mix(
         self,
@@ -217,13 +221,24 @@ class LocalBackend:
         stacked: torch.Tensor,
         num_rows: int,
         sent: torch.Tensor | None = None,
+        step_size: float | None = None,
     ) -> torch.Tensor:
         """``W @ stacked`` for ``num_rows`` rows, where row i of W has its own model in column i;
         the aggregator finishes every row that received models, with the mean variance of
         the models it received as the target.  An aggregator that combines the models
         themselves gets each row's received models with its own (:meth:`combine_received`).
         With ``sent`` (what the rows' messages became on the way) a row receives those and
-        keeps its own model as it is."""
+        keeps its own model as it is.  With a ``step_size`` gamma a row moves by
+        ``gamma (W S - S)`` instead, S the rows as sent (the plain mean only)."""
+        if step_size is not None:
+            check(
+                not (self.aggregator.combines_rows or self.aggregator.corrects),
+                "a gossip step that moves by a step size takes the plain mean of what it "
+                "receives; use aggregator=mean",
+            )
+            received = stacked if sent is None else sent
+            change = torch.sparse.mm(self._sparse(weights), received) - received[:num_rows]
+            return stacked[:num_rows] + step_size * change
         if self.aggregator.combines_rows:
             return self.combine_received(weights, stacked, num_rows, sent)
         if sent is None:

@@ -255,12 +255,27 @@ class RayBackend:
 
     def _gossip(self, step: Gossip, round_idx: int) -> None:
         """Each shard mixes its rows with the rows of other shards that its nodes receive;
-        with message transforms, the received rows as rewritten here, its own as they are."""
+        with message transforms, the received rows as rewritten here, its own as they are;
+        with replicas, the senders' replicas as updated here (and written to their shards)."""
         weights = sp.csr_array(step.weights)
         senders = sent = None
-        if self.messages.on("d2d"):
+        if step.replicas or self.messages.on("d2d"):
             senders = np.unique(step.messages(weights.shape[0]).senders)
-            sent = self._sent(senders, "d2d", round_idx).numpy()
+            reference = self.rows(senders, "replica") if step.replicas else None
+            sent = self._sent(senders, "d2d", round_idx, reference).numpy()
+        if step.replicas:
+            self._wait(
+                [
+                    (
+                        i,
+                        self.actors[i].write.remote(
+                            part, sent[_positions(senders, part)], "replica"
+                        ),
+                    )
+                    for i, part in self._split(senders)
+                ]
+            )
+            self.bytes_between_actors += 2 * len(senders) * self.row_bytes
         calls = []
         for index, rows in enumerate(self.shards):
             rows = rows[rows < weights.shape[0]]
@@ -284,12 +299,22 @@ class RayBackend:
             found = np.isin(foreign, senders)
             received[found] = sent[np.searchsorted(senders, foreign[found])]
             own = senders[np.isin(senders, rows)]
-            own_sent = (own, sent[np.searchsorted(senders, own)])
+            own_sent = None if step.replicas else (own, sent[np.searchsorted(senders, own)])
             self.bytes_between_actors += (len(foreign) + len(own)) * self.row_bytes
             calls.append((index, local, rows, [received], own_sent))
         self._wait(
             [
-                (i, self.actors[i].gossip.remote(local, rows, *refs, sent=own_sent))
+                (
+                    i,
+                    self.actors[i].gossip.remote(
+                        local,
+                        rows,
+                        *refs,
+                        sent=own_sent,
+                        step_size=step.step_size,
+                        replicas=step.replicas,
+                    ),
+                )
                 for i, local, rows, refs, own_sent in calls
             ]
         )

@@ -63,23 +63,31 @@ class Shard:
         rows: np.ndarray,
         *foreign: np.ndarray,
         sent: tuple[np.ndarray, np.ndarray] | None = None,
+        step_size: float | None = None,
+        replicas: bool = False,
     ) -> None:
         """``X[rows] <- W @ [X[rows]; foreign]``: W's columns are ``rows`` (global ids held
         here), then the received rows of other shards.  With ``sent`` (global ids held here
         and what their messages became on the way) the rows receive those and keep their
-        own models, the foreign rows arriving as rewritten."""
+        own models, the foreign rows arriving as rewritten; with ``replicas`` what the rows
+        send is their replicas (already written here).  ``step_size`` as for
+        :meth:`LocalBackend.mix`."""
         index = torch.as_tensor(self.local(rows), device=self.backend.params.device)
         own = self.backend.params[index]
         received = [torch.from_numpy(part).to(own.device) for part in foreign]
         stacked, rewritten = torch.cat([own, *received]), None
-        if sent is not None:
+        if replicas:
+            rewritten = torch.cat([self.backend.slot("replica")[index], *received])
+        elif sent is not None:
             ids, values = sent
             own_sent = own.clone()
             own_sent[torch.as_tensor(np.searchsorted(rows, ids))] = torch.from_numpy(values).to(
                 own.device
             )
             rewritten = torch.cat([own_sent, *received])
-        self.backend.params[index] = self.backend.mix(weights, stacked, len(own), rewritten)
+        self.backend.params[index] = self.backend.mix(
+            weights, stacked, len(own), rewritten, step_size
+        )
 
     def partial_average(
         self, sources: np.ndarray, weights: np.ndarray, payload: str = "params"

@@ -43,8 +43,8 @@ class Compressor(MessageTransform):
 
     def _measure(self, values: torch.Tensor, decoded: torch.Tensor) -> None:
         """Add the messages' relative squared errors to the running sums."""
-        norms = values.double().square().sum(dim=1)
-        errors = (decoded.double() - values.double()).square().sum(dim=1)
+        norms = values.square().sum(dim=1)
+        errors = (decoded - values).square().sum(dim=1)
         sent = norms > 0
         self.error_sum += float((errors[sent] / norms[sent]).sum())
         self.error_count += int(sent.sum())

@@ -42,8 +42,14 @@ class TopK(Compressor):
 
     def compress(self, values: torch.Tensor, outgoing: Outgoing) -> torch.Tensor:
         kept = kept_count(values.shape[1], self.ratio, self.k)
-        order = values.abs().sort(dim=1, descending=True, stable=True).indices[:, :kept]
-        return torch.zeros_like(values).scatter_(1, order, values.gather(1, order))
+        magnitudes = values.abs()
+        threshold = magnitudes.topk(kept, dim=1).values[:, -1:]  # each row's k-th largest
+        above = magnitudes > threshold
+        # Of the entries at the threshold, the lowest-indexed ones fill the k places left.
+        tied = magnitudes == threshold
+        left = kept - above.sum(dim=1, keepdim=True)
+        keep = above | (tied & (tied.cumsum(dim=1) <= left))
+        return torch.where(keep, values, torch.zeros((), dtype=values.dtype))
 
     def wire_bytes(self, num_parameters: int) -> int:
         kept = kept_count(num_parameters, self.ratio, self.k)

@@ -319,7 +319,7 @@ def _finish_summary(run_dir: Path, summary: dict[str, Any], simulation: Any) -> 
         summary["privacy"] = simulation.privacy.summary(simulation.rounds_completed)
     byzantine = simulation.messages.byzantine_nodes()
     if len(byzantine):  # left out of every metric
-        summary["byzantine_nodes"] = byzantine.tolist()
+        summary["attackers"] = byzantine.tolist()
     try:
         _write_summary(run_dir, summary)
         if simulation.rounds_completed:

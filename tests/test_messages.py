@@ -221,7 +221,7 @@ def test_attackers_are_left_out_of_every_metric(tmp_path):
         "attack=sign_flip", "attack.nodes=[0,5]",
     )  # fmt: skip
     summary = run_job(config, tmp_path)
-    assert summary["byzantine_nodes"] == [0, 5]
+    assert summary["attackers"] == [0, 5]
     rows = pd.read_parquet(tmp_path / "metrics.parquet")
     assert set(rows.query("metric == 'node_accuracy'").node) == set(range(12)) - {0, 5}
     simulation = build_simulation(config)

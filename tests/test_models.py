@@ -111,7 +111,11 @@ def test_vectorised_equals_loop(make, shape):
 
     assert not torch.allclose(vectorised, params)
     torch.testing.assert_close(vectorised, looped, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(vectorised_momentum, looped_momentum, rtol=1e-5, atol=1e-6)
+    # Momentum reaches 7 in GroupNorm's LeNet, whose float32 rounding (5e-7) the two
+    # trainers' different summation orders carry into entries near zero: the absolute
+    # tolerance scales with the largest value.
+    scale = max(1.0, float(looped_momentum.abs().max()))
+    torch.testing.assert_close(vectorised_momentum, looped_momentum, rtol=1e-5, atol=1e-6 * scale)
 
 
 def parameters(model: nn.Module) -> torch.Tensor:

@@ -39,7 +39,10 @@ def test_run_writes_metrics_and_summary(tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("strategy=fedprocs", "strategy=fedprocs is not an option; choose one of: dpsgd"),
+        (
+            "strategy=fedprocs",
+            f"strategy=fedprocs is not an option; choose one of: {', '.join(options('strategy'))}",
+        ),
         (
             "strategy.sample_sise=3",
             "strategy.sample_sise is not a setting; did you mean strategy.sample_size?",

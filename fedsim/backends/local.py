@@ -191,12 +191,20 @@ class LocalBackend:
         link: str,
         round_idx: int,
         reference: torch.Tensor | None = None,
+        mixing: sp.csr_array | None = None,
     ) -> torch.Tensor:
         """What the receivers get of the messages ``rows`` of global rows ``senders`` over
         ``link``: the message transforms' rewrite (of the update from ``reference``, what the
-        receivers hold, where given), with their per-row states."""
+        receivers hold, where given), with their per-row states; ``mixing``: a gossip step's
+        weights, which the transforms may read."""
         outgoing = Outgoing(
-            senders, link, round_idx, self.task.seed, self.num_nodes, step=self.step_index
+            senders,
+            link,
+            round_idx,
+            self.task.seed,
+            self.num_nodes,
+            step=self.step_index,
+            mixing=mixing,
         )
         states = {name: self.slot(name) for name in self.messages.slot_names(link)}
         return self.messages.apply(rows, outgoing, reference, states)
@@ -209,10 +217,12 @@ class LocalBackend:
             index = self._index(senders)
         if step.replicas:  # what every holder of a sender's replica now holds
             sent = self.slot("replica")[:num_nodes]
-            sent[index] = self.sent(own[index], senders, "d2d", round_idx, sent[index])
+            sent[index] = self.sent(
+                own[index], senders, "d2d", round_idx, sent[index], step.weights
+            )
         elif self.messages:
             sent = own.clone()
-            sent[index] = self.sent(own[index], senders, "d2d", round_idx)
+            sent[index] = self.sent(own[index], senders, "d2d", round_idx, mixing=step.weights)
         self.params[:num_nodes] = self.mix(step.weights, own, num_nodes, sent, step.step_size)
 
     def mix(

@@ -230,13 +230,20 @@ class RayBackend:
         link: str,
         round_idx: int,
         reference: torch.Tensor | None = None,
+        mixing: sp.csr_array | None = None,
     ) -> torch.Tensor:
         """What the receivers get of the messages of the distinct global rows ``senders``
         over ``link``, rewritten here by the message transforms (of the update from
-        ``reference`` where given) with the senders' states, gathered from their shards and
-        written back to them."""
+        ``reference`` where given, reading a gossip step's ``mixing`` weights where given)
+        with the senders' states, gathered from their shards and written back to them."""
         outgoing = Outgoing(
-            senders, link, round_idx, self.task.seed, self.num_nodes, step=self.step_index
+            senders,
+            link,
+            round_idx,
+            self.task.seed,
+            self.num_nodes,
+            step=self.step_index,
+            mixing=mixing,
         )
         names = sorted(self.messages.slot_names(link))
         outgoing.slots = {name: self.rows(senders, name) for name in names}
@@ -262,7 +269,7 @@ class RayBackend:
         if step.replicas or self.messages.on("d2d"):
             senders = np.unique(step.messages(weights.shape[0]).senders)
             reference = self.rows(senders, "replica") if step.replicas else None
-            sent = self._sent(senders, "d2d", round_idx, reference).numpy()
+            sent = self._sent(senders, "d2d", round_idx, reference, weights).numpy()
         if step.replicas:
             self._wait(
                 [

@@ -16,12 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from fedsim import rng
+
+if TYPE_CHECKING:
+    from fedsim.plans import RoundPlan
 
 LINKS = ("uplink", "downlink", "d2d")
 STEP_SHIFT = 16  # a step's position keys its randomness above the streams (fedsim.rng)
@@ -35,7 +39,10 @@ class Outgoing:
     ``link`` by step ``step`` (its position in the round's plan) of round ``round_idx`` of a
     run seeded ``seed`` with ``num_nodes`` nodes (rows from ``num_nodes`` on are servers).
     ``slots`` holds the senders' rows of every per-row state the transforms keep; a
-    transform updates its own in place.
+    transform updates its own in place.  ``mixing`` is the step's mixing matrix in a gossip
+    step (row i: the weights with which receiver i mixes the senders' models, by global
+    node id), so that a transform knows who receives each message with what weight; None
+    in every other step.
     """
 
     senders: np.ndarray
@@ -45,6 +52,7 @@ class Outgoing:
     num_nodes: int
     slots: dict[str, torch.Tensor] = field(default_factory=dict)
     step: int = 0
+    mixing: sp.csr_array | None = None
 
     def uniform(self, stream: int, dim: int, device: torch.device) -> torch.Tensor:
         """(k, dim) uniforms in [0, 1), row j a function of (seed, stream, round, step,
@@ -95,6 +103,10 @@ class MessageTransform:
     def prepare(self, num_nodes: int, seed: int) -> None:
         """Fix what is fixed for the run in a federation of ``num_nodes`` seeded ``seed``
         (an attack's Byzantine nodes); refuse, with one line, settings that do not fit."""
+
+    def check_plan(self, plan: RoundPlan) -> None:
+        """Refuse, with one line, a run whose round plan (the first) has no step of the kind
+        it acts on (an attack that reads a gossip step's mixing weights)."""
 
     def byzantine_nodes(self) -> np.ndarray:
         """The nodes whose messages it forges (an attack's), left out of every metric."""

@@ -14,7 +14,9 @@ from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig
 
 from fedsim.aggregators import Aggregator
+from fedsim.attacks import Attack
 from fedsim.config import check_config
+from fedsim.data.datasets import Dataset
 from fedsim.engine import Simulation
 from fedsim.errors import ConfigError, check
 from fedsim.federation import Federation, message_bytes
@@ -72,7 +74,9 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         topology = Topology(graphs, rule, name=f"topology={_choice(cfg.topology)}")
     if shards is None:
         shards = partition(**_partition_inputs(partition, dataset, topology, cfg))
-    node_data = NodeData.from_shards(shards, device)
+    messages = _message_transforms(cfg, cfg.num_nodes)
+    trained, trained_shards = _training_data(messages, dataset, shards)
+    node_data = NodeData.from_shards(trained_shards, device)
     federation = Federation(
         cfg.num_nodes,
         cfg.seed,
@@ -105,7 +109,7 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         ) from None
     task = Task(
         model.to(device),
-        dataset.to(device),
+        trained.to(device),
         node_data,
         optimizer,
         cfg.seed,
@@ -113,7 +117,6 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         cfg.init_scheme,
         lr_schedule=instantiate(cfg.lr_schedule),
     )
-    messages = _message_transforms(cfg, federation.num_nodes)
     size = message_bytes(task.layout.size, cfg.header_bytes)
     link_bytes = {
         link: messages.wire_bytes(link, size, task.layout.size)
@@ -183,6 +186,17 @@ def _message_transforms(cfg: DictConfig, num_nodes: int) -> MessageTransforms:
     for transform in messages.chain:
         transform.prepare(num_nodes, cfg.seed)
     return messages
+
+
+def _training_data(
+    messages: MessageTransforms, dataset: Dataset, shards: list[np.ndarray]
+) -> tuple[Dataset, list[np.ndarray]]:
+    """The data the nodes train on and each node's examples in it: the partition's, unless an
+    attack poisons its Byzantine nodes' (label flip).  The test split stays the data set's."""
+    for transform in messages.chain:
+        if isinstance(transform, Attack):
+            dataset, shards = transform.poison(dataset, shards)
+    return dataset, shards
 
 
 def _churn(cfg: DictConfig, strategy: Strategy) -> Churn:

@@ -1,4 +1,5 @@
-"""What every Byzantine attack shares: which nodes attack, and forging only their messages."""
+"""What every Byzantine attack shares: which nodes attack, forging only their messages, and
+(for a data-poisoning attack) the data they train on."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import torch
 
 from fedsim import rng
+from fedsim.data.datasets import Dataset
 from fedsim.errors import check
 from fedsim.messages import MessageTransform, Outgoing
 
@@ -17,7 +19,8 @@ class Attack(MessageTransform):
     other message arrives as computed.  The attackers are fixed for the run: ``nodes``
     (explicit ids), else ``fraction`` of the nodes rounded down, drawn from the seed.
     Subclasses give :meth:`forge`; an ``omniscient`` one reads the honest messages of the
-    same step (all of them, in the local backend) before it forges.
+    same step (all of them, in the local backend) before it forges.  A data-poisoning attack
+    gives :meth:`poison` instead (and acts on no link).
     """
 
     omniscient = False
@@ -44,6 +47,15 @@ class Attack(MessageTransform):
 
     def byzantine_nodes(self) -> np.ndarray:
         return self.byzantine
+
+    def poison(
+        self, dataset: Dataset, shards: list[np.ndarray]
+    ) -> tuple[Dataset, list[np.ndarray]]:
+        """The training data and each node's example indices the nodes train on, given the
+        partition's ``shards`` of ``dataset``; after :meth:`prepare`, before the run's task is
+        built (so every backend trains on it).  As given, unless the attack poisons data:
+        it must then leave the test split and the examples honest nodes hold untouched."""
+        return dataset, shards
 
     def __call__(self, values: torch.Tensor, outgoing: Outgoing) -> torch.Tensor:
         bad = np.isin(outgoing.senders, self.byzantine)

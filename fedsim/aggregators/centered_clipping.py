@@ -39,9 +39,15 @@ class CenteredClipping(Mean):
         alphas, centre = normalised(weights, rows), own.to(rows.dtype)
         tiny = torch.finfo(rows.dtype).tiny
         for _ in range(self.iterations):
-            scales = (self.tau / distances_to(centre, rows).clamp_min(tiny)).clamp(max=1)
+            distances = distances_to(centre, rows)
+            scales = (self.radius(distances) / distances.clamp_min(tiny)).clamp(max=1)
             shares = alphas * scales  # v + sum_i s_i (x_i - v), without a (targets, k, d) copy
             centre = centre * (1 - shares.sum(dim=1, keepdim=True)) + torch.einsum(
                 "tk,tkd->td", shares, rows
             )
         return centre
+
+    def radius(self, distances: torch.Tensor) -> torch.Tensor | float:
+        """The clipping radius of each target, from the (targets, k) ``distances`` of its rows
+        to its centre: ``tau`` for all."""
+        return self.tau

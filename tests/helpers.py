@@ -102,6 +102,8 @@ def started_backend(task: Task, num_rows: int, zero: bool = False, **options) ->
 #   # ray: strategy.sample_size=4 ...   the Ray-vs-local parity run's settings instead of
 #                                       the smoke ones (none: the smoke ones)
 # Each line holds Hydra overrides separated by spaces (shell quoting); several lines add up.
+# A line that names a strategy (``strategy=dpsgd``: a gossip-only attack) restricts the tests
+# that try an option under several strategies to that one (tried_strategies).
 SETTINGS_LINE = re.compile(r"#\s*(smoke|ray):(.*)")
 
 
@@ -126,6 +128,13 @@ def ray_settings(group: str, option: str) -> list[str]:
     """The settings of the Ray-vs-local parity run: the ``# ray:`` line, else the smoke one."""
     lines = settings_lines(group, option)
     return lines.get("ray", lines.get("smoke", []))
+
+
+def tried_strategies(settings: list[str], strategies: list[str]) -> list[str]:
+    """Those of ``strategies`` that a test running an option under each should try: the
+    strategy its ``settings`` name (the only one it works with), else all."""
+    named = {o.split("=", 1)[1] for o in settings if o.startswith("strategy=")}
+    return [strategy for strategy in strategies if not named or strategy in named]
 
 
 def final_accuracy(tmp_path, name: str, *overrides: str) -> float:

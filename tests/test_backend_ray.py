@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import compose_config
-from helpers import ray_settings
+from helpers import ray_settings, tried_strategies
 
 from fedsim import checkpoint
 from fedsim.backends import ray_backend
@@ -127,16 +127,17 @@ def test_every_aggregator_gives_the_same_metrics_on_ray_and_local(
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "group, option",
-    [(group, name) for group in ("attack", "compression") for name in options(group)
-     if name != "none"],
+    "strategy, group, option",
+    [(strategy, group, name) for group in ("attack", "compression") for name in options(group)
+     if name != "none"
+     for strategy in tried_strategies(ray_settings(group, name), ["fedavg", "dpsgd"])],
 )  # fmt: skip
-@pytest.mark.parametrize("strategy", ["fedavg", "dpsgd"])
 def test_every_attack_and_compressor_gives_the_same_metrics_on_ray_and_local(
     group, option, strategy, tmp_path, local_ray
 ):
-    """Every option of the attack and compression groups, on uploads (FL) and in gossip,
-    with its YAML's ``# ray:`` (else ``# smoke:``) line; error feedback where it has it."""
+    """Every option of the attack and compression groups, on uploads (FL) and in gossip
+    (or in the one its settings name), with its YAML's ``# ray:`` (else ``# smoke:``) line;
+    error feedback where it has it."""
     settings = [f"{group}={option}", *ray_settings(group, option)]
     if group == "compression":
         settings.append("compression.error_feedback=true")

@@ -11,7 +11,13 @@ import pytest
 import scipy.sparse as sp
 import torch
 from conftest import compose_config
-from helpers import path_federation, smoke_settings, started_backend, zero_logreg_task
+from helpers import (
+    path_federation,
+    smoke_settings,
+    started_backend,
+    tried_strategies,
+    zero_logreg_task,
+)
 
 from fedsim import rng
 from fedsim.aggregators.median import Median
@@ -155,18 +161,19 @@ def test_a_compressed_runs_counts_its_uploads_as_encoded_and_its_downloads_dense
 
 
 MESSAGE_OPTIONS = [
-    (group, option) for group in ("attack", "compression") for option in options(group)
-    if option != "none"
+    (group, option, strategy)
+    for group in ("attack", "compression") for option in options(group) if option != "none"
+    for strategy in tried_strategies(smoke_settings(group, option), ["fedavg", "dpsgd"])
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("strategy", ["fedavg", "dpsgd"])
-@pytest.mark.parametrize("group, option", MESSAGE_OPTIONS)
+@pytest.mark.parametrize("group, option, strategy", MESSAGE_OPTIONS)
 def test_every_attack_and_compressor_runs_and_resumes_bit_for_bit(
     tmp_path, group, option, strategy
 ):
-    """Every option of both groups (its YAML's ``# smoke:`` line), in FL and in gossip,
-    resumed after round 1, between two evaluations (a compressor's error sums carried)."""
+    """Every option of both groups (its YAML's ``# smoke:`` line), in FL and in gossip
+    (or in the one its smoke line names), resumed after round 1, between two evaluations
+    (a compressor's error sums carried)."""
     config = compose_config(
         "num_nodes=12", "rounds=4", "eval_every=2", "checkpoint_every=1", f"strategy={strategy}",
         "strategy.sample_size=6" if strategy == "fedavg" else "topology=ring",

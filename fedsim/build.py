@@ -134,6 +134,7 @@ def build_simulation(cfg: DictConfig) -> Simulation:
     fewest = _fewest_combined(plan, federation.num_nodes)
     if fewest:
         aggregator.check_received(fewest)
+    _check_tolerance(cfg, plan, aggregator, messages.byzantine_nodes(), federation.num_nodes)
     privacy = instantiate(cfg.privacy)
     if privacy is not None:
         privacy.prepare(plan, federation, cfg.rounds, type(strategy).__name__)
@@ -178,6 +179,37 @@ def _fewest_combined(plan: RoundPlan, num_nodes: int) -> int:
     counts = np.concatenate([step.messages(num_nodes).fan_in for step in plan.steps] + [[0]])
     known = counts[counts > 0]
     return int(known.min()) if len(known) else 0
+
+
+def _most_byzantine_received(plan: RoundPlan, byzantine: np.ndarray, num_nodes: int) -> int:
+    """The most models from ``byzantine`` nodes that one honest row receives in a step of
+    ``plan``."""
+    most = 0
+    for step in plan.steps:
+        messages = step.messages(num_nodes)
+        forged = np.isin(messages.senders, byzantine) & ~np.isin(messages.receivers, byzantine)
+        if forged.any():
+            most = max(most, int(np.bincount(messages.receivers[forged]).max()))
+    return most
+
+
+def _check_tolerance(
+    cfg: DictConfig, plan: RoundPlan, aggregator: Aggregator, byzantine: np.ndarray, num_nodes: int
+) -> None:
+    """Refuse an aggregator set to withstand fewer Byzantine models per receiver than round 0
+    gives one (rounds that sample clients afresh may draw more or fewer)."""
+    assumed = aggregator.assumed_byzantine()
+    if assumed is None or not len(byzantine):
+        return
+    most = _most_byzantine_received(plan, byzantine, num_nodes)
+    attack = "attack.nodes" if cfg.attack.get("nodes") is not None else "attack.fraction"
+    check(
+        most <= assumed,
+        f"{attack}={cfg.attack.get(attack.split('.')[1])} puts {most} Byzantine models among "
+        f"those one honest receiver combines in round 0, more than the aggregator.f={assumed} "
+        f"the aggregator withstands: raise aggregator.f to {most} (with enough models per "
+        f"receiver) or lower {attack}",
+    )
 
 
 def _message_transforms(cfg: DictConfig, num_nodes: int) -> MessageTransforms:

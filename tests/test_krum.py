@@ -112,3 +112,25 @@ def test_too_few_models_per_receiver_are_refused_before_any_work(settings, recei
         ConfigError, match=f"aggregator.f=2 needs more .* but one received {received}"
     ):
         build_simulation(config)
+
+
+@pytest.mark.parametrize("aggregator", ["krum", "multi_krum", "bulyan"])
+def test_more_attackers_per_receiver_than_f_is_refused_naming_both_settings(aggregator):
+    """All 16 clients report to the server: nodes 0-2 attack, which f=2 does not withstand."""
+    settings = ["num_nodes=16", "strategy.sample_size=16", f"aggregator={aggregator}",
+                "attack=sign_flip", "attack.nodes=[0,1,2]"]  # fmt: skip
+    with pytest.raises(
+        ConfigError, match=r"attack.nodes=\[0, 1, 2\] puts 3 Byzantine .* aggregator.f=2 "
+    ):
+        build_simulation(compose_config(*settings, "aggregator.f=2"))
+    build_simulation(compose_config(*settings, "aggregator.f=3"))
+
+
+def test_in_gossip_the_most_attackers_one_honest_node_hears_count():
+    """On a complete graph every honest node hears nodes 0 and 2: f=1 is too few, f=2
+    enough."""
+    settings = ["strategy=dpsgd", "topology=complete", "num_nodes=12", "aggregator=krum",
+                "attack=gaussian", "attack.nodes=[0,2]"]  # fmt: skip
+    with pytest.raises(ConfigError, match=r"puts 2 Byzantine models .* aggregator.f=1 "):
+        build_simulation(compose_config(*settings, "aggregator.f=1"))
+    build_simulation(compose_config(*settings, "aggregator.f=2"))

@@ -66,6 +66,9 @@ class Krum(Mean):
         check(f >= 0, f"aggregator.f={f} must be >= 0")
         self.f = f
 
+    def assumed_byzantine(self) -> int:
+        return self.f
+
     def check_received(self, count: int) -> None:
         """Raise :class:`~fedsim.errors.ConfigError` unless ``count`` received models are enough."""
         needed = 2 * self.f + 2

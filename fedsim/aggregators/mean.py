@@ -16,6 +16,11 @@ class Mean:
     def check_received(self, count: int) -> None:
         """Refuse too few models per receiver (``count``, the fewest): any number will do."""
 
+    def assumed_byzantine(self) -> int | None:
+        """How many Byzantine models among one receiver's it is set to withstand (a Krum's
+        ``f``), or None when it assumes no number."""
+        return None
+
     def tensors(self, layout: ParameterLayout) -> list[tuple[str, slice]]:
         """The tensors this aggregator rescales (none)."""
         return []

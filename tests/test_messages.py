@@ -222,7 +222,7 @@ def test_the_attackers_are_a_fraction_of_the_nodes_fixed_by_the_seed():
 def test_attackers_are_left_out_of_every_metric(tmp_path):
     """Gossip with two sign flippers: the evaluated nodes, the consensus distance and the
     nodes' average (the global model) are the honest nodes' only; the summary names the
-    attackers."""
+    attackers and per-node rows mark them."""
     config = compose_config(
         "num_nodes=12", "rounds=2", "eval_every=1", "strategy=dpsgd", "topology=ring",
         "attack=sign_flip", "attack.nodes=[0,5]",
@@ -231,6 +231,10 @@ def test_attackers_are_left_out_of_every_metric(tmp_path):
     assert summary["attackers"] == [0, 5]
     rows = pd.read_parquet(tmp_path / "metrics.parquet")
     assert set(rows.query("metric == 'node_accuracy'").node) == set(range(12)) - {0, 5}
+    marked = rows.query("metric == 'byzantine'")  # once, in the first evaluation's rows
+    assert (
+        marked.node.tolist() == [0, 5] and set(marked["round"]) == {0} and (marked.value == 1).all()
+    )
     simulation = build_simulation(config)
     simulation.run(Recorder(tmp_path / "again.parquet"), progress=False)
     honest = np.setdiff1d(np.arange(12), [0, 5])

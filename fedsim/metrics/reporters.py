@@ -28,7 +28,8 @@ class Reporter:
     At most ``eval_nodes`` nodes' own models are evaluated: all of them, or a sample drawn
     from the seed.  With several components in the topology each one's mean accuracy over
     its evaluated nodes is reported too.  Under attack only the ``honest`` nodes count:
-    the sample, the consensus distance and the nodes' average are theirs.
+    the sample, the consensus distance and the nodes' average are theirs; the first
+    evaluation marks each Byzantine node with a per-node ``byzantine`` row of value 1.
     """
 
     def __init__(
@@ -91,6 +92,9 @@ class Reporter:
         for name, value in metrics.items():
             recorder.add(round_idx, name, value)
         recorder.extend(round_idx, "node_accuracy", node_accuracy, nodes=self.nodes)
+        if round_idx == 0 and self.honest is not None:
+            byzantine = np.setdiff1d(np.arange(self.num_nodes), self.honest)
+            recorder.extend(round_idx, "byzantine", np.ones(len(byzantine)), nodes=byzantine)
         for name, values in traffic.node_metrics(self.nodes).items():
             recorder.extend(round_idx, name, values, nodes=self.nodes)
         recorder.flush()

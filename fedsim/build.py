@@ -125,6 +125,8 @@ def build_simulation(cfg: DictConfig) -> Simulation:
     }
     federation = replace(federation, message_bytes=size, link_bytes=link_bytes)
     plan = first_plan(strategy, federation)
+    for transform in messages.chain:  # an attack that forges gossip messages needs a gossip step
+        transform.check_plan(plan)
     stepped = any(getattr(step, "step_size", None) is not None for step in plan.steps)
     check(
         not (stepped and (aggregator.combines_rows or aggregator.corrects)),

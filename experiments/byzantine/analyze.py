@@ -1,0 +1,285 @@
+"""Tables and figures of the Byzantine-robustness study (issue 19) from the runs of sweep.py.
+
+Reads every ``runs/<part>/.../run.json`` (what was run, or why fedsim refused it) and the
+run's ``summary.json`` (its final, honest-only metrics) and writes ``results/``:
+
+- ``byzantine.csv``: one row per run (n/a rows: the config error fedsim raised);
+- ``table.md``: mean ± std over seeds per (setting, aggregator, attack, fraction);
+- ``heatmap_fl.png``, ``heatmap_gossip.png``: aggregator x attack per fraction, mean over seeds
+  of the honest accuracy (FL: the server's model; gossip: the mean over honest nodes of their
+  own models' accuracy);
+- ``orderings.md``: the ALIE-vs-sign-flip ordering per seed (reproduction target 2);
+- ``dissensus.csv`` / ``dissensus.png``: consensus distance and accuracy over rounds under the
+  dissensus attack, when that part has run.
+
+Metrics (fedsim leaves the attackers out of all of them): ``accuracy`` the global model (FL) or
+the average of the honest nodes' models (gossip); ``node_accuracy_mean`` / ``_min`` the honest
+nodes' own models (in FL: the clients' models after local training); ``consensus_distance``
+the mean squared distance of the honest models to their average (gossip).
+
+Usage: python experiments/byzantine/analyze.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+HERE = Path(__file__).resolve().parent
+RUNS, RESULTS = HERE / "runs", HERE / "results"
+AGGREGATORS = [
+    "mean",
+    "median",
+    "trimmed_mean",
+    "krum",
+    "multi_krum",
+    "geometric_median",
+    "centered_clipping",
+    "bulyan",
+    "clipped_gossip",
+]
+ATTACKS = ["none", "sign_flip", "gaussian", "alie", "alie_paper", "ipm"]
+FINAL = ["accuracy", "node_accuracy_mean", "node_accuracy_min", "consensus_distance", "loss"]
+# The honest accuracy each setting's heat map shows.
+HEADLINE = {"fl": "accuracy", "gossip": "node_accuracy_mean"}
+
+
+def collect() -> pd.DataFrame:
+    rows = []
+    for path in sorted(RUNS.glob("*/**/run.json")):
+        record = json.loads(path.read_text())
+        part = path.relative_to(RUNS).parts[0]
+        row = {"part": part, **{k: v for k, v in record.items() if k != "overrides"}}
+        row["overrides"] = " ".join(record["overrides"])
+        summary_path = path.parent / "summary.json"
+        if record["status"] != "n/a" and summary_path.exists():
+            summary = json.loads(summary_path.read_text())
+            final = summary.get("final", {})
+            row.update({name: final.get(name, np.nan) for name in FINAL})
+            row["wall_time_s"] = summary.get("wall_time_s", np.nan)
+            row["diverged"] = summary.get("diverged")
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if "config_error" not in frame:
+        frame["config_error"] = None
+    if frame.get("setting") is not None:
+        frame.loc[frame["setting"] == "fl", "consensus_distance"] = np.nan  # clients, not peers
+    columns = [
+        "part",
+        "setting",
+        "aggregator",
+        "attack",
+        "fraction",
+        "seed",
+        "attackers",
+        "f",
+        "received",
+        "status",
+        *FINAL,
+        "wall_time_s",
+        "config_error",
+        "overrides",
+    ]
+    frame = frame.reindex(columns=columns)
+    order = {name: i for i, name in enumerate(AGGREGATORS)}
+    return frame.sort_values(
+        ["part", "setting", "aggregator", "attack", "fraction", "seed"],
+        key=lambda c: c.map(order) if c.name == "aggregator" else c,
+    ).reset_index(drop=True)
+
+
+def cell(values: pd.Series, digits: int = 3) -> str:
+    values = values.dropna()
+    if values.empty:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values.iloc[0]:.{digits}f} (1 seed)"
+    text = f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+    return text if len(values) == 3 else f"{text} ({len(values)} seeds)"
+
+
+def table(frame: pd.DataFrame) -> str:
+    lines = []
+    for (part, setting), group in frame.groupby(["part", "setting"], sort=False):
+        metric = HEADLINE[setting]
+        lines += [f"### part {part}, setting {setting}: {metric} (mean ± std over seeds)", ""]
+        fractions = sorted(group["fraction"].unique())
+        attacks = [
+            a
+            for a in ATTACKS + sorted(set(group["attack"]) - set(ATTACKS))
+            if a in set(group["attack"])
+        ]
+        header = ["aggregator", "f=0, none"] + [
+            f"{fraction}: {attack}" for fraction in fractions if fraction > 0 for attack in attacks
+        ]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for aggregator in [a for a in AGGREGATORS if a in set(group["aggregator"])]:
+            mine = group[group["aggregator"] == aggregator]
+            cells = [aggregator, cell(mine[(mine["fraction"] == 0)][metric])]
+            for fraction in fractions:
+                if fraction == 0:
+                    continue
+                for attack in attacks:
+                    chosen = mine[(mine["fraction"] == fraction) & (mine["attack"] == attack)]
+                    if attack == "none" and chosen.empty:  # does not depend on f
+                        chosen = mine[(mine["fraction"] == 0) & (mine["attack"] == "none")]
+                    cells.append(cell(chosen[metric]))
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def heatmap(frame: pd.DataFrame, setting: str, parts: tuple[str, ...]) -> Figure | None:
+    data = frame[(frame["setting"] == setting) & frame["part"].isin(parts)]
+    if data.empty:
+        return None
+    metric = HEADLINE[setting]
+    fractions = [f for f in sorted(data["fraction"].unique()) if f > 0]
+    attacks = [a for a in ATTACKS if a in set(data["attack"])]
+    aggregators = [a for a in AGGREGATORS if a in set(data["aggregator"])]
+    figure = Figure(figsize=(3.2 + 2.6 * len(fractions) * len(attacks) / 5, 4.2))
+    axes = figure.subplots(
+        1, len(fractions) + 1, sharey=True, width_ratios=[1] + [len(attacks)] * len(fractions)
+    )
+    panels = [(0.0, ["none"])] + [(fraction, attacks) for fraction in fractions]
+    image = None
+    for axis, (fraction, columns) in zip(axes, panels, strict=True):
+        values = np.full((len(aggregators), len(columns)), np.nan)
+        notes = np.full(values.shape, "", dtype=object)
+        for i, aggregator in enumerate(aggregators):
+            for j, attack in enumerate(columns):
+                chosen = data[
+                    (data["aggregator"] == aggregator)
+                    & (data["attack"] == attack)
+                    & (data["fraction"] == fraction)
+                ]
+                if attack == "none" and chosen.empty:
+                    chosen = data[
+                        (data["aggregator"] == aggregator)
+                        & (data["attack"] == "none")
+                        & (data["fraction"] == 0)
+                    ]
+                got = chosen[metric].dropna()
+                if got.empty:
+                    notes[i, j] = "n/a"
+                    continue
+                values[i, j] = got.mean()
+                notes[i, j] = f"{got.mean():.2f}" + ("" if len(got) == len(chosen) else "*")
+        image = axis.imshow(values, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+        for (i, j), note in np.ndenumerate(notes):
+            colour = "black" if note != "n/a" and values[i, j] > 0.6 else "white"
+            axis.text(j, i, note, ha="center", va="center", fontsize=7, color=colour)
+        axis.set_facecolor("0.6")
+        axis.set_xticks(range(len(columns)), columns, rotation=60, ha="right", fontsize=8)
+        axis.set_title(
+            "no attack, f = 0" if fraction == 0 else f"attackers {fraction:.0%}", fontsize=9
+        )
+        axis.set_yticks(range(len(aggregators)), aggregators, fontsize=8)
+    figure.colorbar(image, ax=list(axes), shrink=0.8, label=metric)
+    what = "server model" if setting == "fl" else "honest nodes' own models, mean"
+    figure.suptitle(
+        f"{setting}: honest accuracy ({what}) at the last round, mean over seeds "
+        "(* some seeds n/a; 'none' in a fraction panel: no attacker, aggregator set for its f)",
+        fontsize=9,
+    )
+    return figure
+
+
+def orderings(frame: pd.DataFrame) -> str:
+    """Target 2: per setting, fraction and aggregator, ALIE's accuracy against sign flip's."""
+    lines = [
+        "| setting | ALIE form | fraction | aggregator | sign flip | ALIE "
+        "| seeds with ALIE < sign flip |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    main = frame[frame["part"].isin(["fl", "gossip", "alie_paper"])]
+    for setting in ("fl", "gossip"):
+        metric = HEADLINE[setting]
+        data = main[main["setting"] == setting]
+        for alie in ("alie", "alie_paper"):
+            for fraction in sorted(f for f in data["fraction"].unique() if f > 0):
+                for aggregator in AGGREGATORS:
+                    pick = data[(data["aggregator"] == aggregator) & (data["fraction"] == fraction)]
+                    flip = pick[pick["attack"] == "sign_flip"].set_index("seed")[metric]
+                    small = pick[pick["attack"] == alie].set_index("seed")[metric]
+                    both = pd.concat([flip, small], axis=1, keys=["flip", "alie"]).dropna()
+                    if both.empty:
+                        continue
+                    wins = int((both["alie"] < both["flip"]).sum())
+                    lines.append(
+                        f"| {setting} | {'paper' if alie == 'alie_paper' else 'code'} | "
+                        f"{fraction} | {aggregator} | {both['flip'].mean():.3f} | "
+                        f"{both['alie'].mean():.3f} | {wins}/{len(both)} |"
+                    )
+    return "\n".join(lines) + "\n"
+
+
+def dissensus_curves() -> pd.DataFrame | None:
+    folder = RUNS / "dissensus"
+    if not folder.exists():
+        return None
+    curves = []
+    for path in sorted(folder.glob("**/run.json")):
+        record = json.loads(path.read_text())
+        if record["status"] == "n/a" or not (path.parent / "metrics.parquet").exists():
+            continue
+        metrics = pd.read_parquet(path.parent / "metrics.parquet")
+        metrics = metrics[metrics["node"].isna()]
+        wide = metrics.pivot_table(index="round", columns="metric", values="value")
+        keep = [
+            c
+            for c in ["accuracy", "node_accuracy_mean", "node_accuracy_min", "consensus_distance"]
+            if c in wide
+        ]
+        curve = wide[keep].reset_index()
+        for key in ("aggregator", "attack", "fraction", "seed"):
+            curve[key] = record[key]
+        curves.append(curve)
+    return pd.concat(curves, ignore_index=True) if curves else None
+
+
+def dissensus_figure(curves: pd.DataFrame) -> Figure:
+    mean = curves.groupby(["aggregator", "attack", "fraction", "round"]).mean(numeric_only=True)
+    mean = mean.reset_index()
+    figure = Figure(figsize=(10, 4))
+    left, right = figure.subplots(1, 2)
+    styles = {"mean": "-", "clipped_gossip": "--", "centered_clipping": ":"}
+    for (aggregator, attack, fraction), curve in mean.groupby(["aggregator", "attack", "fraction"]):
+        label = f"{aggregator}, {attack}" + (f" {fraction:.0%}" if fraction else "")
+        style = styles.get(aggregator, "-.")
+        left.semilogy(curve["round"], curve["consensus_distance"], style, label=label)
+        right.plot(curve["round"], curve["node_accuracy_mean"], style, label=label)
+    left.set(xlabel="round", ylabel="honest consensus distance", title="consensus, mean of seeds")
+    right.set(xlabel="round", ylabel="honest node accuracy (mean)", title="accuracy")
+    right.legend(fontsize=6, ncol=2)
+    figure.tight_layout()
+    return figure
+
+
+def main() -> None:
+    RESULTS.mkdir(exist_ok=True)
+    frame = collect()
+    frame.to_csv(RESULTS / "byzantine.csv", index=False, float_format="%.6g")
+    done = frame[frame["status"] != "n/a"]
+    print(
+        f"{len(frame)} rows ({len(frame) - len(done)} n/a); statuses:",
+        frame["status"].value_counts().to_dict(),
+    )
+    (RESULTS / "table.md").write_text(table(frame))
+    (RESULTS / "orderings.md").write_text(orderings(frame))
+    for setting in ("fl", "gossip"):
+        figure = heatmap(frame, setting, ("fl", "gossip", "alie_paper"))
+        if figure is not None:
+            figure.savefig(RESULTS / f"heatmap_{setting}.png", dpi=130, bbox_inches="tight")
+    curves = dissensus_curves()
+    if curves is not None:
+        curves.to_csv(RESULTS / "dissensus.csv", index=False, float_format="%.6g")
+        dissensus_figure(curves).savefig(RESULTS / "dissensus.png", dpi=130)
+
+
+if __name__ == "__main__":
+    main()

@@ -40,6 +40,10 @@ class VarianceCorrected:
     def check_received(self, count: int) -> None:
         """Any number of received models will do."""
 
+    def assumed_byzantine(self) -> None:
+        """It assumes no number of Byzantine models."""
+        return None
+
     def tensors(self, layout: ParameterLayout) -> list[tuple[str, slice]]:
         """The (name, columns) of every tensor this aggregator rescales."""
         chosen, offset = [], 0

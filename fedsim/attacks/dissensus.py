@@ -9,6 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from fedsim import rng
 from fedsim.attacks.base import Attack
 from fedsim.errors import check
 from fedsim.messages import Outgoing
@@ -34,7 +35,9 @@ class Dissensus(Attack):
 
     The code attaches each attacker to one target.  Here a node sends one message per step,
     the same to all its receivers, so b targets its honest receiver with the largest mixing
-    weight w_ib (ties: the lowest id), and its other receivers get the same message.  The
+    weight w_ib (ties, as on a regular graph: one drawn from the seed for each attacker, so
+    that attackers spread over targets rather than crowd the lowest ids; the same one every
+    step while the weights stay), and its other receivers get the same message.  The
     cancellation is exact for a target all of whose Byzantine neighbours target it.
     Omniscient within the target's neighbourhood: it reads the messages its target and the
     target's honest neighbours send in the same step (the models; in CHOCO-Gossip the
@@ -70,7 +73,7 @@ class Dissensus(Attack):
         size = max(mixing.shape[1], int(senders.max()) + 1)
         position = np.full(size, -1, dtype=np.int64)
         position[senders] = np.arange(len(senders))
-        targets = self.targets(mixing, attackers, size)
+        targets = self.targets(mixing, attackers, size, outgoing.seed)
         aimed = targets >= 0
         aimed[aimed] = position[targets[aimed]] >= 0  # the target's own model is sent
         if not aimed.any():
@@ -86,9 +89,11 @@ class Dissensus(Attack):
         )
         return forged
 
-    def targets(self, mixing: sp.csr_array, attackers: np.ndarray, size: int) -> np.ndarray:
+    def targets(
+        self, mixing: sp.csr_array, attackers: np.ndarray, size: int, seed: int
+    ) -> np.ndarray:
         """Each attacker's target: its honest receiver i != b with the largest W[i, b] (ties:
-        the lowest i), or -1 when it has none."""
+        the one of least draw, a function of (seed, b, i)), or -1 when it has none."""
         coo = mixing.tocoo()
         keep = (
             (coo.data != 0)
@@ -97,7 +102,9 @@ class Dissensus(Attack):
             & ~np.isin(coo.row, self.byzantine)
         )
         receivers, attacking, weights = coo.row[keep], coo.col[keep], coo.data[keep]
-        order = np.lexsort((receivers, -weights, attacking))
+        edges = torch.as_tensor(attacking * size + receivers)
+        draws = rng.uniform(seed, rng.ATTACK, 0, edges, torch.zeros(1, dtype=torch.int64))
+        order = np.lexsort((receivers, draws[:, 0].numpy(), -weights, attacking))
         attacking, first = np.unique(attacking[order], return_index=True)
         target_of = np.full(size, -1, dtype=np.int64)
         target_of[attacking] = receivers[order][first]

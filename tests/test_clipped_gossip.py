@@ -56,3 +56,22 @@ def test_a_huge_radius_runs_as_gossip_averaging(tmp_path):
     mean = metrics(tmp_path, "mean", "aggregator=mean", *gossip)
     pd.testing.assert_frame_equal(clipped.drop(columns="value"), mean.drop(columns="value"))
     assert np.allclose(clipped.value, mean.value, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_under_dissensus_gossip_averaging_stalls_and_clipped_gossip_reaches_consensus(tmp_path):
+    """Spec byzantine.md, "what fedsim must be able to show" 7: 16 nodes of a random 8-regular
+    graph from independent initial models, 2 attackers with epsilon = 1, training all but
+    off (lr 1e-9): the honest consensus distance stays put with the mean and vanishes with
+    ClippedGossip on the same graph and seed."""
+    settings = ["num_nodes=16", "rounds=10", "eval_every=10", "strategy=dpsgd",
+                "topology=regular", "topology.degree=8", "init=independent",
+                "attack=dissensus", "attack.fraction=0.125", "optimizer.lr=1e-9",
+                "strategy.local_steps=1", "strategy.local_epochs=null"]  # fmt: skip
+
+    def distances(aggregator: str) -> list[float]:
+        rows = metrics(tmp_path, aggregator, f"aggregator={aggregator}", *settings)
+        return rows.query("metric == 'consensus_distance'").value.tolist()
+
+    (start, stalled), (same_start, agreed) = distances("mean"), distances("clipped_gossip")
+    assert start == same_start and stalled > 0.1 * start and agreed < 1e-4 * start

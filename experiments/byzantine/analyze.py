@@ -42,7 +42,9 @@ AGGREGATORS = [
     "bulyan",
     "clipped_gossip",
 ]
-ATTACKS = ["none", "sign_flip", "gaussian", "alie", "alie_paper", "ipm"]
+ATTACKS = ["none", "sign_flip", "gaussian", "alie", "alie_paper", "alie_z1", "ipm"]
+ALIE_FORMS = {"alie": "code", "alie_paper": "paper", "alie_z1": "z=1"}
+MAIN_PARTS = ("fl", "gossip", "alie_paper", "alie_z1")
 FINAL = ["accuracy", "node_accuracy_mean", "node_accuracy_min", "consensus_distance", "loss"]
 # The honest accuracy each setting's heat map shows.
 HEADLINE = {"fl": "accuracy", "gossip": "node_accuracy_mean"}
@@ -92,34 +94,48 @@ def collect() -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
-def cell(values: pd.Series, digits: int = 3) -> str:
+def cell(values: pd.Series, digits: int = 3, compact: bool = False) -> str:
     values = values.dropna()
     if values.empty:
         return "n/a"
+    if compact:  # the mean over seeds; * where some seeds were n/a
+        return f"{values.mean():.{digits}f}" + ("" if len(values) == 3 else f"* ({len(values)})")
     if len(values) == 1:
         return f"{values.iloc[0]:.{digits}f} (1 seed)"
     text = f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
     return text if len(values) == 3 else f"{text} ({len(values)} seeds)"
 
 
-def table(frame: pd.DataFrame) -> str:
+def table(frame: pd.DataFrame, compact: bool = False) -> str:
     lines = []
+    digits = 2 if compact else 3
     for (part, setting), group in frame.groupby(["part", "setting"], sort=False):
         metric = HEADLINE[setting]
-        lines += [f"### part {part}, setting {setting}: {metric} (mean ± std over seeds)", ""]
+        what = "mean over seeds" if compact else "mean ± std over seeds"
+        lines += [f"### part {part}, setting {setting}: {metric} ({what})", ""]
         fractions = sorted(group["fraction"].unique())
         attacks = [
             a
             for a in ATTACKS + sorted(set(group["attack"]) - set(ATTACKS))
             if a in set(group["attack"])
         ]
-        header = ["aggregator", "f=0, none"] + [
-            f"{fraction}: {attack}" for fraction in fractions if fraction > 0 for attack in attacks
-        ]
+        baseline = bool((group["fraction"] == 0).any())
+        header = (
+            ["aggregator"]
+            + (["f=0, none"] if baseline else [])
+            + [
+                f"{fraction}: {attack}"
+                for fraction in fractions
+                if fraction > 0
+                for attack in attacks
+            ]
+        )
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for aggregator in [a for a in AGGREGATORS if a in set(group["aggregator"])]:
             mine = group[group["aggregator"] == aggregator]
-            cells = [aggregator, cell(mine[(mine["fraction"] == 0)][metric])]
+            cells = [aggregator]
+            if baseline:
+                cells.append(cell(mine[(mine["fraction"] == 0)][metric], digits, compact))
             for fraction in fractions:
                 if fraction == 0:
                     continue
@@ -127,7 +143,7 @@ def table(frame: pd.DataFrame) -> str:
                     chosen = mine[(mine["fraction"] == fraction) & (mine["attack"] == attack)]
                     if attack == "none" and chosen.empty:  # does not depend on f
                         chosen = mine[(mine["fraction"] == 0) & (mine["attack"] == "none")]
-                    cells.append(cell(chosen[metric]))
+                    cells.append(cell(chosen[metric], digits, compact))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -196,11 +212,17 @@ def orderings(frame: pd.DataFrame) -> str:
         "| seeds with ALIE < sign flip |",
         "|---|---|---|---|---|---|---|",
     ]
-    main = frame[frame["part"].isin(["fl", "gossip", "alie_paper"])]
-    for setting in ("fl", "gossip"):
+    for parts, settings in ((MAIN_PARTS, ("fl", "gossip")), (("alie_sgd",), ("fl",))):
+        lines += ordering_rows(frame[frame["part"].isin(parts)], settings, parts)
+    return "\n".join(lines) + "\n"
+
+
+def ordering_rows(main: pd.DataFrame, settings: tuple[str, ...], parts: tuple[str, ...]):
+    lines = []
+    for setting in settings:
         metric = HEADLINE[setting]
         data = main[main["setting"] == setting]
-        for alie in ("alie", "alie_paper"):
+        for alie in ALIE_FORMS:
             for fraction in sorted(f for f in data["fraction"].unique() if f > 0):
                 for aggregator in AGGREGATORS:
                     pick = data[(data["aggregator"] == aggregator) & (data["fraction"] == fraction)]
@@ -210,12 +232,13 @@ def orderings(frame: pd.DataFrame) -> str:
                     if both.empty:
                         continue
                     wins = int((both["alie"] < both["flip"]).sum())
+                    label = f"{setting} (1 SGD step/round)" if parts == ("alie_sgd",) else setting
                     lines.append(
-                        f"| {setting} | {'paper' if alie == 'alie_paper' else 'code'} | "
+                        f"| {label} | {ALIE_FORMS[alie]} | "
                         f"{fraction} | {aggregator} | {both['flip'].mean():.3f} | "
                         f"{both['alie'].mean():.3f} | {wins}/{len(both)} |"
                     )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def dissensus_curves() -> pd.DataFrame | None:
@@ -242,20 +265,56 @@ def dissensus_curves() -> pd.DataFrame | None:
     return pd.concat(curves, ignore_index=True) if curves else None
 
 
+def dissensus_table(curves: pd.DataFrame) -> str:
+    """Per aggregator and fraction: the honest consensus distance at rounds 5 and 20 (median
+    over seeds, and each seed's at round 20) and the honest nodes' accuracy at round 20."""
+    last = curves["round"].max()
+    lines = [
+        "| aggregator | attack | attackers | consensus dist. round 5 (median) "
+        f"| round {last} (median) | round {last}, seeds 0/1/2 | node acc. mean | node acc. min |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    keys = ["aggregator", "attack", "fraction"]
+    for (aggregator, attack, fraction), group in curves.groupby(keys, sort=False):
+        early = group[group["round"] == 5]["consensus_distance"]
+        final = group[group["round"] == last].sort_values("seed")
+        seeds = "/".join(f"{value:.3g}" for value in final["consensus_distance"])
+        lines.append(
+            f"| {aggregator} | {attack} | {fraction:.0%} | {early.median():.3g} "
+            f"| {final['consensus_distance'].median():.3g} | {seeds} "
+            f"| {cell(final['node_accuracy_mean'])} | {cell(final['node_accuracy_min'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def dissensus_figure(curves: pd.DataFrame) -> Figure:
-    mean = curves.groupby(["aggregator", "attack", "fraction", "round"]).mean(numeric_only=True)
-    mean = mean.reset_index()
+    """Consensus distance (median over seeds, from round 5) and honest accuracy (mean over seeds)
+    against rounds: colour the attackers' share, line style the aggregator."""
+    keys = ["aggregator", "attack", "fraction", "round"]
+    median = curves.groupby(keys).median(numeric_only=True).reset_index()
+    mean = curves.groupby(keys).mean(numeric_only=True).reset_index()
     figure = Figure(figsize=(10, 4))
     left, right = figure.subplots(1, 2)
     styles = {"mean": "-", "clipped_gossip": "--", "centered_clipping": ":"}
-    for (aggregator, attack, fraction), curve in mean.groupby(["aggregator", "attack", "fraction"]):
-        label = f"{aggregator}, {attack}" + (f" {fraction:.0%}" if fraction else "")
-        style = styles.get(aggregator, "-.")
-        left.semilogy(curve["round"], curve["consensus_distance"], style, label=label)
-        right.plot(curve["round"], curve["node_accuracy_mean"], style, label=label)
-    left.set(xlabel="round", ylabel="honest consensus distance", title="consensus, mean of seeds")
-    right.set(xlabel="round", ylabel="honest node accuracy (mean)", title="accuracy")
+    colours = {0.0: "black", 0.1: "C0", 0.2: "C1", 0.3: "C3"}
+    for (aggregator, _, fraction), curve in mean.groupby(keys[:3]):
+        label = f"{aggregator}, " + (f"dissensus {fraction:.0%}" if fraction else "no attack")
+        style = dict(linestyle=styles.get(aggregator, "-."), color=colours.get(fraction, "C4"))
+        middle = median[
+            (median["aggregator"] == aggregator)
+            & (median["fraction"] == fraction)
+            & (median["round"] > 0)
+        ]
+        left.semilogy(middle["round"], middle["consensus_distance"], label=label, **style)
+        right.plot(curve["round"], curve["node_accuracy_mean"], label=label, **style)
+    left.set(xlabel="round", ylabel="honest consensus distance", title="consensus, median of seeds")
+    right.set(xlabel="round", ylabel="honest node accuracy (mean)", title="accuracy, mean of seeds")
     right.legend(fontsize=6, ncol=2)
+    figure.suptitle(
+        "D-PSGD, 10-regular graph, dissensus eps = 1: mean (solid), ClippedGossip adaptive "
+        "(dashed), fixed tau = 1 (dotted)",
+        fontsize=9,
+    )
     figure.tight_layout()
     return figure
 
@@ -270,14 +329,16 @@ def main() -> None:
         frame["status"].value_counts().to_dict(),
     )
     (RESULTS / "table.md").write_text(table(frame))
+    (RESULTS / "table_compact.md").write_text(table(frame, compact=True))
     (RESULTS / "orderings.md").write_text(orderings(frame))
     for setting in ("fl", "gossip"):
-        figure = heatmap(frame, setting, ("fl", "gossip", "alie_paper"))
+        figure = heatmap(frame, setting, MAIN_PARTS)
         if figure is not None:
             figure.savefig(RESULTS / f"heatmap_{setting}.png", dpi=130, bbox_inches="tight")
     curves = dissensus_curves()
     if curves is not None:
         curves.to_csv(RESULTS / "dissensus.csv", index=False, float_format="%.6g")
+        (RESULTS / "dissensus.md").write_text(dissensus_table(curves))
         dissensus_figure(curves).savefig(RESULTS / "dissensus.png", dpi=130)
 
 

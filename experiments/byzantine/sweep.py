@@ -28,6 +28,9 @@ Parts (``--part``, in the order run.sh runs them):
 - ``one_attacker``: FL with one attacker of 20 (fraction 0.05) sending -100x its update or
   N(0, 200^2): reproduction target 1 (the mean breaks, the robust aggregators do not).
 - ``alie_paper``: ALIE with the paper's z (Phi^-1((n-s)/n), larger) in both settings.
+- ``alie_z1``: ALIE with an explicit z = 1 (larger than either formula gives at n = 20).
+- ``alie_sgd``: FL as distributed SGD (one mini-batch step per client and round, 200 rounds),
+  20% attackers: sign flip against ALIE (both forms) for mean, CM, TM, Krum and CC.
 - ``dissensus``: gossip under the dissensus attack, aggregator mean vs clipped_gossip
   (needs configs/attack/dissensus.yaml and configs/aggregator/clipped_gossip.yaml).
 
@@ -181,11 +184,14 @@ def grid(part, setting, attacks, fractions, aggregators, seeds, base, composer, 
                 agg = aggregator_overrides(aggregator, f, received)
                 for attack in attacks:
                     name, attack_overrides = attack
+                    if name == "none":  # no attackers; the aggregator set for this fraction
+                        attack_overrides = ["attack=none"]
+                    else:
+                        attack_overrides = [*attack_overrides, f"attack.fraction={fraction}"]
                     overrides = [
                         *base,
                         f"aggregator={aggregator}",
                         *attack_overrides,
-                        f"attack.fraction={fraction}",
                         *agg,
                         f"seed={seed}",
                         *extra,
@@ -197,7 +203,7 @@ def grid(part, setting, attacks, fractions, aggregators, seeds, base, composer, 
                         attack=name,
                         fraction=fraction,
                         seed=seed,
-                        attackers=attackers,
+                        attackers=0 if name == "none" else attackers,
                         f=f,
                         received=received,
                     )
@@ -246,7 +252,9 @@ def main() -> None:
     global RUNS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--part", required=True, choices=["fl", "gossip", "one_attacker", "alie_paper", "dissensus"]
+        "--part",
+        required=True,
+        choices=["fl", "gossip", "one_attacker", "alie_paper", "alie_z1", "alie_sgd", "dissensus"],
     )
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -276,11 +284,13 @@ def main() -> None:
                 ("gaussian", ["attack=gaussian"]),
             ]
             grid("one_attacker", "fl", one, [0.05], AGGREGATORS, args.seeds, base["fl"], composer)
-        elif args.part == "alie_paper":
+        elif args.part in ("alie_paper", "alie_z1"):
             paper = [("alie_paper", ["attack=alie", "attack.z_form=paper"])]
+            if args.part == "alie_z1":
+                paper = [("alie_z1", ["attack=alie", "attack.z=1.0"])]
             for setting in ("fl", "gossip"):
                 grid(
-                    "alie_paper",
+                    args.part,
                     setting,
                     paper,
                     FRACTIONS,
@@ -289,6 +299,22 @@ def main() -> None:
                     base[setting],
                     composer,
                 )
+        elif args.part == "alie_sgd":
+            # Distributed SGD as in Baruch et al.: every client sends one mini-batch step
+            # (batch 8), 200 rounds; 20% attackers.
+            sgd = [
+                *settings(200, eval_every=50)["fl"],
+                "strategy.local_epochs=null",
+                "strategy.local_steps=1",
+            ]
+            attacks = [
+                ("none", []),
+                ("sign_flip", ["attack=sign_flip"]),
+                ("alie", ["attack=alie"]),
+                ("alie_paper", ["attack=alie", "attack.z_form=paper"]),
+            ]
+            aggregators = ["mean", "median", "trimmed_mean", "krum", "centered_clipping"]
+            grid("alie_sgd", "fl", attacks, [0.2], aggregators, args.seeds, sgd, composer)
         else:
             dissensus(args, composer)
     print(f"part {args.part}: {time.perf_counter() - started:.0f} s")

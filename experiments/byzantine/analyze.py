@@ -9,6 +9,8 @@ run's ``summary.json`` (its final, honest-only metrics) and writes ``results/``:
   of the honest accuracy (FL: the server's model; gossip: the mean over honest nodes of their
   own models' accuracy);
 - ``orderings.md``: the ALIE-vs-sign-flip ordering per seed (reproduction target 2);
+- ``label_flip.md``: label flip against the attack-free run with the same f per aggregator and
+  fraction (byzantine.md §5 item 5, the negative control), when that part has run;
 - ``dissensus.csv`` / ``dissensus.png``: consensus distance and accuracy over rounds under the
   dissensus attack, when that part has run.
 
@@ -42,9 +44,9 @@ AGGREGATORS = [
     "bulyan",
     "clipped_gossip",
 ]
-ATTACKS = ["none", "sign_flip", "gaussian", "alie", "alie_paper", "alie_z1", "ipm"]
+ATTACKS = ["none", "sign_flip", "gaussian", "alie", "alie_paper", "alie_z1", "ipm", "label_flip"]
 ALIE_FORMS = {"alie": "code", "alie_paper": "paper", "alie_z1": "z=1"}
-MAIN_PARTS = ("fl", "gossip", "alie_paper", "alie_z1")
+MAIN_PARTS = ("fl", "gossip", "alie_paper", "alie_z1", "label_flip")
 FINAL = ["accuracy", "node_accuracy_mean", "node_accuracy_min", "consensus_distance", "loss"]
 # The honest accuracy each setting's heat map shows.
 HEADLINE = {"fl": "accuracy", "gossip": "node_accuracy_mean"}
@@ -241,6 +243,58 @@ def ordering_rows(main: pd.DataFrame, settings: tuple[str, ...], parts: tuple[st
     return lines
 
 
+def label_flip_table(frame: pd.DataFrame) -> str | None:
+    """Item 5: per setting, aggregator and fraction, the honest accuracy under label flip against
+    the attack-free run with the aggregator set for that fraction's f (mean over seeds; the
+    aggregators without f: their one attack-free run), the difference over the seeds both have,
+    and the worst seed's difference."""
+    flips = frame[(frame["part"] == "label_flip") & (frame["attack"] == "label_flip")]
+    if flips.empty:
+        return None
+    lines = []
+    for setting in ("fl", "gossip"):
+        metric = HEADLINE[setting]
+        data = flips[flips["setting"] == setting]
+        free = frame[(frame["part"] == setting) & (frame["attack"] == "none")]
+        if data.empty:
+            continue
+        fractions = sorted(data["fraction"].unique())
+        lines += [
+            f"### {setting}: {metric} at the last round, label flip against no attack "
+            "(mean over seeds; Δ = label flip − no attack over the seeds both have, "
+            "worst seed in brackets)",
+            "",
+            "| aggregator | "
+            + " | ".join(f"{fr:.0%}: none | {fr:.0%}: label_flip | {fr:.0%}: Δ" for fr in fractions)
+            + " |",
+            "|---|" + "---|---|---|" * len(fractions),
+        ]
+        for aggregator in [a for a in AGGREGATORS if a in set(data["aggregator"])]:
+            cells = [aggregator]
+            for fraction in fractions:
+                mine = free[free["aggregator"] == aggregator]
+                base = mine[mine["fraction"] == fraction]
+                if base.empty:  # does not depend on f: its one attack-free run per seed
+                    base = mine[mine["fraction"] == 0]
+                base = base.set_index("seed")[metric]
+                pick = data[(data["aggregator"] == aggregator) & (data["fraction"] == fraction)]
+                flip = pick.set_index("seed")[metric]
+                both = pd.concat([base, flip], axis=1, keys=["none", "flip"]).dropna()
+                if both.empty:
+                    cells += ["n/a"] * 3
+                    continue
+                delta = both["flip"] - both["none"]
+                star = "" if len(both) == 3 else f"* ({len(both)})"
+                cells += [
+                    f"{both['none'].mean():.3f}{star}",
+                    f"{both['flip'].mean():.3f}{star}",
+                    f"{delta.mean():+.3f} ({delta.min():+.3f})",
+                ]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def dissensus_curves() -> pd.DataFrame | None:
     folder = RUNS / "dissensus"
     if not folder.exists():
@@ -331,6 +385,9 @@ def main() -> None:
     (RESULTS / "table.md").write_text(table(frame))
     (RESULTS / "table_compact.md").write_text(table(frame, compact=True))
     (RESULTS / "orderings.md").write_text(orderings(frame))
+    flip = label_flip_table(frame)
+    if flip is not None:
+        (RESULTS / "label_flip.md").write_text(flip)
     for setting in ("fl", "gossip"):
         figure = heatmap(frame, setting, MAIN_PARTS)
         if figure is not None:

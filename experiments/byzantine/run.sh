@@ -10,7 +10,7 @@ set -euo pipefail
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 here=experiments/byzantine
 mkdir -p $here/runs
-for part in fl gossip one_attacker dissensus alie_paper alie_z1 alie_sgd; do
+for part in fl gossip one_attacker dissensus alie_paper alie_z1 alie_sgd label_flip; do
   python $here/sweep.py --part $part 2>&1 | tee $here/runs/$part.log
 done
 # Check: the geometric median with 16 Weiszfeld steps (default 4) where it collapsed in gossip

@@ -31,6 +31,9 @@ Parts (``--part``, in the order run.sh runs them):
 - ``alie_z1``: ALIE with an explicit z = 1 (larger than either formula gives at n = 20).
 - ``alie_sgd``: FL as distributed SGD (one mini-batch step per client and round, 200 rounds),
   20% attackers: sign flip against ALIE (both forms) for mean, CM, TM, Krum and CC.
+- ``label_flip``: data poisoning (the Byzantine nodes train honestly on labels 9 - y) in both
+  settings, every aggregator, the fractions and f/beta of ``fl``/``gossip`` (whose attack-free
+  runs are its reference): byzantine.md §5 item 5, the negative control.
 - ``dissensus``: gossip under the dissensus attack, aggregator mean vs clipped_gossip
   (needs configs/attack/dissensus.yaml and configs/aggregator/clipped_gossip.yaml).
 
@@ -254,7 +257,16 @@ def main() -> None:
     parser.add_argument(
         "--part",
         required=True,
-        choices=["fl", "gossip", "one_attacker", "alie_paper", "alie_z1", "alie_sgd", "dissensus"],
+        choices=[
+            "fl",
+            "gossip",
+            "one_attacker",
+            "alie_paper",
+            "alie_z1",
+            "alie_sgd",
+            "dissensus",
+            "label_flip",
+        ],
     )
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -293,6 +305,21 @@ def main() -> None:
                     args.part,
                     setting,
                     paper,
+                    FRACTIONS,
+                    AGGREGATORS,
+                    args.seeds,
+                    base[setting],
+                    composer,
+                )
+        elif args.part == "label_flip":
+            # The attackers are drawn as for every attack (rng.ATTACK stream of the seed), so
+            # they, f and beta are those of the fl/gossip runs at the same fraction and seed.
+            flip = [("label_flip", ["attack=label_flip"])]
+            for setting in ("fl", "gossip"):
+                grid(
+                    "label_flip",
+                    setting,
+                    flip,
                     FRACTIONS,
                     AGGREGATORS,
                     args.seeds,

@@ -6,6 +6,7 @@ import scipy.sparse as sp
 import torch
 from conftest import compose_config
 from helpers import path_federation, started_backend, zero_logreg_task
+from test_backend_ray import metrics
 
 from fedsim.aggregators.median import Median
 from fedsim.build import build_simulation
@@ -46,3 +47,21 @@ def test_a_strategy_that_buffers_refuses_the_median_in_one_line():
     config = compose_config("strategy=gossip", "aggregator=median", "num_nodes=12")
     with pytest.raises(ConfigError, match="aggregator=Median combines .* strategy=EventGossip"):
         build_simulation(config)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["s2s", "s2a"])
+def test_at_semi_decentralized_servers_the_median_holds_where_the_mean_breaks(strategy, tmp_path):
+    """One Gaussian attacker (std 200) of 12 nodes, the server acting every round on 8 sampled
+    devices: the mean falls far below the attack-free run, the median stays near it."""
+    settings = ["num_nodes=12", "rounds=10", "eval_every=10", f"strategy={strategy}",
+                "strategy.num_sampled=8", "strategy.server_period=1"]  # fmt: skip
+    attacked = ["attack=gaussian", "attack.nodes=[0]"]
+
+    def accuracy(name: str, *overrides: str) -> float:
+        rows = metrics(tmp_path, name, *settings, *overrides)
+        return rows.query("metric == 'accuracy' and round == 10").value.item()
+
+    clean = accuracy("clean")
+    assert accuracy("mean", *attacked) < clean - 0.15
+    assert accuracy("median", "aggregator=median", *attacked) > clean - 0.05

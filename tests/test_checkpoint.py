@@ -18,7 +18,7 @@ from fedsim.metrics.recorder import Recorder
 
 FEDSIM = [sys.executable, "-m", "fedsim.cli"]
 RUN = [
-    "strategy=dpsgd", "topology=ring", "num_nodes=40", "rounds=300", "eval_every=1",
+    "strategy=dpsgd", "topology=ring", "num_nodes=40", "rounds=120", "eval_every=1",
     "checkpoint_every=20", "optimizer.momentum=0.9", "progress=false",
 ]  # fmt: skip
 
@@ -30,7 +30,7 @@ def metrics(run_dir):
 
 
 MODEST_WITH_CHURN = [
-    "strategy=modest", "num_nodes=40", "rounds=300", "eval_every=1", "checkpoint_every=20",
+    "strategy=modest", "num_nodes=40", "rounds=120", "eval_every=1", "checkpoint_every=20",
     "strategy.sample_size=5", "strategy.num_aggregators=2", "strategy.success_fraction=0.8",
     "strategy.aggregation_timeout_s=5", "churn=schedule", "churn.crash_count=1",
     "churn.crash_every_s=5", "churn.crash_start_s=10", "churn.join_count=3", "progress=false",

@@ -231,6 +231,8 @@ def test_attackers_are_left_out_of_every_metric(tmp_path):
     assert summary["attackers"] == [0, 5]
     rows = pd.read_parquet(tmp_path / "metrics.parquet")
     assert set(rows.query("metric == 'node_accuracy'").node) == set(range(12)) - {0, 5}
+    node_mean = rows.query("metric == 'node_accuracy_mean'").value.tolist()
+    assert rows.query("metric == 'honest_node_accuracy_mean'").value.tolist() == node_mean
     marked = rows.query("metric == 'byzantine'")  # once, in the first evaluation's rows
     assert (
         marked.node.tolist() == [0, 5] and set(marked["round"]) == {0} and (marked.value == 1).all()

@@ -28,7 +28,8 @@ class Reporter:
     At most ``eval_nodes`` nodes' own models are evaluated: all of them, or a sample drawn
     from the seed.  With several components in the topology each one's mean accuracy over
     its evaluated nodes is reported too.  Under attack only the ``honest`` nodes count:
-    the sample, the consensus distance and the nodes' average are theirs; the first
+    the sample, the consensus distance and the nodes' average are theirs (the node
+    statistics are also recorded as ``honest_node_accuracy_mean|min``); the first
     evaluation marks each Byzantine node with a per-node ``byzantine`` row of value 1.
     """
 
@@ -86,6 +87,9 @@ class Reporter:
             },
             "wall_time_s": time.perf_counter() - run_started,
         }
+        if self.honest is not None:  # the same statistics, named for what they are under attack
+            metrics["honest_node_accuracy_mean"] = metrics["node_accuracy_mean"]
+            metrics["honest_node_accuracy_min"] = metrics["node_accuracy_min"]
         if privacy is not None:
             metrics.update(privacy.metrics(round_idx))
         metrics.update(backend.counters())

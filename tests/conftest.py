@@ -13,8 +13,12 @@ from omegaconf import DictConfig
 import fedsim.schemas  # noqa: F401  (registers the schemas the YAML files extend)
 from fedsim.config import config_dir
 
-# At most two threads, or fewer when OMP_NUM_THREADS says so (results must not depend on it).
-torch.set_num_threads(min(int(os.environ.get("OMP_NUM_THREADS", 2)), 2, os.cpu_count() or 1))
+# At most two threads, or fewer when OMP_NUM_THREADS says so (results must not depend on it);
+# one per pytest-xdist worker, which share the machine's cores.
+_THREADS = 1 if "PYTEST_XDIST_WORKER" in os.environ else 2
+torch.set_num_threads(
+    min(int(os.environ.get("OMP_NUM_THREADS", _THREADS)), _THREADS, os.cpu_count() or 1)
+)
 
 # Property tests: "ci" (the default) draws the same examples on every run, so a failure in CI
 # is a real one and reproduces; "explore" draws 10x as many, fresh each run, and keeps what it

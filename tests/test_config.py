@@ -36,6 +36,9 @@ def option_overrides(group: str, option: str, tmp_path) -> list[str]:
             f"network.compute_file={tmp_path / 'speeds.txt'}",
             f"network.latency_file={tmp_path / 'latency.txt'}",
         ]
+    if (group, option) == ("network", "device_profiles"):
+        (tmp_path / "devices.csv").write_text("computation,communication\n50,500\n20,8000\n")
+        return [f"network.path={tmp_path / 'devices.csv'}"]
     if (group, option) == ("churn", "trace"):
         (tmp_path / "trace.csv").write_text("node,start_s,end_s\n" + "0,0,\n" * 1)
         return [f"churn.path={tmp_path / 'trace.csv'}", "strategy=modest"]

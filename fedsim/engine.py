@@ -190,6 +190,7 @@ class Simulation:
             run_started=self.start_time,
             privacy=self.privacy,
             messages=self.messages,
+            counters=self.strategy.counters(),
         )
         if self.diverged is None and not np.isfinite(metrics["loss"]):
             self.diverged = f"non-finite loss at round {round_idx}"

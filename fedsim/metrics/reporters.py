@@ -57,11 +57,12 @@ class Reporter:
         run_started: float,
         privacy: Privacy | None = None,
         messages: MessageTransforms | None = None,
+        counters: dict[str, float] | None = None,
     ) -> dict[str, float]:
         """Record round ``round_idx``'s metrics and per-node metrics; returns the metrics.
 
         ``global_model`` is the model to evaluate, ``run_started`` the ``perf_counter`` time
-        the run started at (for ``wall_time_s``).
+        the run started at (for ``wall_time_s``); ``counters`` the strategy's.
         """
         accuracy, loss = self.evaluator.model(global_model)
         node_accuracy = self.evaluator.accuracies(backend.rows(self.nodes)).cpu().numpy()
@@ -93,6 +94,7 @@ class Reporter:
         if privacy is not None:
             metrics.update(privacy.metrics(round_idx))
         metrics.update(backend.counters())
+        metrics.update(counters or {})
         for name, value in metrics.items():
             recorder.add(round_idx, name, value)
         recorder.extend(round_idx, "node_accuracy", node_accuracy, nodes=self.nodes)

@@ -11,7 +11,7 @@ with the median latency from that node's site, like a well-placed data-centre se
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,13 +19,17 @@ from fedsim.plans import RoundPlan, Step, Train
 from fedsim.simulated.network import Network
 from fedsim.training.schedule import NodeData, samples_in_steps
 
+if TYPE_CHECKING:
+    from fedsim.federation import Federation
+
 
 class Clock:
     """Per-row ready times, advanced plan by plan; ``now`` is the latest of them."""
 
     def __init__(
-        self, network: Network, num_rows: int, node_data: NodeData, batch_size: int
+        self, network: Network, num_rows: int, node_data: NodeData | Federation, batch_size: int
     ) -> None:
+        """``node_data`` (or the federation) gives each node's number of examples."""
         self.network = network
         self.num_nodes = network.num_nodes
         self.ready = np.zeros(num_rows, dtype=np.float64)
@@ -59,14 +63,7 @@ class Clock:
     def _step(self, step: Step, message_bytes: int, link_bytes: Mapping[str, int]) -> None:
         if isinstance(step, Train):
             nodes = np.asarray(step.nodes)
-            examples = self.num_examples[nodes]
-            steps_per_epoch = np.ceil(examples / self.batch_size)
-            if step.epochs is not None:
-                samples, steps = step.epochs * examples, step.epochs * steps_per_epoch
-            else:
-                samples = samples_in_steps(examples, step.steps, self.batch_size)
-                steps = np.where(examples > 0, step.steps, 0)
-            self.ready[nodes] += self.network.compute_time(nodes, samples, steps)
+            self.ready[nodes] += self.training_times(nodes, step.epochs, step.steps)
             return
         messages = step.messages(self.num_nodes)
         senders, receivers = messages.senders, messages.receivers
@@ -75,6 +72,37 @@ class Clock:
         ready = self.ready.copy()
         np.maximum.at(ready, receivers, arrival)
         self.ready = ready
+
+    def training_times(
+        self, nodes: np.ndarray, epochs: int | np.ndarray | None, steps: int | np.ndarray | None
+    ) -> np.ndarray:
+        """Seconds each of ``nodes`` computes for ``epochs`` epochs or ``steps`` steps."""
+        examples = self.num_examples[nodes]
+        steps_per_epoch = np.ceil(examples / self.batch_size)
+        if epochs is not None:
+            samples, steps = epochs * examples, epochs * steps_per_epoch
+        else:
+            samples = samples_in_steps(examples, steps, self.batch_size)
+            steps = np.where(examples > 0, steps, 0)
+        return self.network.compute_time(nodes, samples, steps)
+
+    def task_times(
+        self,
+        clients: np.ndarray,
+        epochs: int | np.ndarray | None,
+        steps: int | np.ndarray | None,
+        download_bytes: int,
+        upload_bytes: int,
+    ) -> np.ndarray:
+        """Seconds from a server's sending its model to its receiving each client's update,
+        as this clock times them (each client alone on its links): the download, the local
+        training, the upload."""
+        server = np.full(len(clients), self.num_nodes)
+        return (
+            self._transfer_times(server, clients, download_bytes)
+            + self.training_times(clients, epochs, steps)
+            + self._transfer_times(clients, server, upload_bytes)
+        )
 
     def _transfer_times(
         self, senders: np.ndarray, receivers: np.ndarray, num_bytes: int

@@ -46,6 +46,10 @@ class Strategy(ABC):
         """The row that holds the model to evaluate, or None for the nodes' average."""
         return num_nodes if self.server_holds_global_model else None
 
+    def counters(self) -> dict[str, float]:
+        """What it counts of the run so far (recorded at each evaluation; none by default)."""
+        return {}
+
     def state(self) -> dict[str, Any]:
         """The strategy's state after the last planned round (empty for stateless ones)."""
         return {}

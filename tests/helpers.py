@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 
 import networkx as nx
 import numpy as np
@@ -147,3 +148,21 @@ def final_accuracy(tmp_path, name: str, *overrides: str) -> float:
     recorder.close()
     rows = pd.read_parquet(tmp_path / f"{name}.parquet")
     return rows.query("metric == 'accuracy' and round == 4").value.item()
+
+
+def whole_and_resumed(config, tmp_path, killed_after: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The metrics of ``config`` run through, and run again from its first checkpoint onto
+    what a run killed after round ``killed_after`` kept (``wall_time_s`` left out of both)."""
+    states, whole, again = [], tmp_path / "whole.parquet", tmp_path / "again.parquet"
+    recorder = Recorder(whole)
+    build_simulation(config).run(recorder, progress=False, checkpoint=states.append)
+    recorder.close()
+    shutil.copytree(whole, again)
+    recorder = Recorder(again, keep_through_round=killed_after)
+    build_simulation(config).run(recorder, progress=False, resume=states[0])
+    recorder.close()
+    first, second = (
+        pd.read_parquet(path).query("metric != 'wall_time_s'").reset_index(drop=True)
+        for path in (whole, again)
+    )
+    return first, second

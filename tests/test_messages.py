@@ -3,8 +3,6 @@ uploads as updates of the server's model, every step kind alike, wire sizes coun
 option of the attack and compression groups runs and resumes bit for bit (and runs on Ray as
 locally: tests/test_backend_ray.py)."""
 
-import shutil
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,6 +14,7 @@ from helpers import (
     smoke_settings,
     started_backend,
     tried_strategies,
+    whole_and_resumed,
     zero_logreg_task,
 )
 
@@ -179,20 +178,7 @@ def test_every_attack_and_compressor_runs_and_resumes_bit_for_bit(
         "strategy.sample_size=6" if strategy == "fedavg" else "topology=ring",
         f"{group}={option}", *smoke_settings(group, option),
     )  # fmt: skip
-    states = []
-    whole = tmp_path / "whole.parquet"
-    recorder = Recorder(whole)
-    build_simulation(config).run(recorder, progress=False, checkpoint=states.append)
-    recorder.close()
-    again = tmp_path / "again.parquet"
-    shutil.copytree(whole, again)
-    recorder = Recorder(again, keep_through_round=1)  # what a run killed after round 1 kept
-    build_simulation(config).run(recorder, progress=False, resume=states[0])
-    recorder.close()
-    first, second = (
-        pd.read_parquet(path).query("metric != 'wall_time_s'").reset_index(drop=True)
-        for path in (whole, again)
-    )
+    first, second = whole_and_resumed(config, tmp_path, killed_after=1)
     assert np.isfinite(first.query("metric == 'loss'").value).all()
     pd.testing.assert_frame_equal(first, second)
 

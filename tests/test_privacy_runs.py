@@ -1,12 +1,11 @@
 """Private runs as a researcher starts them: the guarantee recorded, bad settings refused in
 one line before any work, resumable, and a strategy that cannot carry the noise refused."""
 
-import shutil
-
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import compose_config
+from helpers import whole_and_resumed
 
 from fedsim.build import build_simulation
 from fedsim.errors import ConfigError
@@ -59,20 +58,7 @@ def test_only_local_noise_protects_against_one_curious_node(tmp_path):
 
 def test_a_private_run_resumes_to_the_same_metrics(tmp_path):
     config = compose_config(*PRIVATE, "rounds=4", "privacy=decor", "checkpoint_every=2")
-    states = []
-    uninterrupted = tmp_path / "whole.parquet"
-    recorder = Recorder(uninterrupted)
-    build_simulation(config).run(recorder, progress=False, checkpoint=states.append)
-    recorder.close()
-    resumed = tmp_path / "resumed.parquet"
-    shutil.copytree(uninterrupted, resumed)
-    recorder = Recorder(resumed, keep_through_round=2)  # what a run killed after round 2 kept
-    build_simulation(config).run(recorder, progress=False, resume=states[0])
-    recorder.close()
-    whole, again = (
-        pd.read_parquet(path).query("metric != 'wall_time_s'").reset_index(drop=True)
-        for path in (uninterrupted, resumed)
-    )
+    whole, again = whole_and_resumed(config, tmp_path, killed_after=2)
     pd.testing.assert_frame_equal(whole, again)
 
 

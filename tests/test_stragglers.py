@@ -1,11 +1,10 @@
 """FedAvg on the simulated clock: waiting for every client, over-selection and a deadline."""
 
-import shutil
-
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import compose_config
+from helpers import whole_and_resumed
 
 from fedsim.build import build_simulation
 from fedsim.errors import ConfigError
@@ -77,19 +76,7 @@ def test_a_resumed_run_keeps_its_counts(tmp_path):
         "num_nodes=13", "rounds=3", "eval_every=2", "strategy.sample_size=10",
         "network=device_profiles", f"network.path={profile}", *settings,
     )  # fmt: skip
-    states, whole = [], tmp_path / "whole.parquet"
-    recorder = Recorder(whole)
-    build_simulation(config).run(recorder, progress=False, checkpoint=states.append)
-    recorder.close()
-    again = tmp_path / "again.parquet"
-    shutil.copytree(whole, again)
-    recorder = Recorder(again, keep_through_round=1)
-    build_simulation(config).run(recorder, progress=False, resume=states[0])
-    recorder.close()
-    first, second = (
-        pd.read_parquet(path).query("metric != 'wall_time_s'").reset_index(drop=True)
-        for path in (whole, again)
-    )
+    first, second = whole_and_resumed(config, tmp_path, killed_after=1)
     pd.testing.assert_frame_equal(first, second)
     assert first.query("metric == 'updates_applied'").value.tolist() == [0.0, 20.0, 30.0]
 

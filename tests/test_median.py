@@ -64,4 +64,4 @@ def test_at_semi_decentralized_servers_the_median_holds_where_the_mean_breaks(st
 
     clean = accuracy("clean")
     assert accuracy("mean", *attacked) < clean - 0.15
-    assert accuracy("median", "aggregator=median", *attacked) > clean - 0.05
+    assert accuracy("median", "aggregator=median", *attacked) > clean - 0.1

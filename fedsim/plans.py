@@ -184,6 +184,13 @@ class Average:
     only.  With ``update`` (a server optimizer) each target instead moves as the optimizer
     says from its current row and the average, with state the backend keeps (and
     checkpoints) under the slot's and the optimizer's names.
+
+    With ``base`` (a per-row slot's name) the models travel relative to what each client
+    started from, as in asynchronous FL where clients start from different server versions:
+    a download's targets also keep the model they received in that slot, and an upload's
+    sources send their update from it, the one target becoming its own row plus the
+    weighted sum of the updates (the weights need not sum to one; a source of weight zero
+    is sent and discarded, as an update too stale to use).
     """
 
     sources: np.ndarray
@@ -192,6 +199,7 @@ class Average:
     update: ServerOptimizer | None = None
     payload: str = "params"
     into: str | None = None
+    base: str | None = None
 
     @property
     def written(self) -> str:
@@ -214,7 +222,11 @@ class Average:
 
     def slot_names(self) -> set[str]:
         """The per-row states it reads or writes besides the models."""
-        return {self.payload, self.written} - {"params"}
+        return {self.payload, self.written, self.base or "params"} - {"params"}
+
+    def uploads_updates(self, num_nodes: int) -> bool:
+        """Whether its sources send their updates from their ``base`` (an upload with one)."""
+        return self.base is not None and self.link(num_nodes) == "uplink"
 
     def link(self, num_nodes: int) -> str:
         if (self.sources >= num_nodes).all():

@@ -3,6 +3,7 @@ statistics, save and restore them."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 
 from fedsim.aggregators import Aggregator
 from fedsim.messages import MessageTransforms
-from fedsim.plans import RoundPlan
+from fedsim.plans import Average, RoundPlan
 from fedsim.task import Task
 from fedsim.topology.base import Topology
 
@@ -58,3 +59,21 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release what the backend holds (processes, actors)."""
+
+
+def rebased(
+    step: Average, own: torch.Tensor, updates: torch.Tensor
+) -> tuple[Average, torch.Tensor, float]:
+    """An upload of updates (``Average.base``) as an average of models: the sources of
+    positive weight, their updates added to the target's row ``own`` (1, d), their weights
+    normalised, and the weights' sum ``total``; the target then becomes
+    ``own + total (average - own)``, ``own`` plus the weighted sum of the updates when the
+    aggregator takes the mean."""
+    kept = step.weights > 0
+    total = float(step.weights[kept].sum())
+    models = own + updates[torch.as_tensor(kept, device=updates.device)]
+    return (
+        replace(step, sources=step.sources[kept], weights=step.weights[kept] / total),
+        models,
+        total,
+    )

@@ -10,6 +10,7 @@ import scipy.sparse as sp
 import torch
 
 from fedsim.aggregators import Aggregator, Mean
+from fedsim.backends.base import rebased
 from fedsim.errors import check
 from fedsim.messages import MessageTransforms, Outgoing
 from fedsim.plans import Aggregate, Average, Gossip, Merge, Push, RoundPlan, Step, Train
@@ -142,15 +143,29 @@ class LocalBackend:
         several received models (a broadcast of one model is not an average); or, with an
         aggregator that combines the models themselves, what it makes of them.  The models
         arrive as the message transforms make them, uploads as updates of the one server's
-        model that the clients downloaded."""
+        model that the clients downloaded, or of each one's ``base`` where the step has one."""
         sources = self.slot(step.payload)[self._index(step.sources)]
-        combines = step.payload == "params" and len(step.sources) > 1  # models, received
+        link = step.link(self.num_nodes)
+        if step.uploads_updates(self.num_nodes):
+            own = self.params[self._index(step.targets)]
+            bases = self.slot(step.base)[self._index(step.sources)]
+            if self.messages:
+                sources = self.sent(sources, step.sources, link, round_idx, bases)
+            step, models, total = rebased(step, own, sources - bases)
+            if not len(step.sources):
+                return own[0]
+            return own[0] + total * (self._combined(step, models) - own[0])
         if step.payload == "params" and self.messages:
-            link = step.link(self.num_nodes)
             reference = None
             if link == "uplink" and len(step.targets) == 1:
                 reference = self.params[self._index(step.targets)]
             sources = self.sent(sources, step.sources, link, round_idx, reference)
+        return self._combined(step, sources)
+
+    def _combined(self, step: Average, sources: torch.Tensor) -> torch.Tensor:
+        """The step's average of the received rows ``sources``, finished or combined by the
+        aggregator where it averages several models."""
+        combines = step.payload == "params" and len(step.sources) > 1  # models, received
         if combines and self.aggregator.combines_rows:  # one combination per target
             own = self.params[self._index(step.targets)]
             received = sources.expand(len(own), *sources.shape)
@@ -174,6 +189,8 @@ class LocalBackend:
                 step.update, rows[targets], average, self.server_states, step.written
             )
         rows[targets] = average
+        if step.base is not None and not step.uploads_updates(self.num_nodes):
+            self.slot(step.base)[targets] = average  # what each client starts from
 
     def slot(self, name: str) -> torch.Tensor:
         """The (rows, d) tensor of ``name``: the parameters, or a per-row state that a plan

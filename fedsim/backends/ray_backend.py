@@ -18,6 +18,7 @@ import scipy.sparse as sp
 import torch
 
 from fedsim.aggregators import Aggregator, Mean
+from fedsim.backends.base import rebased
 from fedsim.backends.local import check_training_settings
 from fedsim.backends.ray_local import init_local_ray
 from fedsim.backends.shard import Shard, average_of, package_directory
@@ -334,6 +335,9 @@ class RayBackend:
         for group in groups:
             combines = group.payload == "params" and len(group.sources) > 1
             link = group.link(self.num_nodes)
+            if group.uploads_updates(self.num_nodes):
+                averages.append(self._updates_here(group, round_idx))
+                continue
             if group.payload == "params" and self.messages.on(link):
                 reference = None
                 if link == "uplink" and len(group.targets) == 1:
@@ -381,7 +385,28 @@ class RayBackend:
                 (i, self.actors[i].write.remote(part, moved[_positions(targets, part)], slot))
                 for i, part in self._split(targets)
             ]
+        for group, average in zip(groups, averages, strict=True):
+            if group.base is not None and not group.uploads_updates(self.num_nodes):
+                calls += [  # what each client starts from
+                    (i, self.actors[i].write.remote(part, average, group.base))
+                    for i, part in self._split(group.targets)
+                ]
         self._wait(calls)
+
+    def _updates_here(self, group: Average, round_idx: int) -> np.ndarray:
+        """An upload of updates from the sources' ``base`` rows (fedsim.plans.Average),
+        computed here as the local backend computes it."""
+        own, bases = self.rows(group.targets), self.rows(group.sources, group.base)
+        self.bytes_between_actors += (len(own) + 2 * len(group.sources)) * self.row_bytes
+        link = group.link(self.num_nodes)
+        if self.messages.on(link):
+            sources = self._sent(group.sources, link, round_idx, bases)
+        else:
+            sources = self.rows(group.sources)
+        group, models, total = rebased(group, own, sources - bases)
+        if not len(group.sources):
+            return own[0].numpy()
+        return own[0].numpy() + total * (self._combined_here(group, models) - own[0].numpy())
 
     def _combined_here(self, group: Average, sources: torch.Tensor) -> np.ndarray:
         """The group's average of the model rows ``sources``, computed here as the local

@@ -155,6 +155,7 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         aggregator=aggregator,
         messages=messages,
         rounds=cfg.rounds,
+        max_sim_time_s=cfg.max_sim_time_s,
         eval_every=cfg.eval_every,
         eval_nodes=cfg.eval_nodes,
         checkpoint_every=cfg.checkpoint_every,

@@ -54,6 +54,7 @@ OPTIONAL_INPUTS = frozenset({"owners", "components"})  # passed only to targets 
 TOP_LEVEL: dict[str, type] = {
     "num_nodes": int,
     "rounds": int,
+    "max_sim_time_s": float | None,
     "seed": int,
     "device": str,
     "eval_every": int,

@@ -52,7 +52,9 @@ class Simulation:
     (:class:`fedsim.privacy.Privacy`) and the privacy spent is recorded.  ``messages``
     rewrite what the rows send (attacks, compression: fedsim.messages).  Non-finite
     parameters after a round, or a non-finite loss, mark the run ``diverged`` and, with
-    ``on_divergence="stop"``, end it after recording that round.
+    ``on_divergence="stop"``, end it after recording that round.  With ``max_sim_time_s``
+    the run also ends after the round in which the simulated clock passes it: one time
+    budget for strategies whose rounds take different times (``rounds`` is then a cap).
     """
 
     strategy: Strategy
@@ -61,6 +63,7 @@ class Simulation:
     backend: Backend
     rounds: int
     aggregator: Aggregator = field(default_factory=Mean)
+    max_sim_time_s: float | None = None
     eval_every: int = 1
     eval_nodes: int = 100
     checkpoint_every: int = 0
@@ -75,6 +78,10 @@ class Simulation:
 
     def __post_init__(self) -> None:
         check(self.rounds >= 0, f"rounds={self.rounds} must be >= 0")
+        check(
+            self.max_sim_time_s is None or self.max_sim_time_s > 0,
+            f"max_sim_time_s={self.max_sim_time_s} must be > 0 (or null: no limit)",
+        )
         check(self.eval_every >= 1, f"eval_every={self.eval_every} must be >= 1")
         check(self.eval_nodes >= 1, f"eval_nodes={self.eval_nodes} must be >= 1")
         check(self.checkpoint_every >= 0, f"checkpoint_every={self.checkpoint_every} must be >= 0")
@@ -116,7 +123,11 @@ class Simulation:
                     final = self._evaluate(self.rounds_completed, recorder)
                     bar.update(task_id, description=f"accuracy {final['accuracy']:.3f}")
                 bar.advance(task_id)
-                ended = self.stalled or (self.diverged and self.on_divergence == "stop")
+                ended = (
+                    self.stalled
+                    or (self.diverged and self.on_divergence == "stop")
+                    or self._out_of_time()
+                )
                 if checkpoint is not None and (self._checkpoint_due() or interrupted() or ended):
                     checkpoint(self.state(final))
                 if interrupted():
@@ -166,9 +177,15 @@ class Simulation:
         return diverging
 
     def _evaluation_due(self) -> bool:
-        """Every ``eval_every`` rounds, after the last, and when the protocol stalled."""
+        """Every ``eval_every`` rounds, after the last, when the protocol stalled, and when the
+        time budget is spent."""
         completed = self.rounds_completed
-        return completed % self.eval_every == 0 or completed == self.rounds or bool(self.stalled)
+        last = completed == self.rounds or bool(self.stalled) or self._out_of_time()
+        return completed % self.eval_every == 0 or last
+
+    def _out_of_time(self) -> bool:
+        """Whether the simulated clock has passed ``max_sim_time_s``."""
+        return self.max_sim_time_s is not None and self.clock.now >= self.max_sim_time_s
 
     def _checkpoint_due(self) -> bool:
         completed = self.rounds_completed

@@ -9,6 +9,7 @@ from conftest import compose_config
 from helpers import smoke_settings
 
 from fedsim.config import options
+from fedsim.errors import ConfigError
 from fedsim.runner import run_job
 
 AGGREGATES = [
@@ -174,3 +175,15 @@ def test_a_diverged_run_may_go_on_to_the_last_round(tmp_path):
 def test_a_healthy_run_is_not_called_diverged(tmp_path):
     summary = run_job(compose_config(*DIVERGING[:-1], "optimizer.lr=0.05"), tmp_path)
     assert summary["status"] == "completed" and "diverged" not in summary
+
+
+def test_a_time_budget_ends_the_run_after_the_round_that_passes_it(tmp_path):
+    rows, summary = run(tmp_path, "budget", "rounds=50", "eval_every=1", "max_sim_time_s=0.5")
+    times = values(rows, "sim_time_s")
+    assert summary["status"] == "completed" and summary["rounds_completed"] == times.index[-1]
+    assert times.iloc[-2] < 0.5 <= times.iloc[-1] and times.index[-1] < 50
+
+
+def test_a_time_budget_must_be_positive(tmp_path):
+    with pytest.raises(ConfigError, match=r"max_sim_time_s=0.0 must be > 0 \(or null"):
+        run(tmp_path, "zero", "max_sim_time_s=0")

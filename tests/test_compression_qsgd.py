@@ -1,5 +1,6 @@
-"""QSGD: levels of the whole message's norm by stochastic rounding, unbiased, its variance
-bound and the rescaled form's omega = 1/tau; fixed-width wire sizes; per-sender randomness."""
+"""QSGD: levels of the whole message's norm (or of each bucket's) by stochastic rounding,
+unbiased, its variance bound and the rescaled form's omega = 1/tau; fixed-width wire sizes;
+per-sender randomness."""
 
 import math
 
@@ -114,6 +115,86 @@ def test_error_feedback_loses_nothing_and_is_plain_sending_on_exact_levels():
         assert states[name].abs().sum() == 0
 
 
-def test_levels_below_one_are_refused_in_one_line():
-    with pytest.raises(ConfigError, match="compression.levels=0 must be >= 1"):
-        QSGD(levels=0)
+def test_each_bucket_is_quantised_by_its_own_norm():
+    """(3, 4 | 6, 8 | -2) in buckets of 2, s = 1: norms 5, 10 and 2, so a value is 0 or its
+    bucket's norm, rounded up when the sender's uniform is below |v_j| over that norm (0.6,
+    0.8, 0.6, 0.8, 1); the whole message's norm, sqrt(129), appears nowhere."""
+    values = torch.tensor([[3.0, 4.0, 6.0, 8.0, -2.0]], dtype=torch.float64).expand(4, 5)
+    decoded = QSGD(levels=1, bucket_size=2).compress(values, outgoing(*range(4), round_idx=3))
+    draws = rng.uniform(0, rng.COMPRESSION, 3, torch.arange(4), torch.arange(5)).double()
+    norms = torch.tensor([5.0, 5.0, 10.0, 10.0, -2.0], dtype=torch.float64)
+    fractions = torch.tensor([0.6, 0.8, 0.6, 0.8, 1.0], dtype=torch.float64)
+    assert decoded.tolist() == (norms * (draws < fractions)).tolist()
+    assert decoded[:, 4].eq(-2).all()  # a full level of its own bucket: sent exactly
+
+
+def test_values_on_their_buckets_levels_are_sent_exactly():
+    """(3, -4, 0 | 6, 8): norms 5 and 10, and with s = 5 every value is a whole level of its
+    bucket's norm (3, 4, 0 and 3, 4), where a level of the whole norm sqrt(125) is not."""
+    values = torch.tensor([[3.0, -4.0, 0.0, 6.0, 8.0]], dtype=torch.float64)
+    assert torch.equal(QSGD(levels=5, bucket_size=3).compress(values, outgoing(0)), values)
+    assert not torch.equal(QSGD(levels=5).compress(values, outgoing(0)), values)
+
+
+@pytest.mark.parametrize("levels", [1, 4])
+def test_buckets_are_unbiased_with_variance_within_their_bound(levels):
+    """Over 10^4 senders, buckets of 5 of 16 coordinates (5, 5, 5, 1): the mean of Q(v) is v
+    within 5 standard deviations (half a level of the coordinate's bucket), and
+    E||Q(v) - v||^2 <= min(b/s^2, sqrt(b)/s) ||v||^2 with b = 5."""
+    values = vector()[None].expand(SENDERS, -1)
+    compressor = QSGD(levels=levels, bucket_size=5)
+    decoded = compressor.compress(values, outgoing(*range(SENDERS)))
+    norms = torch.cat([bucket.norm().expand(len(bucket)) for bucket in values[0].split(5)])
+    torch.testing.assert_close(compressor.norms(values[:1])[0], norms, rtol=1e-12, atol=0)
+    step = norms / levels
+    assert ((decoded.mean(dim=0) - values[0]).abs() <= 5 * step / 2 / SENDERS**0.5).all()
+    variance = (decoded - values).square().sum(dim=1).mean()
+    assert variance <= min(5 / levels**2, math.sqrt(5) / levels) * values[0].square().sum()
+
+
+def test_buckets_rescale_by_the_bucket_dimension():
+    """tau = 1 + min(b/s^2, sqrt(b)/s) with b = 4 and s = 1: 1 + min(4, 2) = 3, not d's
+    1 + min(16, 4) = 5."""
+    values = vector()[None].expand(8, -1)
+    senders = outgoing(*range(8))
+    plain = QSGD(levels=1, bucket_size=4).compress(values, senders)
+    rescaled = QSGD(levels=1, bucket_size=4, biased_scaling=True).compress(values, senders)
+    assert QSGD(levels=1, bucket_size=4).tau(16) == 3 and QSGD(levels=1).tau(16) == 5
+    torch.testing.assert_close(rescaled, plain / 3, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bucket_size", [16, 17, 1000])
+@pytest.mark.parametrize("biased_scaling", [False, True])
+def test_a_bucket_holding_the_whole_message_is_the_unbucketed_compressor(
+    bucket_size, biased_scaling
+):
+    values = torch.randn(6, 16, generator=torch.Generator().manual_seed(1))
+    senders = outgoing(*range(6), round_idx=2)
+    whole = QSGD(levels=3, biased_scaling=biased_scaling)
+    bucketed = QSGD(levels=3, bucket_size=bucket_size, biased_scaling=biased_scaling)
+    assert torch.equal(bucketed.compress(values, senders), whole.compress(values, senders))
+    assert bucketed.wire_bytes(16) == whole.wire_bytes(16) == 4 + 6  # 3 bits a value
+
+
+def test_wire_size_is_a_norm_per_bucket_and_a_sign_and_level_per_value():
+    """32 ceil(d/b) + d (1 + ceil(log2(s + 1))) bits: s = 15, d = 10^6, b = 512 take
+    32 x 1954 + 10^6 x 5 bits; s = 1, d = 10, b = 3 four norms and 20 bits (3 bytes)."""
+    assert QSGD(levels=15, bucket_size=512).wire_bytes(10**6) * 8 == 32 * 1954 + 10**6 * 5
+    assert QSGD(levels=1, bucket_size=3).wire_bytes(10) == 4 * 4 + 3
+    assert QSGD(levels=1, bucket_size=1).wire_bytes(10) == 4 * 10 + 3
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"levels": 0}, "compression.levels=0 must be >= 1"),
+        ({"bucket_size": 0}, "compression.bucket_size=0 must be >= 1, or null for the whole"),
+        (
+            {"error_feedback": True, "ef21": True},
+            "compression.error_feedback=true and compression.ef21=true are two error feedbacks",
+        ),
+    ],
+)
+def test_bad_settings_are_refused_in_one_line(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        QSGD(**settings)

@@ -51,6 +51,29 @@ def test_wire_sizes_match_the_spec_for_a_million_parameters_and_ten_thousand_kep
     assert TopK(ratio=None, k=3, indices="packed").wire_bytes(1000) == 12 + 4  # 30 bits: 4 bytes
 
 
+def test_the_bitmap_form_is_the_values_and_a_bit_per_coordinate_and_best_the_smaller():
+    """d = 10^6, k = 10^4: bitmap 10^4 x 32 + 10^6 = 1,320,000 bits, so the best is packed's
+    520,000; d = 1000, k = 500: packed 500 x (32 + 10) = 21,000 bits, bitmap 500 x 32 + 1000
+    = 17,000 bits, the best."""
+    d, k = 10**6, 10**4
+    assert TopK(ratio=None, k=k, indices="bitmap").wire_bytes(d) * 8 == 1_320_000
+    assert TopK(ratio=None, k=k, indices="best").wire_bytes(d) * 8 == 520_000
+    assert TopK(ratio=None, k=500, indices="packed").wire_bytes(1000) * 8 == 21_000
+    assert TopK(ratio=None, k=500, indices="bitmap").wire_bytes(1000) * 8 == 17_000
+    assert TopK(ratio=0.5, indices="best").wire_bytes(1000) * 8 == 17_000
+    assert TopK(ratio=None, k=1, indices="bitmap").wire_bytes(9) == 4 + 2  # 9 bits: 2 bytes
+    assert TopK(ratio=None, k=1, indices="best").wire_bytes(9) == 4 + 1  # 4 bits: 1 byte
+
+
+def test_the_wire_form_changes_the_size_not_the_message():
+    values = torch.randn(3, 40, generator=torch.Generator().manual_seed(0))
+    int32, *others = (
+        TopK(ratio=0.1, indices=form).compress(values, outgoing(0, 1, 2))
+        for form in ("int32", "packed", "bitmap", "best")
+    )
+    assert all(torch.equal(int32, decoded) for decoded in others)
+
+
 def test_a_message_is_the_same_alone_or_with_others():
     values = torch.randn(4, 30, generator=torch.Generator().manual_seed(0))
     together = TopK(ratio=0.1).compress(values, outgoing(0, 1, 2, 3))
@@ -65,7 +88,14 @@ def test_a_message_is_the_same_alone_or_with_others():
         ({"ratio": None, "k": None}, "compression=topk takes one of compression.ratio and"),
         ({"ratio": 1.5}, r"compression.ratio=1.5 must be in \(0, 1\]"),
         ({"ratio": None, "k": 0}, "compression.k=0 must be >= 1"),
-        ({"indices": "int64"}, "compression.indices=int64 is not one of: int32, packed"),
+        (
+            {"indices": "int64"},
+            "compression.indices=int64 is not one of: int32, packed, bitmap, best",
+        ),
+        (
+            {"error_feedback": True, "ef21": True},
+            "compression.error_feedback=true and compression.ef21=true are two error feedbacks",
+        ),
     ],
 )
 def test_bad_settings_are_refused_in_one_line(settings, message):

@@ -11,6 +11,7 @@ from fedsim.errors import check
 from fedsim.messages import MessageTransform, Outgoing
 
 VALUE_BYTES = 4  # a float32 value or norm
+INDEX_FORMS = ("int32", "packed", "bitmap", "best")  # how a sparsifier says which it kept
 
 
 class Compressor(MessageTransform):
@@ -21,18 +22,36 @@ class Compressor(MessageTransform):
     With ``error_feedback`` each sender keeps what its encodings lost, its residual ``e``,
     and sends ``C(v + e)`` in place of ``C(v)``, keeping ``e <- v + e - C(v + e)``: nothing
     is lost, only delayed (Stich, Cordonnier and Jaggi, NeurIPS 2018; Karimireddy et al.,
-    ICML 2019).  The residual is a per-row state, checkpointed with the run.
+    ICML 2019).
 
-    Reports ``compression_error``, the mean over messages of ``||C(v) - v||^2 / ||v||^2``
-    (v what was encoded; messages of zeros left out), since the last evaluation.
+    With ``ef21`` each sender keeps instead an estimate ``g`` of its messages, the one its
+    receivers hold, zero at first: it sends ``c = C(v - g)``, the receivers get ``g + c``
+    and both keep ``g <- g + c``, so the first message arrives as ``C(v)`` (Richtarik,
+    Sokolov and Fatkhullin, "EF21: A New, Simpler, Theoretically Better, and Practically
+    Faster Error Feedback", NeurIPS 2021).  It is the same per-message rule as CHOCO's
+    replicas: what arrives is the previous arrival moved towards ``v`` by a compressed step.
+
+    The residual or the estimate is a per-row state, checkpointed with the run; one or the
+    other, not both.
+
+    Reports ``compression_error``, the mean over messages of ``||C(u) - u||^2 / ||u||^2``
+    (u what was encoded: ``v``, ``v + e`` or ``v - g``; messages of zeros left out), since
+    the last evaluation: the compressor's own loss, whichever feedback surrounds it.
     """
 
-    def __init__(self, error_feedback: bool = False) -> None:
-        self.error_feedback = error_feedback
-        self.slots = ("residual",) if error_feedback else ()
+    def __init__(self, error_feedback: bool = False, ef21: bool = False) -> None:
+        check(
+            not (error_feedback and ef21),
+            "compression.error_feedback=true and compression.ef21=true are two error "
+            "feedbacks; set at most one of them true",
+        )
+        self.error_feedback, self.ef21 = error_feedback, ef21
+        self.slots = ("residual",) if error_feedback else ("estimate",) if ef21 else ()
         self.error_sum, self.error_count = 0.0, 0
 
     def __call__(self, values: torch.Tensor, outgoing: Outgoing) -> torch.Tensor:
+        if self.ef21:
+            return self._ef21(values, outgoing)
         if self.error_feedback:
             values = values + outgoing.slots[self.slot("residual")]
         decoded = self.compress(values, outgoing)
@@ -40,6 +59,17 @@ class Compressor(MessageTransform):
             outgoing.slots[self.slot("residual")] = values - decoded
         self._measure(values, decoded)
         return decoded
+
+    def _ef21(self, values: torch.Tensor, outgoing: Outgoing) -> torch.Tensor:
+        """EF21: the senders' estimates moved by the compressed difference, which the
+        receivers get and the senders keep."""
+        estimate = outgoing.slots[self.slot("estimate")]
+        difference = values - estimate
+        change = self.compress(difference, outgoing)
+        self._measure(difference, change)
+        received = estimate + change
+        outgoing.slots[self.slot("estimate")] = received
+        return received
 
     def _measure(self, values: torch.Tensor, decoded: torch.Tensor) -> None:
         """Add the messages' relative squared errors to the running sums."""
@@ -92,9 +122,15 @@ def check_sparsity(name: str, ratio: float | None, k: int | None) -> None:
 
 
 def index_bytes(count: int, num_parameters: int, indices: str) -> int:
-    """Bytes of ``count`` indices into ``num_parameters`` coordinates: 32 bits each
-    (``int32``), or ceil(log2 d) bits each packed (``packed``)."""
-    if indices == "int32":
-        return 4 * count
-    bits = max(1, math.ceil(math.log2(num_parameters)))
-    return math.ceil(count * bits / 8)
+    """Bytes that say which ``count`` of ``num_parameters`` coordinates a message keeps, in
+    one of :data:`INDEX_FORMS`: 32 bits an index (``int32``), ceil(log2 d) bits an index
+    (``packed``), a d-bit presence bitmap (``bitmap``), or the smaller of packed and bitmap
+    (``best``, what an encoder choosing per message sends); bits rounded up to bytes."""
+    packed = count * max(1, math.ceil(math.log2(num_parameters)))
+    bits = {
+        "int32": 32 * count,
+        "packed": packed,
+        "bitmap": num_parameters,
+        "best": min(packed, num_parameters),
+    }
+    return math.ceil(bits[indices] / 8)

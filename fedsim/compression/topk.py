@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 
 from fedsim.compression.base import (
+    INDEX_FORMS,
     VALUE_BYTES,
     Compressor,
     check_sparsity,
@@ -20,24 +21,28 @@ from fedsim.messages import Outgoing
 class TopK(Compressor):
     """Keep the ``k`` entries of largest magnitude of each message (or ``ratio`` of them,
     rounded up) and zero the rest; ties go to the lower index, so exactly k are kept.
-    Sent as k float32 values and their indices, 32-bit (``indices=int32``, decentralizepy's
-    TopK) or ceil(log2 d) bits each (``packed``).  Biased: pair it with error feedback
-    (Stich, Cordonnier and Jaggi, "Sparsified SGD with Memory", NeurIPS 2018).
+    Sent as k float32 values and which coordinates they are: k indices of 32 bits
+    (``indices=int32``, decentralizepy's TopK) or of ceil(log2 d) bits (``packed``), a
+    d-bit presence bitmap (``bitmap``), or the smaller of packed and bitmap (``best``,
+    an encoder that picks per message; the sizes are fixed by k and d, so one form wins
+    every message of a link).  Biased: pair it with error feedback (Stich, Cordonnier and
+    Jaggi, "Sparsified SGD with Memory", NeurIPS 2018) or EF21.
     """
 
     def __init__(
         self,
         ratio: float | None = 0.01,
         k: int | None = None,
-        indices: Literal["int32", "packed"] = "int32",
+        indices: Literal["int32", "packed", "bitmap", "best"] = "int32",
         error_feedback: bool = False,
+        ef21: bool = False,
     ) -> None:
         check_sparsity("topk", ratio, k)
         check(
-            indices in ("int32", "packed"),
-            f"compression.indices={indices} is not one of: int32, packed",
+            indices in INDEX_FORMS,
+            f"compression.indices={indices} is not one of: {', '.join(INDEX_FORMS)}",
         )
-        super().__init__(error_feedback)
+        super().__init__(error_feedback, ef21)
         self.ratio, self.k, self.indices = ratio, k, indices
 
     def compress(self, values: torch.Tensor, outgoing: Outgoing) -> torch.Tensor:

@@ -6,11 +6,13 @@ Who pushes to whom is drawn from the seed; each test names the pushes its seed g
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import compose_config
+from helpers import started_backend, zero_logreg_task
 from numpy.testing import assert_allclose
 
 from fedsim.errors import ConfigError
-from fedsim.plans import Gossip, RoundPlan, Train
+from fedsim.plans import Aggregate, RoundPlan, Train
 from fedsim.runner import run_job
 from fedsim.simulated import churn
 from fedsim.simulated.network import network
@@ -38,11 +40,28 @@ def federation(
 
 
 def waves(plan: RoundPlan) -> list[tuple[np.ndarray, list[int]]]:
-    """Each merge wave of a plan as (dense merge matrix, nodes that then train)."""
-    steps = plan.steps
+    """Each merge wave of a plan as (dense merge matrix over the sent models, nodes that then
+    train), after the first step: every sender keeping the model it sends."""
+    if not plan.steps:
+        return []
+    send, *steps = plan.steps
+    assert all(group.sources.tolist() == group.targets.tolist() for group in send.groups)
+    assert {group.written for group in send.groups} == {"sent"}
     pairs = list(zip(steps[::2], steps[1::2], strict=True))
-    assert all(isinstance(g, Gossip) and isinstance(t, Train) for g, t in pairs)
-    return [(gossip.weights.toarray(), train.nodes.tolist()) for gossip, train in pairs]
+    assert all(isinstance(m, Aggregate) and isinstance(t, Train) for m, t in pairs)
+    num_nodes = len(plan.traffic.model_messages)
+    return [(merge_matrix(merge, num_nodes), train.nodes.tolist()) for merge, train in pairs]
+
+
+def merge_matrix(merge: Aggregate, num_nodes: int) -> np.ndarray:
+    """Row r: how much of its own model and of its sender's sent model receiver r keeps."""
+    matrix = np.eye(num_nodes)
+    for group in merge.groups:
+        (receiver,), (sender,) = group.targets, group.sources
+        assert group.payload == "sent" and group.written == "params"
+        matrix[receiver, receiver] = 1 - group.update.alpha
+        matrix[receiver, sender] = group.update.alpha
+    return matrix
 
 
 def test_first_merges_are_half_and_half():
@@ -95,10 +114,11 @@ def test_two_models_are_merged_and_trained_on_in_order_of_arrival():
     (first, first_trainers), (second, second_trainers) = waves(strategy.plan(0, seeded))
     assert_allclose(first, [[0.5, 0.0, 0.5], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
     assert first_trainers == [0, 1]
-    # Now node 0 is 10 old and node 1, which merged and trained meanwhile, 20.
-    assert_allclose(second, [[1 / 3, 2 / 3, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    # Node 1 merged and trained meanwhile (now 20 old), but its message left at the start of
+    # the period with its model and age then (0): node 0 (10 old) gives it weight 0.
+    assert_allclose(second, np.eye(3))
     assert second_trainers == [0]
-    assert strategy.ages.tolist() == [max(10, 20) + 10, 20, 0]
+    assert strategy.ages.tolist() == [max(10, 0) + 10, 20, 0]
 
 
 def crash_run() -> Federation:
@@ -184,3 +204,31 @@ def test_a_run_advances_one_period_per_round(tmp_path):
     rows = pd.read_parquet(tmp_path / "metrics.parquet")
     sim_time = rows[rows.metric == "sim_time_s"].set_index("round")["value"]
     assert sim_time.to_dict() == {0: 0.0, 2: 120.0, 4: 240.0}
+
+
+def test_a_merged_model_is_the_one_its_sender_had_when_it_sent():
+    """Round 1 of seed 1 (drawn latencies, nodes holding 1, 1 and 2 examples), where a node
+    merges and trains before its own push of the period's start is merged elsewhere: every
+    merge takes the sender's row as it was at the period's start, with its age then."""
+    task = zero_logreg_task(lr=0.5)
+    seeded = federation(seed=1, num_examples=(1, 1, 2), latency="drawn")
+    strategy, backend = GossipLearning(), started_backend(task, num_rows=3)
+    backend.params.copy_(
+        torch.randn(backend.params.shape, generator=torch.Generator().manual_seed(0))
+    )
+    backend.execute(strategy.plan(0, seeded), 0)
+    plan, at_start = strategy.plan(1, seeded), backend.params.clone()
+    backend.execute(RoundPlan(plan.steps[:1]), 1)  # the sent models kept
+    merged_earlier: set[int] = set()
+    checked_late_sender = False
+    for merge, train in zip(plan.steps[1::2], plan.steps[2::2], strict=True):
+        before = backend.params.clone()
+        backend.execute(RoundPlan((merge,)), 1)
+        for group in merge.groups:
+            (receiver,), (sender,), alpha = group.targets, group.sources, group.update.alpha
+            expected = (1 - alpha) * before[receiver] + alpha * at_start[sender]
+            torch.testing.assert_close(backend.params[receiver], expected)
+            checked_late_sender |= sender in merged_earlier and alpha > 0
+        merged_earlier |= set(train.nodes.tolist())
+        backend.execute(RoundPlan((train,)), 1)
+    assert checked_late_sender  # a sender had changed since it sent: the case under test

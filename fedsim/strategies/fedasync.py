@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-import torch
 
 from fedsim.errors import check
 from fedsim.plans import Average, Train
-from fedsim.server_optimizers.base import State
+from fedsim.server_optimizers import Mixing
 from fedsim.strategies.asynchronous import AsynchronousServer, Staleness
 from fedsim.strategies.fedprox import Proximal
-
-
-@dataclass(frozen=True)
-class Mixing:
-    """The server step ``x <- (1 - alpha) x + alpha x_new`` (stateless)."""
-
-    alpha: float
-
-    def init(self, rows: torch.Tensor) -> State:
-        return {}
-
-    def update(
-        self, rows: torch.Tensor, average: torch.Tensor, state: State
-    ) -> tuple[torch.Tensor, State]:
-        return rows + self.alpha * (average - rows), state
 
 
 class FedAsync(AsynchronousServer):

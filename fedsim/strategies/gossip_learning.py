@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from fedsim import rng
 from fedsim.errors import check
-from fedsim.plans import Gossip, RoundPlan, Traffic, Train
+from fedsim.plans import Aggregate, Average, RoundPlan, Traffic, Train
+from fedsim.server_optimizers import Mixing
 from fedsim.strategies.base import Federation, Strategy
 
 AGE_BYTES = 8  # the age travels with the model
+SENT = "sent"  # the per-row slot holding the model a node sent this period
 
 
 class GossipLearning(Strategy):
@@ -20,14 +21,15 @@ class GossipLearning(Strategy):
     fully distributed data", Concurrency and Computation 2013) as the MoDeST paper's
     official code runs it.
 
-    Every ``period_s`` simulated seconds (one round) every node that is up pushes its model
-    and its age to one peer drawn uniformly from all other nodes.  A receiver merges
-    ``θ ← (a θ + a' θ') / (a + a')`` with its age ``a`` and the sender's ``a'`` (equal weights
-    when both are 0), keeps ``max(a, a')`` as its age, trains ``local_epochs`` epochs and
-    adds the samples it trained on to its age.  A node that receives several models in a
-    period merges and trains once per model, in order of arrival; a sender that received
-    earlier in the period sends its model as it is when its push is merged.  Messages to
-    nodes that are down are lost.
+    At the start of every ``period_s`` simulated seconds (one round) every node that is up
+    pushes its model and its age, as they are then, to one peer drawn uniformly from all
+    other nodes.  A receiver merges ``θ ← (a θ + a' θ') / (a + a')`` with its age ``a`` and
+    the sender's ``a'`` (equal weights when both are 0), keeps ``max(a, a')`` as its age,
+    trains ``local_epochs`` epochs and adds the samples it trained on to its age.  A node
+    that receives several models in a period merges and trains once per model, in order of
+    arrival; what it merges is always the model its sender sent, never the sender's later
+    state (the sent models are kept in the per-row slot ``"sent"``).  Messages to nodes
+    that are down are lost.
     """
 
     handles_churn = True
@@ -69,16 +71,17 @@ class GossipLearning(Strategy):
         order = np.lexsort((arrivals, peers))
         senders, peers = senders[order], peers[order]
         wave = np.arange(len(peers)) - np.searchsorted(peers, peers)  # arrival rank per receiver
-        steps: list = []
+        steps: list = [self._send(np.unique(senders))] if len(senders) else []
+        sent_ages = self.ages.copy()  # what each push carries: the age at the period's start
         merges = np.zeros(num_nodes, dtype=np.int64)
         for index in range(int(wave.max()) + 1 if len(wave) else 0):
             in_wave = wave == index
             receivers, sources = peers[in_wave], senders[in_wave]
             steps += [
-                Gossip(self._merge(receivers, sources, num_nodes)),
+                self._merge(receivers, sources, sent_ages),
                 Train(receivers, epochs=self.local_epochs, fresh_optimizer=True),
             ]
-            self.ages[receivers] = np.maximum(self.ages[receivers], self.ages[sources])
+            self.ages[receivers] = np.maximum(self.ages[receivers], sent_ages[sources])
             self.ages[receivers] += self.local_epochs * federation.num_examples[receivers]
             merges[receivers] += 1
         return RoundPlan(
@@ -91,16 +94,27 @@ class GossipLearning(Strategy):
             finished_at=start + self.period_s,
         )
 
-    def _merge(self, receivers: np.ndarray, sources: np.ndarray, num_nodes: int) -> sp.csr_array:
-        """Identity except each receiver's row: its age-weighted mix with its sender."""
-        own, other = self.ages[receivers], self.ages[sources]
+    @staticmethod
+    def _send(senders: np.ndarray) -> Aggregate:
+        """Each sender's model as it is at the start of the period, kept in its ``"sent"`` row
+        (what its message carries; the message transforms rewrite it here)."""
+        return Aggregate(
+            tuple(Average(np.array([s]), np.array([s]), np.ones(1), into=SENT) for s in senders)
+        )
+
+    def _merge(
+        self, receivers: np.ndarray, sources: np.ndarray, sent_ages: np.ndarray
+    ) -> Aggregate:
+        """Each receiver's age-weighted mix with the model its sender sent."""
+        own, other = self.ages[receivers], sent_ages[sources]
         total = own + other
         weight_other = np.divide(other, total, out=np.full(len(total), 0.5), where=total > 0)
-        keep = np.setdiff1d(np.arange(num_nodes), receivers)
-        rows = np.concatenate([keep, receivers, receivers])
-        columns = np.concatenate([keep, receivers, sources])
-        values = np.concatenate([np.ones(len(keep)), 1 - weight_other, weight_other])
-        return sp.csr_array((values, (rows, columns)), shape=(num_nodes, num_nodes))
+        return Aggregate(
+            tuple(
+                Average(np.array([s]), np.array([r]), np.ones(1), Mixing(float(w)), SENT, "params")
+                for r, s, w in zip(receivers, sources, weight_other, strict=True)
+            )
+        )
 
     def state(self) -> dict[str, Any]:
         return {} if self.ages is None else {"ages": self.ages.copy()}

@@ -12,6 +12,8 @@ from helpers import whole_and_resumed
 from fedsim.build import build_simulation
 from fedsim.compression.qsgd import QSGD
 from fedsim.compression.topk import TopK
+from fedsim.config import options
+from fedsim.errors import ConfigError
 from fedsim.messages import MessageTransforms, Outgoing
 
 ESTIMATE = "message/TopK/estimate"
@@ -105,3 +107,19 @@ def test_an_ef21_gossip_run_resumes_bit_for_bit(tmp_path):
     first, second = whole_and_resumed(config, tmp_path, killed_after=1)
     assert np.isfinite(first.query("metric == 'loss'").value).all()
     pd.testing.assert_frame_equal(first, second)
+
+
+@pytest.mark.parametrize("compressor", [name for name in options("compression") if name != "none"])
+def test_every_compressor_takes_ef21_but_not_with_error_feedback(compressor):
+    config = compose_config("num_nodes=12", f"compression={compressor}", "compression.ef21=true")
+    (transform,) = build_simulation(config).messages.chain
+    assert transform.slots == ("estimate",)
+    with pytest.raises(ConfigError, match="error_feedback.*ef21|ef21.*error_feedback"):
+        build_simulation(
+            compose_config(
+                "num_nodes=6",
+                f"compression={compressor}",
+                "compression.ef21=true",
+                "compression.error_feedback=true",
+            )  # fmt: skip
+        )

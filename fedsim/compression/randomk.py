@@ -27,9 +27,10 @@ class RandomK(Compressor):
         k: int | None = None,
         unbiased: bool = False,
         error_feedback: bool = False,
+        ef21: bool = False,
     ) -> None:
         check_sparsity("randomk", ratio, k)
-        super().__init__(error_feedback)
+        super().__init__(error_feedback, ef21)
         self.ratio, self.k, self.unbiased = ratio, k, unbiased
 
     def compress(self, values: torch.Tensor, outgoing: Outgoing) -> torch.Tensor:

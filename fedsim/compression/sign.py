@@ -22,13 +22,16 @@ class Sign(Compressor):
     """
 
     def __init__(
-        self, scale: Literal["l1_mean", "none"] = "l1_mean", error_feedback: bool = False
+        self,
+        scale: Literal["l1_mean", "none"] = "l1_mean",
+        error_feedback: bool = False,
+        ef21: bool = False,
     ) -> None:
         check(
             scale in ("l1_mean", "none"),
             f"compression.scale={scale} is not one of: l1_mean, none",
         )
-        super().__init__(error_feedback)
+        super().__init__(error_feedback, ef21)
         self.scale = scale
 
     def compress(self, values: torch.Tensor, outgoing: Outgoing) -> torch.Tensor:

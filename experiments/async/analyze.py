@@ -21,6 +21,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 import fedsim
+from fedsim.strategies.asynchronous import BIN_NAMES
 
 HERE = Path(__file__).resolve().parent
 RUNS, RESULTS = HERE / "runs", HERE / "results"
@@ -136,9 +137,16 @@ def end_of_budget_table(results: pd.DataFrame) -> str:
         "|---" * (len(columns) + 2) + "|",
     ]
     for (sigma, strategy), row in means.iterrows():
-        cells = [f"{row[c]:.0f}" for c in columns[:3]] + [f"{row[c]:.2f}" for c in columns[3:]]
+        cells = [_number(row[c], 0) for c in columns[:3]] + [
+            _number(row[c], 2) for c in columns[3:]
+        ]
         lines.append(f"| {sigma} | {STRATEGIES[strategy]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _number(value: float, digits: int) -> str:
+    """``value`` rounded, or "-" where the strategy does not count it."""
+    return "-" if pd.isna(value) else f"{value:.{digits}f}"
 
 
 def plot(evaluations: pd.DataFrame, path: Path) -> None:
@@ -166,8 +174,7 @@ def plot(evaluations: pd.DataFrame, path: Path) -> None:
 def staleness_histogram(evaluations: pd.DataFrame) -> pd.DataFrame:
     """The applied updates' staleness histogram at the end of each asynchronous run, summed
     over seeds, per strategy and spread."""
-    bins = [column for column in evaluations.columns if column.startswith("staleness_")]
-    bins = [b for b in bins if b not in ("staleness_mean", "staleness_max")]
+    bins = list(BIN_NAMES)
     last = evaluations.sort_values("round").groupby(["strategy", SIGMA, "seed"]).tail(1)
     last = last[last["strategy"].isin(["fedasync", "fedbuff"])]
     table = last.groupby(["strategy", SIGMA])[bins].sum().astype(int)

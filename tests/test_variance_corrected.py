@@ -1,11 +1,15 @@
 """Variance-corrected averaging: the vanishing variance, its correction, and its edge cases."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from conftest import compose_config
 
 from fedsim.aggregators import Mean, VarianceCorrected
+from fedsim.build import build_simulation
 from fedsim.errors import ConfigError
+from fedsim.metrics.recorder import Recorder
 from fedsim.models import lenet5
 from fedsim.models.init import initialize
 from fedsim.training.layout import ParameterLayout
@@ -91,7 +95,9 @@ def test_the_mean_aggregator_changes_nothing():
     assert torch.equal(merged, rows) and factors.shape == (2, 0)
 
 
-@pytest.mark.parametrize("setting", [{"tensors": "biases"}, {"epsilon": -1.0}])
+@pytest.mark.parametrize(
+    "setting", [{"tensors": "biases"}, {"epsilon": -1.0}, {"apply_to": "server"}]
+)
 def test_bad_settings_name_themselves(setting):
     with pytest.raises(ConfigError, match=f"aggregator.{next(iter(setting))}"):
         VarianceCorrected(**setting)
@@ -102,3 +108,33 @@ def test_variances_are_per_tensor_over_all_elements():
     layout = ParameterLayout(("a", "b"), ((1, 2), (2, 2)))
     variances = VarianceCorrected().variances(rows, layout)
     assert np.allclose(variances.numpy(), [[1.0, np.var([5.0, 5.0, 5.0, 9.0])]])
+
+
+def fedavg_metrics(tmp_path, name, *settings):
+    config = compose_config(
+        "num_nodes=8", "rounds=2", "eval_every=1", "strategy.sample_size=4",
+        "init=independent", *settings,
+    )  # fmt: skip
+    build_simulation(config).run(Recorder(tmp_path / f"{name}.parquet"), progress=False)
+    rows = pd.read_parquet(tmp_path / f"{name}.parquet")
+    rows = rows[rows.node.isna() & (rows.metric != "wall_time_s")]
+    return rows.set_index(["round", "metric"]).value
+
+
+def test_a_server_average_is_corrected_only_with_apply_to_all(tmp_path):
+    """The paper corrects gossip merges; FedAvg's server average is the plain mean unless
+    ``apply_to=all``."""
+    mean = fedavg_metrics(tmp_path, "mean")
+    gossip_only = fedavg_metrics(tmp_path, "gossip", "aggregator=variance_corrected")
+    everywhere = fedavg_metrics(
+        tmp_path, "all", "aggregator=variance_corrected", "aggregator.apply_to=all"
+    )
+    pd.testing.assert_series_equal(gossip_only, mean)
+    factors = everywhere[everywhere.index.get_level_values("metric").str.startswith("correction")]
+    assert len(factors) and (factors != 1).any()
+
+
+def test_the_scope_is_per_link():
+    assert VarianceCorrected().corrects_on("d2d") and not VarianceCorrected().corrects_on("uplink")
+    assert VarianceCorrected(apply_to="all").corrects_on("uplink")
+    assert not Mean().corrects_on("d2d")

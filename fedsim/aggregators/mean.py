@@ -13,6 +13,10 @@ class Mean:
     corrects = False
     combines_rows = False  # it finishes a weighted sum; it never sees the models
 
+    def corrects_on(self, link: str | None) -> bool:
+        """Whether it finishes the averages received over ``link`` (d2d, uplink, downlink)."""
+        return self.corrects
+
     def check_received(self, count: int) -> None:
         """Refuse too few models per receiver (``count``, the fewest): any number will do."""
 

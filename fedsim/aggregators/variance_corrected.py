@@ -12,6 +12,7 @@ from fedsim.errors import check
 from fedsim.training.layout import ParameterLayout
 
 TENSORS = ("weights", "all")
+SCOPES = ("gossip", "all")
 
 
 class VarianceCorrected:
@@ -23,19 +24,36 @@ class VarianceCorrected:
     convolution and linear layers only (DFL2, the paper's simulator: biases never);
     ``"all"`` every tensor with more than one element (DFL_torch).  Variances are population
     variances (DFL2) unless ``unbiased``; DFL_torch uses ``unbiased=true, epsilon=1e-4``.  A
-    tensor of zero variance is left as it is.
+    tensor of zero variance is left as it is.  The paper corrects gossip merges, the models
+    nodes receive from each other (``apply_to="gossip"``: every device-to-device average);
+    ``"all"`` also corrects what a server averages (FedAvg's, S2S / S2A's servers').
     """
 
     corrects = True
     combines_rows = False  # it finishes a weighted sum; it never sees the models
 
-    def __init__(self, tensors: str = "weights", epsilon: float = 0.0, unbiased: bool = False):
+    def __init__(
+        self,
+        tensors: str = "weights",
+        epsilon: float = 0.0,
+        unbiased: bool = False,
+        apply_to: str = "gossip",
+    ):
         check(
             tensors in TENSORS,
             f"aggregator.tensors={tensors} is not one of: {', '.join(TENSORS)}",
         )
         check(epsilon >= 0, f"aggregator.epsilon={epsilon} must be >= 0")
+        check(
+            apply_to in SCOPES,
+            f"aggregator.apply_to={apply_to} is not one of: {', '.join(SCOPES)}",
+        )
         self.which, self.epsilon, self.unbiased = tensors, epsilon, unbiased
+        self.apply_to = apply_to
+
+    def corrects_on(self, link: str | None) -> bool:
+        """Gossip merges (device to device) always; a server's averages with ``apply_to=all``."""
+        return link == "d2d" or self.apply_to == "all"
 
     def check_received(self, count: int) -> None:
         """Any number of received models will do."""

@@ -172,7 +172,7 @@ class LocalBackend:
             weights = self._tensor(step.weights).expand(len(own), -1)
             return self.aggregator.combine(received, weights, own)
         average = self.weighted_sum(step.weights, sources)
-        if combines and self.aggregator.corrects:
+        if combines and self.aggregator.corrects_on(step.link(self.num_nodes)):
             target = self.aggregator.variances(sources, self.task.layout).mean(dim=0)
             average = self._finish(average[None], target[None])[0]
         return average

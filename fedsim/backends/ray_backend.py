@@ -357,7 +357,7 @@ class RayBackend:
                 for i in np.unique(owners)
             ]  # fmt: skip
             weighted, variances = average_of(self._wait(parts))
-            if combines and self.aggregator.corrects:
+            if combines and self.aggregator.corrects_on(link):
                 weighted = self._finish(weighted, variances / len(group.sources))
             self.bytes_between_actors += len(parts) * self.row_bytes
             averages.append(weighted.astype(np.float32))
@@ -423,7 +423,7 @@ class RayBackend:
             )
             return combined.numpy()
         average = (weights @ sources).numpy()
-        if self.aggregator.corrects:
+        if self.aggregator.corrects_on(group.link(self.num_nodes)):
             target = self.aggregator.variances(sources, self.task.layout).mean(dim=0)
             average = self._finish(average, target.numpy())
         return average

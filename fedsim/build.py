@@ -156,6 +156,7 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         messages=messages,
         rounds=cfg.rounds,
         max_sim_time_s=cfg.max_sim_time_s,
+        evaluate=cfg.evaluate,
         eval_every=cfg.eval_every,
         eval_nodes=cfg.eval_nodes,
         checkpoint_every=cfg.checkpoint_every,

@@ -59,6 +59,7 @@ TOP_LEVEL: dict[str, type] = {
     "device": str,
     "eval_every": int,
     "eval_nodes": int,
+    "evaluate": str,
     "header_bytes": int,
     "progress": bool,
     "init": str,

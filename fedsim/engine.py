@@ -28,6 +28,7 @@ from fedsim.task import Task
 from fedsim.traffic import TrafficCounters
 
 ON_DIVERGENCE = ("stop", "continue")
+EVALUATIONS = ("average", "individual")  # what the headline accuracy and loss are of
 
 
 class Interrupted(KeyboardInterrupt):
@@ -64,6 +65,7 @@ class Simulation:
     rounds: int
     aggregator: Aggregator = field(default_factory=Mean)
     max_sim_time_s: float | None = None
+    evaluate: str = "average"
     eval_every: int = 1
     eval_nodes: int = 100
     checkpoint_every: int = 0
@@ -84,6 +86,10 @@ class Simulation:
         )
         check(self.eval_every >= 1, f"eval_every={self.eval_every} must be >= 1")
         check(self.eval_nodes >= 1, f"eval_nodes={self.eval_nodes} must be >= 1")
+        check(
+            self.evaluate in EVALUATIONS,
+            f"evaluate={self.evaluate} is not one of: {', '.join(EVALUATIONS)}",
+        )
         check(self.checkpoint_every >= 0, f"checkpoint_every={self.checkpoint_every} must be >= 0")
         check(
             self.on_divergence in ON_DIVERGENCE,
@@ -141,7 +147,9 @@ class Simulation:
         self.backend.start(
             self.task, self.num_rows, self.aggregator, self.federation.topology, self.messages
         )
-        self.reporter = Reporter(self.task, self.federation, self.eval_nodes, self.honest)
+        self.reporter = Reporter(
+            self.task, self.federation, self.eval_nodes, self.honest, self.evaluate
+        )
         self.traffic = TrafficCounters(
             self.federation.num_nodes,
             self.num_rows,

@@ -187,3 +187,25 @@ def test_a_time_budget_ends_the_run_after_the_round_that_passes_it(tmp_path):
 def test_a_time_budget_must_be_positive(tmp_path):
     with pytest.raises(ConfigError, match=r"max_sim_time_s=0.0 must be > 0 \(or null"):
         run(tmp_path, "zero", "max_sim_time_s=0")
+
+
+def test_individual_evaluation_scores_the_mean_of_the_nodes_own_models(tmp_path):
+    """evaluate=individual: the headline accuracy is node_accuracy_mean (every node
+    evaluated here), the averaged model's is kept as global_accuracy."""
+    dpsgd = (
+        "strategy=dpsgd",
+        "topology=regular",
+        "topology.degree=3",
+        "partition=dirichlet_per_node",
+    )
+    average, _ = run(tmp_path, "average", *dpsgd)
+    individual, _ = run(tmp_path, "individual", *dpsgd, "evaluate=individual")
+    pd.testing.assert_series_equal(
+        values(individual, "accuracy"), values(individual, "node_accuracy_mean")
+    )
+    pd.testing.assert_series_equal(
+        values(individual, "global_accuracy"), values(average, "accuracy")
+    )
+    nodes = individual[(individual.metric == "node_accuracy") & (individual["round"] == 4)]
+    assert values(individual, "accuracy")[4] == pytest.approx(nodes.value.mean())
+    assert (values(individual, "loss") != values(individual, "global_loss")).any()

@@ -16,3 +16,6 @@ def test_many_rows_in_chunks_score_as_each_row_alone():
     alone = torch.tensor([evaluator.model(row)[0] for row in rows])
     assert torch.equal(evaluator.accuracies(rows), alone)
     assert evaluator.accuracies(rows[:0]).shape == (0,)
+    accuracies, losses = evaluator.scores(rows)
+    assert torch.equal(accuracies, alone)
+    torch.testing.assert_close(losses, torch.tensor([evaluator.model(row)[1] for row in rows]))

@@ -31,6 +31,9 @@ class Reporter:
     the sample, the consensus distance and the nodes' average are theirs (the node
     statistics are also recorded as ``honest_node_accuracy_mean|min``); the first
     evaluation marks each Byzantine node with a per-node ``byzantine`` row of value 1.
+    With ``evaluate="individual"`` the headline ``accuracy`` and ``loss`` are the mean of
+    the evaluated nodes' own models' (as decentralized papers' code scores decentralized
+    learning), and the global model's are recorded as ``global_accuracy|loss``.
     """
 
     def __init__(
@@ -39,10 +42,11 @@ class Reporter:
         federation: Federation,
         eval_nodes: int,
         honest: np.ndarray | None = None,
+        evaluate: str = "average",
     ) -> None:
         dataset = task.dataset
         self.evaluator = Evaluator(task.model, task.layout, dataset.test_x, dataset.test_y)
-        self.num_nodes, self.honest = federation.num_nodes, honest
+        self.num_nodes, self.honest, self.evaluate = federation.num_nodes, honest, evaluate
         self.nodes = evaluated_nodes(federation, eval_nodes, honest)
         self.components = evaluated_components(federation, self.nodes)
 
@@ -65,11 +69,17 @@ class Reporter:
         the run started at (for ``wall_time_s``); ``counters`` the strategy's.
         """
         accuracy, loss = self.evaluator.model(global_model)
-        node_accuracy = self.evaluator.accuracies(backend.rows(self.nodes)).cpu().numpy()
+        node_scores = self.evaluator.scores(backend.rows(self.nodes))
+        node_accuracy, node_loss = (score.cpu().numpy() for score in node_scores)
+        individual = {}
+        if self.evaluate == "individual":
+            individual = {"global_accuracy": accuracy, "global_loss": loss}
+            accuracy, loss = float(node_accuracy.mean()), float(node_loss.mean())
         metrics = {
             "sim_time_s": sim_time_s,
             "accuracy": accuracy,
             "loss": loss,
+            **individual,
             "node_accuracy_mean": float(node_accuracy.mean()),
             "node_accuracy_min": float(node_accuracy.min()),
             "node_accuracy_max": float(node_accuracy.max()),

@@ -43,15 +43,25 @@ class Evaluator:
 
     @torch.no_grad()
     def accuracies(self, rows: torch.Tensor) -> torch.Tensor:
-        """Accuracy of each (k, d) row's model, as a (k,) tensor.
+        """Accuracy of each (k, d) row's model, as a (k,) tensor."""
+        return self.scores(rows)[0]
 
-        The result is allocated first and filled chunk by chunk: small results kept alive
+    @torch.no_grad()
+    def scores(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Accuracy and mean cross-entropy loss of each (k, d) row's model, (k,) tensors.
+
+        The results are allocated first and filled chunk by chunk: small results kept alive
         between the chunks' large temporaries would fragment the heap (measured: up to 2 GB
         more resident memory when 20,000 nodes are evaluated).
         """
-        accuracies = rows.new_empty(len(rows))
+        accuracies, losses = rows.new_empty(len(rows)), rows.new_empty(len(rows))
         for start in range(0, len(rows), self.chunk_size):
             chunk = rows[start : start + self.chunk_size]
-            correct = self._many_logits(chunk).argmax(dim=-1) == self.test_y
+            logits = self._many_logits(chunk)
+            correct = logits.argmax(dim=-1) == self.test_y
             accuracies[start : start + len(chunk)] = correct.float().mean(dim=-1)
-        return accuracies
+            picked = logits.log_softmax(dim=-1).gather(
+                -1, self.test_y.expand(len(chunk), -1)[..., None]
+            )
+            losses[start : start + len(chunk)] = -picked.mean(dim=(1, 2))
+        return accuracies, losses

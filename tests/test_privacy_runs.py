@@ -112,3 +112,27 @@ def test_a_graph_drawn_every_round_gets_its_own_covariance(tmp_path):
     recorder.close()
     solved = [entry.weights.toarray() for entry in simulation.privacy._solved.values()]
     assert len(solved) == 3 and not np.allclose(solved[1], solved[2])
+
+
+def test_user_level_privacy_bounds_a_nodes_whole_batch(tmp_path):
+    """Replacing one example moves a step's sum of gradients clipped to C = 0.1 by at most
+    2C; replacing a node's whole data (a user) moves its batch of B = 8 by at most 2BC, so
+    the bound on (R^-1)_ii is B^2 = 64 times smaller and the local noise 64 times larger
+    in variance, for the same epsilon."""
+    example, user = (
+        build_simulation(
+            compose_config(*PRIVATE, "rounds=4", "privacy=local", f"privacy.unit={unit}")
+        )
+        for unit in ("example", "user")
+    )
+    assert example.privacy.contribution == 0.1 and user.privacy.contribution == pytest.approx(0.8)
+    assert user.privacy.bound == pytest.approx(example.privacy.bound / 64)
+    noise = [run.privacy.last.covariance.independent for run in (example, user)]
+    assert noise[1] == pytest.approx(64 * noise[0])
+    summary = run_job(
+        compose_config(*PRIVATE, "rounds=4", "privacy=local", "privacy.unit=user"), tmp_path
+    )
+    assert summary["privacy"]["unit"] == "user"
+    assert summary["privacy"]["epsilon_spent"] == pytest.approx(10, rel=1e-6)
+    with pytest.raises(ConfigError, match="privacy.unit=node is not one of: example, user"):
+        build_simulation(compose_config(*PRIVATE, "privacy=local", "privacy.unit=node"))

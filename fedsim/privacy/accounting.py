@@ -1,12 +1,15 @@
 """Privacy accounting of noisy decentralized SGD: the per-node bound b and the epsilon spent.
 
 DECOR's accountant (Allouah et al., ICML 2024, ``utils/dp_account.py``), used by CorN-DSGD
-(Rodio et al. 2025): changing one node's data moves its clipped-gradient sum by at most 2C
-per step, so with noise covariance R across nodes each step is a Gaussian mechanism of
-Renyi divergence ``alpha * 2 C^2 (R^-1)_ii``; T steps compose to ``alpha T rho`` with
-``rho = 2 C^2 max_i (R^-1)_ii``, and the classic conversion ``eps = T rho + 2 sqrt(T rho
-log(1/delta))`` (the best order alpha) gives (eps, delta)-DP.  Solving for rho gives the
-bound ``(R^-1)_ii <= b``.  User-level, no subsampling amplification.
+(Rodio et al. 2025): replacing one example of a node moves its sum of per-example gradients
+clipped to C by at most 2C per step, so with noise covariance R across nodes each step is a
+Gaussian mechanism of Renyi divergence ``alpha * 2 C^2 (R^-1)_ii``; T steps compose to
+``alpha T rho`` with ``rho = 2 C^2 max_i (R^-1)_ii``, and the classic conversion
+``eps = T rho + 2 sqrt(T rho log(1/delta))`` (the best order alpha) gives (eps, delta)-DP.
+Solving for rho gives the bound ``(R^-1)_ii <= b``.  This is example-level DP, with no
+subsampling amplification.  For user-level DP (a node's whole data set replaced), a node's
+batch of B clipped gradients moves its sum by up to 2BC: the same formulas with ``C`` the
+bound B C on a node's whole contribution to one step (``privacy.unit=user``).
 
 The same guarantee is also computed with Google's ``dp-accounting`` library (its RDP
 accountant, with its tighter RDP-to-DP conversion), which cross-checks the closed form.

@@ -28,6 +28,7 @@ from fedsim.privacy.noise import SAMPLERS, NoisyStep
 
 CACHE = 64  # covariances kept (more than any period of a time-varying topology in use)
 CURIOUS_MAX_NODES = 200  # one (n-1) x (n-1) eigendecomposition per node above this is slow
+UNITS = ("example", "user")  # what the guarantee protects: one example, or a node's whole data
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,6 +64,9 @@ class Privacy:
     ``max_variance_ratio`` caps each node's noise variance at that multiple of the local-DP
     variance 1/b (without a cap the complete graph's optimum is unbounded); ``sampler`` draws
     the noise from the seeds each node knows (``shared_seeds``) or in one central draw.
+    ``unit`` is what the guarantee protects: one ``example`` of a node (a step's clipped sum
+    moves by at most 2 ``clip``), or a node's whole data, a ``user`` (by at most 2 B ``clip``
+    with B the batch size: B^2 times the noise variance).
     """
 
     def __init__(
@@ -74,14 +78,17 @@ class Privacy:
         max_variance_ratio: float = 1000.0,
         sampler: str = "shared_seeds",
         solver: str = "CLARABEL",
+        unit: str = "example",
     ) -> None:
         accounting.check_privacy_settings(epsilon, delta, clip)
+        check(unit in UNITS, f"privacy.unit={unit} is not one of: {', '.join(UNITS)}")
         check(
             sampler in SAMPLERS,
             f"privacy.sampler={sampler} is not one of: {', '.join(SAMPLERS)}",
         )
         self.mechanism, self.epsilon, self.delta, self.clip = mechanism, epsilon, delta, clip
         self.max_variance_ratio, self.sampler, self.solver = max_variance_ratio, sampler, solver
+        self.unit = unit
 
     def prepare(
         self, first_plan: RoundPlan, federation: Federation, rounds: int, name: str
@@ -99,7 +106,11 @@ class Privacy:
         train, gossip = pair
         self.steps_per_round = _steps_per_round(train, federation)
         self.total_steps = max(1, rounds * self.steps_per_round)
-        self.bound = accounting.privacy_bound(self.epsilon, self.delta, self.total_steps, self.clip)
+        examples = federation.batch_size if self.unit == "user" else 1
+        self.contribution = self.clip * examples  # the most one protected unit adds to a step
+        self.bound = accounting.privacy_bound(
+            self.epsilon, self.delta, self.total_steps, self.contribution
+        )
         self.worst_inverse_diagonal = 0.0  # over the covariances used so far
         self._solved: dict[int, Solved] = {}
         self.last = self._covariance(gossip.weights)
@@ -151,8 +162,8 @@ class Privacy:
 
     def _epsilon(self, steps: int, accountant) -> float:
         if self.mechanism == "central":  # the network sum's noise: variance 1/b, per node b
-            return accountant(self.bound, steps, self.clip, self.delta)
-        return accountant(self.worst_inverse_diagonal, steps, self.clip, self.delta)
+            return accountant(self.bound, steps, self.contribution, self.delta)
+        return accountant(self.worst_inverse_diagonal, steps, self.contribution, self.delta)
 
     def summary(self, rounds_completed: int) -> dict[str, Any]:
         """What the run's ``summary.json`` records about its privacy."""
@@ -163,6 +174,7 @@ class Privacy:
             "epsilon": self.epsilon,
             "delta": self.delta,
             "clip": self.clip,
+            "unit": self.unit,
             "noisy_steps_planned": self.total_steps,
             "noisy_steps_run": steps,
             "bound_b": self.bound,
@@ -177,7 +189,7 @@ class Privacy:
             "epsilon_against_one_curious_node": (
                 None
                 if curious is None
-                else accounting.epsilon_spent(curious, steps, self.clip, self.delta)
+                else accounting.epsilon_spent(curious, steps, self.contribution, self.delta)
             ),
             "sampler": self.sampler,
             "max_variance_ratio": self.max_variance_ratio,

@@ -101,7 +101,8 @@ class Privacy:
         check(
             pair is not None,
             f"privacy={self.mechanism} adds noise before every node gossips with W; {name}'s "
-            "rounds do not train every node and then gossip (strategy=dpsgd does)",
+            "rounds do not train every node and then gossip (strategy=dpsgd does, in its default "
+            "order adapt_then_combine)",
         )
         train, gossip = pair
         self.steps_per_round = _steps_per_round(train, federation)

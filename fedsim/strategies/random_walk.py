@@ -43,9 +43,10 @@ class RandomWalk(Strategy):
       x_n = (mu + visits of X_1..X_n) / (n + 1).  ``alpha = 0`` is the base chain, draw
       for draw.
 
-    Left open by the sources and not implemented: SA-SRRW's other gamma_n = (n + 1)^(-a),
-    a < 1 (a weighted visit measure), walks on time-varying or directed graphs, and
-    carrying optimizer state with the token.  The visits are kept by the strategy (the spec
+    Not implemented: SA-SRRW's gamma_n = (n + 1)^(-a) with a < 1 (a weighted visit
+    measure; the spec leaves its exponents unverified), and what the sources leave open:
+    walks on time-varying or directed graphs (refused), optimizer state that travels with
+    the token, the start X_0 (``start_node``).  The visits are kept by the strategy (the spec
     says x may travel with the token or sit in per-node counters): no bytes are counted for
     them.  Its counter ``walk_tv_distance`` is the total variation distance between the
     visit frequencies of X_1..X_n and mu.

@@ -9,7 +9,10 @@ fedsim run -m experiment=modest $seeds strategy=modest,fl_fixed_server rounds=30
 fedsim run -m experiment=modest $seeds strategy=dpsgd rounds=400 hydra.sweep.dir=$out/digits/dpsgd
 fedsim run -m experiment=modest $seeds strategy=gossip_learning strategy.period_s=5 rounds=120 hydra.sweep.dir=$out/digits/gossip
 # (b) a second data set: LEAF's Synthetic(1, 1), 100 users split naturally, one per node.
-synthetic="experiment=modest data=synthetic partition=natural ~partition.alpha network.seconds_per_unit=0.001"
+# (The experiment=modest preset, without its Dirichlet partition: the natural one has no alpha.)
+synthetic="strategy=modest topology=one_peer_exponential network=constant num_nodes=100 eval_every=5 \
+optimizer.lr=0.1 optimizer.batch_size=20 network.latency_s=0.05 network.upload_mbps=20.0 \
+network.download_mbps=100.0 data=synthetic partition=natural network.seconds_per_unit=0.001"
 fedsim run -m $synthetic $seeds strategy=modest rounds=300 hydra.sweep.dir=$out/synthetic/modest
 fedsim run -m $synthetic $seeds strategy=dpsgd rounds=100 hydra.sweep.dir=$out/synthetic/dpsgd
 # (c) churn. Crash: 5 nodes every 60 s from t = 300 s until 80 % are down (t = 1200 s), the

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
+from fedsim.errors import check
+
 if TYPE_CHECKING:
     from fedsim.privacy.noise import NoisyStep
     from fedsim.server_optimizers.base import ServerOptimizer
@@ -144,11 +146,23 @@ class Gossip:
     ``"replica"``, zero at first): a sender sends the change from its replica, rewritten
     by the message transforms (compressed), every holder adds it, and the replicas are S
     (CHOCO-Gossip, Koloskova, Stich and Jaggi, ICML 2019).
+
+    ``payload`` names what is mixed: the models (``"params"``) or a per-row state a
+    strategy keeps beside them (gradient tracking's trackers), its messages counted as any
+    gossip's; a state is mixed by plain W, without the message transforms or aggregator
+    (both act on models), step size or replicas.
     """
 
     weights: sp.csr_array
     step_size: float | None = None
     replicas: bool = False
+    payload: str = "params"
+
+    def __post_init__(self) -> None:
+        check(
+            self.payload == "params" or (self.step_size is None and not self.replicas),
+            f"a gossip of {self.payload!r} mixes it by plain W: no step_size or replicas",
+        )
 
     def messages(self, num_nodes: int) -> Messages:
         """j sends to i for every non-zero W[i, j]; a row with a neighbour's weight combines."""
@@ -164,13 +178,15 @@ class Gossip:
         every received model gathered when it combines them; the replicas' change and the
         step's difference besides."""
         replicas = REPLICA_ROWS * num_nodes if self.replicas or self.step_size else 0
+        if self.payload != "params":  # a state: mixed by plain W
+            return GOSSIP_ROWS * num_nodes
         if combining.combines_rows:
             return COMBINE_ROWS * int(self.messages(num_nodes).fan_in.sum()) + num_nodes
         return (GOSSIP_ROWS + combining.corrects * CORRECTED_GOSSIP_ROWS) * num_nodes + replicas
 
     def slot_names(self) -> set[str]:
-        """The public replicas, when it keeps them."""
-        return {"replica"} if self.replicas else set()
+        """The public replicas, when it keeps them, and the state it mixes if not the models."""
+        return ({"replica"} if self.replicas else set()) | ({self.payload} - {"params"})
 
 
 @dataclass(frozen=True, eq=False)

@@ -4,9 +4,11 @@ import torch
 from helpers import path_federation, started_backend, zero_logreg_task
 from torch import nn
 
+from fedsim.aggregators.trimmed_mean import TrimmedMean
 from fedsim.backends.local import LocalBackend
 from fedsim.data.datasets import digits
-from fedsim.plans import RoundPlan
+from fedsim.errors import ConfigError
+from fedsim.plans import Gossip, RoundPlan
 from fedsim.task import Task
 from fedsim.training.loop import LoopTrainer
 from fedsim.training.schedule import NodeData
@@ -118,3 +120,25 @@ def test_finite_parameters_whose_sum_overflows_are_finite():
     backend = started_backend(zero_logreg_task(), 3, zero=True)
     backend.params[:, 0] = 3e38  # their float32 sum is inf
     assert not torch.isfinite(backend.params.sum()) and backend.all_finite()
+
+
+def test_a_gossip_of_a_state_mixes_its_rows_by_plain_w_and_leaves_the_models():
+    task = zero_logreg_task()
+    mixing = path_federation(task).topology.mixing(0)
+    backend = started_backend(task, num_rows=3)
+    models = backend.params.clone()
+    backend.slot("tracker")[:] = torch.tensor([[1.0], [2.0], [4.0]]) * torch.ones(3, 6)
+    backend.execute(RoundPlan((Gossip(mixing, payload="tracker"),)), round_idx=0)
+    torch.testing.assert_close(backend.slot("tracker")[:, 0], torch.tensor([4 / 3, 7 / 3, 10 / 3]))
+    torch.testing.assert_close(backend.params, models)
+
+
+def test_a_gossip_of_a_state_beside_a_robust_aggregator_is_refused():
+    task = zero_logreg_task()
+    mixing = path_federation(task).topology.mixing(0)
+    backend = LocalBackend()
+    backend.start(task, 3, aggregator=TrimmedMean())
+    with pytest.raises(
+        ConfigError, match="gossip of 'tracker' is mixed by plain W.*aggregator=mean"
+    ):
+        backend.execute(RoundPlan((Gossip(mixing, payload="tracker"),)), round_idx=0)

@@ -1,7 +1,9 @@
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
-from fedsim.plans import Aggregate, Average, Gossip, Merge, Push, Train
+from fedsim.errors import ConfigError
+from fedsim.plans import Aggregate, Average, Combining, Gossip, Merge, Push, Train
 
 
 def pairs(messages):
@@ -15,6 +17,17 @@ def test_gossip_sends_one_message_per_off_diagonal_weight():
     assert pairs(messages) == [(0, 1), (1, 0), (1, 2), (2, 1)]
     assert messages.sent(3).tolist() == [1, 2, 1]
     assert messages.aggregations(3).tolist() == [1, 1, 1] and messages.link == "d2d"
+
+
+def test_a_gossip_of_a_state_is_counted_as_one_of_models_and_names_its_slot():
+    weights = sp.csr_array(np.array([[0.5, 0.5, 0.0], [0.25, 0.5, 0.25], [0.0, 0.5, 0.5]]))
+    models, trackers = Gossip(weights), Gossip(weights, payload="tracker")
+    assert pairs(trackers.messages(3)) == pairs(models.messages(3))
+    assert trackers.messages(3).aggregations(3).tolist() == [1, 1, 1]
+    assert trackers.slot_names() == {"tracker"} and models.slot_names() == set()
+    assert trackers.working_rows(3, Combining(combines_rows=True)) == 6  # plain W, always
+    with pytest.raises(ConfigError, match="gossip of 'tracker' mixes it by plain W"):
+        Gossip(weights, step_size=0.5, payload="tracker")
 
 
 def test_a_zero_weight_sends_nothing_and_a_row_without_neighbours_does_not_aggregate():

@@ -39,6 +39,17 @@ def check_training_settings(chunk_size: int | str, vectorise: bool | str) -> Non
     )
 
 
+def check_plain_gossip(step: Gossip, aggregator: Aggregator, messages: MessageTransforms) -> None:
+    """Refuse a gossip of a per-row state beside an aggregator that combines models itself
+    or message transforms between nodes: the state would escape them, silently."""
+    check(
+        not aggregator.combines_rows and not messages.on("d2d"),
+        f"a gossip of {step.payload!r} is mixed by plain W, out of reach of the aggregator and "
+        "the message transforms (they act on models): use aggregator=mean and no attack or "
+        "compressor between nodes with this strategy",
+    )
+
+
 class LocalBackend:
     """Executes round plans on stacked parameters ``params`` of shape (nodes + servers, d).
 
@@ -228,6 +239,11 @@ class LocalBackend:
 
     def _gossip(self, step: Gossip, round_idx: int) -> None:
         num_nodes = step.weights.shape[0]
+        if step.payload != "params":  # a per-row state: plain W, as it is sent
+            check_plain_gossip(step, self.aggregator, self.messages)
+            rows = self.slot(step.payload)
+            rows[:num_nodes] = self.mix(step.weights, rows[:num_nodes], num_nodes, plain=True)
+            return
         own, sent = self.params[:num_nodes], None
         if step.replicas or self.messages:
             senders = np.unique(step.messages(num_nodes).senders)
@@ -249,6 +265,7 @@ class LocalBackend:
         num_rows: int,
         sent: torch.Tensor | None = None,
         step_size: float | None = None,
+        plain: bool = False,
     ) -> torch.Tensor:
         """``W @ stacked`` for ``num_rows`` rows, where row i of W has its own model in column i;
         the aggregator finishes every row that received models, with the mean variance of
@@ -256,7 +273,10 @@ class LocalBackend:
         themselves gets each row's received models with its own (:meth:`combine_received`).
         With ``sent`` (what the rows' messages became on the way) a row receives those and
         keeps its own model as it is.  With a ``step_size`` gamma a row moves by
-        ``gamma (W S - S)`` instead, S the rows as sent (the plain mean only)."""
+        ``gamma (W S - S)`` instead, S the rows as sent (the plain mean only).  ``plain``:
+        just ``W @ stacked``, no aggregator (a per-row state, not models)."""
+        if plain:
+            return torch.sparse.mm(self._sparse(weights), stacked)
         if step_size is not None:
             check(
                 not (self.aggregator.combines_rows or self.aggregator.corrects),

@@ -19,7 +19,7 @@ import torch
 
 from fedsim.aggregators import Aggregator, Mean
 from fedsim.backends.base import rebased
-from fedsim.backends.local import check_training_settings
+from fedsim.backends.local import check_plain_gossip, check_training_settings
 from fedsim.backends.ray_local import init_local_ray
 from fedsim.backends.shard import Shard, average_of, package_directory
 from fedsim.errors import RunError, check
@@ -220,10 +220,11 @@ class RayBackend:
         owners = self.owner[rows]
         return [(i, np.sort(rows[owners == i])) for i in np.unique(owners)]
 
-    def _fetch(self, rows: np.ndarray) -> list[Any]:
-        """Object refs of ``rows``' parameters, one per holding shard, in shard order."""
+    def _fetch(self, rows: np.ndarray, slot: str = "params") -> list[Any]:
+        """Object refs of ``rows``' parameters (or ``slot``), one per holding shard, in shard
+        order."""
         self.bytes_between_actors += len(rows) * self.row_bytes
-        return [self.actors[i].get.remote(part) for i, part in self._split(rows)]
+        return [self.actors[i].get.remote(part, slot) for i, part in self._split(rows)]
 
     def _sent(
         self,
@@ -267,7 +268,9 @@ class RayBackend:
         with replicas, the senders' replicas as updated here (and written to their shards)."""
         weights = sp.csr_array(step.weights)
         senders = sent = None
-        if step.replicas or self.messages.on("d2d"):
+        if step.payload != "params":
+            check_plain_gossip(step, self.aggregator, self.messages)
+        elif step.replicas or self.messages.on("d2d"):
             senders = np.unique(step.messages(weights.shape[0]).senders)
             reference = self.rows(senders, "replica") if step.replicas else None
             sent = self._sent(senders, "d2d", round_idx, reference, weights).numpy()
@@ -300,7 +303,7 @@ class RayBackend:
                 shape=(len(rows), len(columns)),
             )
             if sent is None:
-                calls.append((index, local, rows, self._fetch(foreign), None))
+                calls.append((index, local, rows, self._fetch(foreign, step.payload), None))
                 continue
             # Rows with no weight here (explicit zeros) send nothing: zeros stand in.
             received = np.zeros((len(foreign), sent.shape[1]), dtype=sent.dtype)
@@ -321,6 +324,7 @@ class RayBackend:
                         sent=own_sent,
                         step_size=step.step_size,
                         replicas=step.replicas,
+                        payload=step.payload,
                     ),
                 )
                 for i, local, rows, refs, own_sent in calls

@@ -65,17 +65,23 @@ class Shard:
         sent: tuple[np.ndarray, np.ndarray] | None = None,
         step_size: float | None = None,
         replicas: bool = False,
+        payload: str = "params",
     ) -> None:
         """``X[rows] <- W @ [X[rows]; foreign]``: W's columns are ``rows`` (global ids held
         here), then the received rows of other shards.  With ``sent`` (global ids held here
         and what their messages became on the way) the rows receive those and keep their
         own models, the foreign rows arriving as rewritten; with ``replicas`` what the rows
         send is their replicas (already written here).  ``step_size`` as for
-        :meth:`LocalBackend.mix`."""
+        :meth:`LocalBackend.mix`; a ``payload`` other than the parameters (a per-row
+        state) is mixed by plain W."""
         index = torch.as_tensor(self.local(rows), device=self.backend.params.device)
-        own = self.backend.params[index]
+        own = self.backend.slot(payload)[index]
         received = [torch.from_numpy(part).to(own.device) for part in foreign]
         stacked, rewritten = torch.cat([own, *received]), None
+        if payload != "params":
+            mixed = self.backend.mix(weights, stacked, len(own), plain=True)
+            self.backend.slot(payload)[index] = mixed
+            return
         if replicas:
             rewritten = torch.cat([self.backend.slot("replica")[index], *received])
         elif sent is not None:

@@ -5,7 +5,7 @@ from helpers import path_federation, started_backend, zero_logreg_task
 from least_squares import distance_after, gradients, regularised_task
 
 from fedsim.errors import ConfigError
-from fedsim.plans import Aggregate, Gossip, Train
+from fedsim.plans import Gossip, Train
 from fedsim.strategies import DPSGD, Federation
 from fedsim.strategies.gradient_tracking import GradientTracking
 
@@ -48,8 +48,9 @@ def test_a_round_sends_models_and_trackers_over_every_edge():
     train, models, trackers = GradientTracking().plan(0, federation).steps
     assert isinstance(train, Train) and train.steps == 1
     assert train.slot_names() == {"tracker", "last_gradient"}
-    assert isinstance(models, Gossip) and isinstance(trackers, Aggregate)
-    assert {group.payload for group in trackers.groups} == {"tracker"}
+    assert isinstance(models, Gossip) and isinstance(trackers, Gossip)
+    assert (models.payload, trackers.payload) == ("params", "tracker")
+    assert trackers.weights is models.weights is federation.topology.mixing(0)
     for step in (models, trackers):  # the path's 2 edges, both ways
         messages = step.messages(3)
         assert sorted(zip(messages.senders.tolist(), messages.receivers.tolist(), strict=True)) == [

@@ -6,11 +6,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from fedsim.errors import check
-from fedsim.plans import Aggregate, Average, Gossip, RoundPlan, Train
+from fedsim.plans import Gossip, RoundPlan, Train
 from fedsim.strategies.base import Federation, Strategy
 from fedsim.training.transforms import GradientTransform, Slots
 
@@ -34,19 +33,6 @@ class TrackGradients(GradientTransform):
         return tracker
 
 
-def gossip_slot(weights: sp.csr_array, payload: str) -> Aggregate:
-    """Every node's row of ``payload`` becomes its row of ``W @ payload``: one message from
-    each neighbour j (W[i, j] != 0), mixed by plain weights (no aggregator: not a model)."""
-    rows = weights.tocsr()
-    groups = []
-    for node in range(rows.shape[0]):
-        start, end = rows.indptr[node], rows.indptr[node + 1]
-        sources, mixing = rows.indices[start:end], rows.data[start:end]
-        kept = mixing != 0
-        groups.append(Average(sources[kept], np.array([node]), mixing[kept], payload=payload))
-    return Aggregate(tuple(groups))
-
-
 class GradientTracking(Strategy):
     """Gradient tracking in the DSGT form (Pu and Nedić, "Distributed stochastic gradient
     tracking methods", Math. Programming 2021; the tracker of DIGing, Nedić, Olshevsky and
@@ -64,7 +50,9 @@ class GradientTracking(Strategy):
 
     Each round is one local step (the tracker in place of the gradient), the gossip of the
     models and the gossip of the trackers: two messages per edge per round, both counted.
-    The recursion assumes plain SGD: momentum (or Adam) is refused.
+    The trackers are mixed by plain W, so an aggregator that combines models itself, or an
+    attack or compressor between nodes, is refused (the backend says so).  The recursion
+    assumes plain SGD: momentum (or Adam) is refused.
     """
 
     uses_topology = True
@@ -89,4 +77,4 @@ class GradientTracking(Strategy):
         everyone = np.arange(federation.num_nodes)
         mixing = federation.topology.mixing(round_idx)
         train = Train(everyone, steps=1, fresh_optimizer=False, transforms=(TrackGradients(),))
-        return RoundPlan(steps=(train, Gossip(mixing), gossip_slot(mixing, TRACKER)))
+        return RoundPlan(steps=(train, Gossip(mixing), Gossip(mixing, payload=TRACKER)))

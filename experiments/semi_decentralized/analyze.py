@@ -68,10 +68,12 @@ def plot_against(table: pd.DataFrame, axis: str, label: str, path: Path) -> None
 
 
 def dynamics() -> tuple[pd.DataFrame, Path]:
-    """Accuracy every round for the saw-tooth figure (R3, ring, K/n = 0.2, H = 20)."""
+    """Accuracy every round for the saw-tooth figure (R3, ring, K/n = 0.2, H = 20), also
+    written to ``dynamics.csv`` (mean over seeds)."""
     runs = fedsim.load_runs(RUNS / "dynamics")
     curves = runs[runs["node"].isna() & runs["metric"].isin(["accuracy", "node_accuracy_min"])]
     curves = curves.groupby(["strategy", "metric", "round"])["value"].mean().unstack("metric")
+    curves.to_csv(RESULTS / "dynamics.csv", float_format="%.4f")  # the saw-tooth's numbers
     figure = Figure(figsize=(8, 4.5), layout="constrained")
     axes = figure.subplots()
     for strategy, colour in (("s2s", "C0"), ("s2a", "C1")):

@@ -14,8 +14,10 @@ import torch
 from helpers import SHARDS, TRAIN_X, TRAIN_Y, path_federation, started_backend
 
 from fedsim.data.datasets import Dataset
+from fedsim.federation import Federation
 from fedsim.models import logreg
 from fedsim.task import Task
+from fedsim.topology import Topology
 from fedsim.training.schedule import NodeData
 from fedsim.training.sgd import SGD
 
@@ -61,10 +63,13 @@ def optimum() -> torch.Tensor:
     return x
 
 
-def distance_after(strategy, rounds: int, lr: float) -> float:
-    """(1/n) |X - 1 x*^T|_F^2 after ``rounds`` rounds of ``strategy`` from zero."""
+def distance_after(strategy, rounds: int, lr: float, topology: Topology | None = None) -> float:
+    """(1/n) |X - 1 x*^T|_F^2 after ``rounds`` rounds of ``strategy`` from zero (on the
+    path with Metropolis-Hastings weights unless ``topology`` is given)."""
     task = regularised_task(lr)
     federation = path_federation(task)
+    if topology is not None:
+        federation = Federation(3, 0, topology, federation.num_examples)
     backend = started_backend(task, num_rows=3, zero=True)
     for round_idx in range(rounds):
         backend.execute(strategy.plan(round_idx, federation), round_idx)

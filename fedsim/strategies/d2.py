@@ -35,7 +35,10 @@ class D2(ExactDiffusion):
     message per edge).  W must be symmetric, doubly stochastic, with smallest eigenvalue
     above -1/3 (a ring with weights 1/3 sits exactly on the bound: use
     strategy=exact_diffusion or lazier weights).  The eigenvalue is checked on the first
-    round's W.
+    round's W.  The correction adds up whatever the mixing adds to the models' mean, so a
+    W whose float32 weights do not sum to exactly 1 (1/3) makes the error creep up slowly
+    after it reached its floor (measured in tests/test_d2.py); weights exact in float32
+    (1/2, 1/4) do not.
     """
 
     name: ClassVar[str] = "d2"

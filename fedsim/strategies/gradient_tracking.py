@@ -11,10 +11,13 @@ import torch
 from fedsim.errors import check
 from fedsim.plans import Gossip, RoundPlan, Train
 from fedsim.strategies.base import Federation, Strategy
+from fedsim.strategies.dpsgd import START, UPDATE, KeepStartAndUpdate, _per_node
+from fedsim.strategies.scaffold import Accumulate
 from fedsim.training.transforms import GradientTransform, Slots
 
 TRACKER = "tracker"  # per-row slot: y_i, the node's estimate of the average gradient
 GRADIENT = "last_gradient"  # per-row slot: g_i(x_i) of the node's last step
+FORMS = ("dsgt", "diging")
 
 
 @dataclass(frozen=True)
@@ -34,14 +37,16 @@ class TrackGradients(GradientTransform):
 
 
 class GradientTracking(Strategy):
-    """Gradient tracking in the DSGT form (Pu and Nedić, "Distributed stochastic gradient
-    tracking methods", Math. Programming 2021; the tracker of DIGing, Nedić, Olshevsky and
-    Shi, SIAM J. Optim. 2017): adapt-then-combine for the models, combine-then-adapt for
-    the trackers,
+    """Gradient tracking, in one of two forms (``form``), both with y_0 = g_0 = G(x_0) and
+    the combine-then-adapt tracker ``y_{k+1} = W y_k + G(x_{k+1}) - G(x_k)``:
 
-        y_0 = g_0 = G(x_0)
-        x_{k+1} = W (x_k - lr y_k)
-        y_{k+1} = W y_k + G(x_{k+1}) - G(x_k),
+    - ``dsgt`` (the default; Pu and Nedić, "Distributed stochastic gradient tracking
+      methods", Math. Programming 2021): adapt-then-combine for the models,
+      ``x_{k+1} = W (x_k - lr y_k)``;
+    - ``diging`` (Nedić, Olshevsky and Shi, "Achieving geometric convergence for
+      distributed optimization over time-varying graphs", SIAM J. Optim. 2017; the zoo
+      spec's CTA form): combine-then-adapt, ``x_{k+1} = W x_k - lr y_k``, run as D-PSGD's
+      combine_then_adapt is (train, go back to the start, gossip, add the update).
 
     G the nodes' stochastic gradients (the one mini-batch of the round's single local SGD
     step; the gradient stored is the one used, zoo spec pitfall 2).  The average of the
@@ -58,6 +63,10 @@ class GradientTracking(Strategy):
     uses_topology = True
     barrier = True
     assumes_sgd: ClassVar[bool] = True  # fedsim.build refuses other local optimizers
+
+    def __init__(self, form: str = "dsgt") -> None:
+        check(form in FORMS, f"strategy.form={form} is not one of: {', '.join(FORMS)}")
+        self.form = form
 
     def validate(self, federation: Federation) -> None:
         check(
@@ -76,5 +85,12 @@ class GradientTracking(Strategy):
     def plan(self, round_idx: int, federation: Federation) -> RoundPlan:
         everyone = np.arange(federation.num_nodes)
         mixing = federation.topology.mixing(round_idx)
-        train = Train(everyone, steps=1, fresh_optimizer=False, transforms=(TrackGradients(),))
-        return RoundPlan(steps=(train, Gossip(mixing), Gossip(mixing, payload=TRACKER)))
+        trackers = Gossip(mixing, payload=TRACKER)
+        if self.form == "dsgt":
+            train = Train(everyone, steps=1, fresh_optimizer=False, transforms=(TrackGradients(),))
+            return RoundPlan(steps=(train, Gossip(mixing), trackers))
+        transforms = (TrackGradients(), KeepStartAndUpdate())
+        train = Train(everyone, steps=1, fresh_optimizer=False, transforms=transforms)
+        restart = _per_node(everyone, payload=START)
+        adapt = _per_node(everyone, payload=UPDATE, update=Accumulate())
+        return RoundPlan(steps=(train, restart, Gossip(mixing), adapt, trackers))

@@ -1,11 +1,14 @@
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from conftest import compose_config
 from helpers import path_federation, started_backend, zero_logreg_task
 from least_squares import distance_after, gradients, regularised_task
 
 from fedsim.errors import ConfigError
 from fedsim.plans import Gossip, Train
+from fedsim.runner import run_job
 from fedsim.strategies import DPSGD, Federation
 from fedsim.strategies.gradient_tracking import GradientTracking
 
@@ -99,3 +102,17 @@ def test_exact_on_heterogeneous_data_where_dpsgd_keeps_a_bias():
     assert distance_after(GradientTracking(form="diging"), rounds=300, lr=0.5) < 1e-9
     assert distance_after(DPSGD(local_epochs=None, local_steps=1), rounds=100, lr=0.5) > 0.1
     assert np.isfinite(distance_after(GradientTracking(), rounds=1, lr=0.5))
+
+
+@pytest.mark.slow
+def test_a_run_counts_twice_the_bytes_of_dpsgd(tmp_path):
+    """Two messages per edge per round (model and tracker), both counted."""
+    settings = ("num_nodes=6", "rounds=2", "eval_every=2", "topology=ring")
+    sent = {}
+    for strategy in ("dpsgd", "gradient_tracking"):
+        (tmp_path / strategy).mkdir()
+        config = compose_config(*settings, f"strategy={strategy}")
+        assert run_job(config, tmp_path / strategy)["status"] == "completed"
+        rows = pd.read_parquet(tmp_path / strategy / "metrics.parquet")
+        sent[strategy] = rows[rows.metric == "bytes_sent_total"].value.max()
+    assert sent["gradient_tracking"] == 2 * sent["dpsgd"] > 0

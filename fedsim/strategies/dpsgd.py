@@ -25,11 +25,6 @@ class KeepStartAndUpdate(GradientTransform):
 
     slots = (START, UPDATE)
 
-    def __call__(
-        self, grads: torch.Tensor, params: torch.Tensor, start: torch.Tensor, slots: Slots
-    ) -> torch.Tensor:
-        return grads
-
     def finish(
         self,
         params: torch.Tensor,

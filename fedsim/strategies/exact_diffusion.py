@@ -26,11 +26,6 @@ class Correct(GradientTransform):
     first: bool = False
     slots = (ADAPTED, CORRECTED)
 
-    def __call__(
-        self, grads: torch.Tensor, params: torch.Tensor, start: torch.Tensor, slots: Slots
-    ) -> torch.Tensor:
-        return grads
-
     def finish(
         self,
         params: torch.Tensor,

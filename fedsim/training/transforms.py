@@ -27,8 +27,9 @@ class GradientTransform:
         self, grads: torch.Tensor, params: torch.Tensor, start: torch.Tensor, slots: Slots
     ) -> torch.Tensor:
         """The gradient to step with; ``params`` are the nodes' parameters now, ``start``
-        what they were when this round's training began."""
-        raise NotImplementedError
+        what they were when this round's training began (unchanged by default: a transform
+        that only keeps state after training gives :meth:`finish` alone)."""
+        return grads
 
     def finish(
         self,

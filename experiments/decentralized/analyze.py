@@ -82,8 +82,9 @@ def mean_std(values: pd.Series, scale: float = 1.0, digits: int = 1) -> str:
 def bias_table(final: pd.DataFrame) -> str:
     lines = [
         "| topology | strategy | seeds | averaged model acc. (%) | nodes' own acc., mean (%) "
-        "| worst node (%) | consensus distance | MB sent per round |",
-        "|---|---|---|---|---|---|---|---|",
+        "| worst node (%) | consensus distance | MB sent per round "
+        "| nodes' own acc. at half the rounds (%) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for (topology, key), group in final.groupby(["topology", "key"], sort=True, observed=True):
         lines.append(
@@ -92,7 +93,7 @@ def bias_table(final: pd.DataFrame) -> str:
             f"| {mean_std(group['node_accuracy_mean'], 100)} "
             f"| {mean_std(group['node_accuracy_min'], 100)} "
             f"| {mean_std(group['consensus_distance'], 1, 4)} "
-            f"| {group['mb_per_round'].mean():.3f} |"
+            f"| {group['mb_per_round'].mean():.3f} | {mean_std(group['half_nodes'], 100)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -111,12 +112,14 @@ def plot_bias(curves: pd.DataFrame, path: Path, metric: str, label: str, log: bo
             axes.plot(mean.index, mean[metric], color=color, label=BIAS[key])
             if metric == "node_accuracy_mean":
                 axes.plot(mean.index, mean["global_accuracy"], color=color, linestyle=":")
-        axes.set_title(f"{topology}, 25 nodes, Dirichlet 0.1")
+        axes.set_title(f"{topology}, 25 nodes, Dirichlet 0.1, lr 0.1")
         axes.set_xlabel("round (one local SGD step each)")
         if log:
             axes.set_yscale("log")
         axes.grid(alpha=0.3)
     axes_list[0].set_ylabel(label)
+    if not log:
+        axes_list[0].set_ylim(0.5, 1.0)
     axes_list[0].legend(fontsize=8)
     figure.savefig(path, dpi=120)
 
@@ -208,8 +211,8 @@ def merge_rows(curves: pd.DataFrame) -> pd.DataFrame:
     for (merge_round, seed), run in curves.groupby(["strategy.merge_round", "seed"]):
         run = run.sort_values("round").set_index("round")
         merge_round = int(merge_round)
-        # round index k is recorded as round k + 1 (after it); before: the evaluation before
-        before = run.loc[:merge_round] if merge_round in run.index else run.iloc[:0]
+        # round index k is recorded as round k + 1 (after it)
+        before = run[run.index <= merge_round]  # the last evaluation before the merge
         after = run.loc[merge_round + 1] if merge_round + 1 in run.index else None
         last = run.iloc[-1]
         rows.append(
@@ -256,7 +259,7 @@ def plot_merge(curves: pd.DataFrame, path: Path, rounds: int) -> None:
         axes.plot(mean.index, mean["node_accuracy_mean"], color=f"C{index}", label=name)
         axes.plot(mean.index, mean["global_accuracy"], color=f"C{index}", linestyle=":")
     axes.set_xlabel("round")
-    axes.set_ylabel("accuracy (solid: nodes' own, mean; dotted: averaged model)")
+    axes.set_ylabel("accuracy (solid: nodes' own, mean; dotted: averaged)")
     axes.set_ylim(0.0, 1.0)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
@@ -276,19 +279,28 @@ def main() -> None:
         "consensus_distance",
         "mb_total",
         "mb_per_round",
+        "half_nodes",
     ]
     if any((RUNS / key).exists() for key in BIAS):
         curves = load_all(BIAS)
         curves["key"] = pd.Categorical(curves["key"], categories=list(BIAS))
         curves["topology"] = pd.Categorical(curves["topology"], categories=["ring", "regular"])
         final = finals(curves, ["topology", "key"])
+        half = curves[curves["round"] == curves["round"].max() // 2]
+        final = final.merge(
+            half[["run", "key", "node_accuracy_mean"]].rename(
+                columns={"node_accuracy_mean": "half_nodes"}
+            ),
+            on=["run", "key"],
+            how="left",
+        )
         final[columns].to_csv(RESULTS / "bias.csv", index=False, float_format="%.6g")
         (RESULTS / "bias.md").write_text(bias_table(final))
         plot_bias(
             curves,
             RESULTS / "bias_accuracy.png",
             "node_accuracy_mean",
-            "accuracy (solid: nodes' own, mean; dotted: averaged model)",
+            "accuracy (solid: nodes' own, mean; dotted: averaged)",
             log=False,
         )
         plot_bias(

@@ -259,7 +259,10 @@ def plot_merge(curves: pd.DataFrame, path: Path, rounds: int) -> None:
         axes.plot(mean.index, mean["node_accuracy_mean"], color=f"C{index}", label=name)
         axes.plot(mean.index, mean["global_accuracy"], color=f"C{index}", linestyle=":")
     axes.set_xlabel("round")
-    axes.set_ylabel("accuracy (solid: nodes' own, mean; dotted: averaged)")
+    axes.set_ylabel("accuracy")
+    axes.set_title(
+        "25 nodes, r = 0.2; solid: nodes' own (mean), dotted: averaged model", fontsize=9
+    )
     axes.set_ylim(0.0, 1.0)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)

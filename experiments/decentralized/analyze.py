@@ -41,6 +41,11 @@ EPIDEMIC = {
     "el_local": "EL-Local",
 }
 MERGE = {"merge": "single merge"}
+AVERAGING = {
+    "avg_dpsgd_regular": "D-PSGD, fixed 7-regular graph",
+    "avg_el_oracle": "EL-Oracle",
+    "avg_el_local": "EL-Local",
+}
 EPIDEMIC_TARGETS = (0.80, 0.85, 0.90)
 PARAMS = ("topology", "seed", "strategy.variant", "strategy.merge_round")
 
@@ -269,6 +274,39 @@ def plot_merge(curves: pd.DataFrame, path: Path, rounds: int) -> None:
     figure.savefig(path, dpi=120)
 
 
+def averaging_rows() -> pd.DataFrame:
+    """Per run of the averaging-only sweeps: the consensus distance's ratio over each round."""
+    curves = load_all({"avg_dpsgd_regular": "", "avg_el": ""})
+    variant = "avg_el_" + curves["strategy.variant"].astype(str)
+    curves["key"] = np.where(curves["key"] == "avg_el", variant, curves["key"])
+    rows = []
+    for (key, seed), run in curves.groupby(["key", "seed"]):
+        distance = run.sort_values("round")["consensus_distance"].to_numpy()
+        ratios = distance[1:] / distance[:-1]
+        row = {"strategy": key, "seed": int(seed)}
+        row.update({f"round_{index + 1}": ratio for index, ratio in enumerate(ratios)})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def averaging_table(rows: pd.DataFrame) -> str:
+    columns = [c for c in rows.columns if c.startswith("round_")]
+    shown = [columns[0], columns[1], columns[4], columns[-1]]
+    header = " | ".join(f"round {c.removeprefix('round_')}" for c in shown)
+    lines = [
+        f"| strategy | seeds | {header} | geometric mean, rounds 1-{len(columns)} |",
+        "|---|---|" + "---|" * (len(shown) + 1),
+    ]
+    for key, name in AVERAGING.items():
+        group = rows[rows["strategy"] == key]
+        if group.empty:
+            continue
+        geometric = np.exp(np.log(group[columns]).mean(axis=1))
+        cells = " | ".join(mean_std(group[c], 1, 3) for c in shown)
+        lines.append(f"| {name} | {len(group)} | {cells} | {mean_std(geometric, 1, 3)} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     columns = [
@@ -321,6 +359,11 @@ def main() -> None:
         (RESULTS / "epidemic.md").write_text(epidemic_table(rows))
         plot_epidemic(curves, RESULTS / "epidemic.png")
         print(epidemic_table(rows))
+    if (RUNS / "avg_el").exists() and (RUNS / "avg_dpsgd_regular").exists():
+        rows = averaging_rows()
+        rows.to_csv(RESULTS / "averaging.csv", index=False, float_format="%.6g")
+        (RESULTS / "averaging.md").write_text(averaging_table(rows))
+        print(averaging_table(rows))
     if (RUNS / "merge").exists():
         curves = load_all(MERGE)
         rounds = int(curves["round"].max())

@@ -44,6 +44,16 @@ fedsim run -m $el strategy=epidemic_learning strategy.fanout=4 strategy.variant=
 fedsim run -m $el strategy=epidemic_learning strategy.fanout=4 strategy.variant=local \
   hydra.sweep.dir=$out/el_local
 
+# (b') Averaging only (the spec's target 5a): 96 nodes, s = 7, independent random initial
+# models, lr 1e-9 (no training to speak of; fedsim refuses 0), 12 rounds: how much one round
+# shrinks the consensus distance, EL-Oracle and EL-Local against D-PSGD on a fixed random 7-regular graph (weights 1/8).
+avg="data=digits model=mlp num_nodes=96 init=independent optimizer.lr=1e-9 rounds=12 eval_every=1 \
+seed=0,1,2 checkpoint_every=0 progress=false $one_step"
+fedsim run -m $avg strategy=dpsgd topology=regular topology.degree=7 \
+  hydra.sweep.dir=$out/avg_dpsgd_regular
+fedsim run -m $avg strategy=epidemic_learning strategy.fanout=7 strategy.variant=oracle,local \
+  hydra.sweep.dir=$out/avg_el
+
 # (c) Single merge: 25 nodes as in (a), sparse random gossip with r = 0.2 peers (the paper's
 # figure 1), one global average after round 100 (early) or 300 (the last: the paper's) of
 # 300, or never (merge_round past the end); 2 seeds.

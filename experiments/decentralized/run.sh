@@ -3,7 +3,7 @@
 # heterogeneous data of D-PSGD (both orders) against gradient tracking, Exact Diffusion and
 # D²; (b) Epidemic Learning (both variants) against D-PSGD on a fixed s-regular graph; (c) a
 # single global merge after sparse gossip, early or late.  Then the analysis.  Run from the
-# repo root (about 15-20 minutes on 2 busy cores).
+# repo root (about 16 minutes on 2 busy cores).
 set -euo pipefail
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"  # one thread per run: much faster on 2 busy cores
 out=experiments/decentralized/runs
@@ -46,7 +46,8 @@ fedsim run -m $el strategy=epidemic_learning strategy.fanout=4 strategy.variant=
 
 # (b') Averaging only (the spec's target 5a): 96 nodes, s = 7, independent random initial
 # models, lr 1e-9 (no training to speak of; fedsim refuses 0), 12 rounds: how much one round
-# shrinks the consensus distance, EL-Oracle and EL-Local against D-PSGD on a fixed random 7-regular graph (weights 1/8).
+# shrinks the consensus distance, EL-Oracle and EL-Local against D-PSGD on a fixed random
+# 7-regular graph (weights 1/8).
 avg="data=digits model=mlp num_nodes=96 init=independent optimizer.lr=1e-9 rounds=12 eval_every=1 \
 seed=0,1,2 checkpoint_every=0 progress=false $one_step"
 fedsim run -m $avg strategy=dpsgd topology=regular topology.degree=7 \

@@ -9,6 +9,8 @@ Reads the sweeps that ``run.sh`` writes under ``runs/`` and writes ``results/``:
 - (b) Epidemic Learning against D-PSGD on a fixed s-regular graph: ``epidemic.csv``,
   ``epidemic.md`` (final accuracy, rounds and bytes to targets), ``epidemic.png`` (accuracy
   against rounds and against bytes, consensus distance against rounds);
+- (b') averaging only: ``averaging.csv`` and ``averaging.md`` (the consensus distance's
+  ratio over each round, EL against a fixed 7-regular graph, 96 nodes);
 - (c) single merge: ``merge.csv``, ``merge.md`` (the nodes' mean and the averaged model's
   accuracy just before and after the merge and at the end), ``merge.png``.
 

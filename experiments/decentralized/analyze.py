@@ -115,6 +115,8 @@ def plot_bias(curves: pd.DataFrame, path: Path, metric: str, label: str, log: bo
             if runs.empty:
                 continue
             mean = runs.groupby("round")[[metric, "global_accuracy"]].mean()
+            if log:
+                mean = mean[mean.index > 0]  # round 0: identical models, distance 0
             color = f"C{index}"
             axes.plot(mean.index, mean[metric], color=color, label=BIAS[key])
             if metric == "node_accuracy_mean":

@@ -15,6 +15,7 @@ versions old is received and discarded.
 from __future__ import annotations
 
 import heapq
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
@@ -159,12 +160,12 @@ class AsynchronousServer(Strategy):
             fresh_optimizer=self.fresh_optimizer,
         )
 
+    @abstractmethod
     def server_update(
         self, arrived: np.ndarray, staleness: np.ndarray, server: np.ndarray
     ) -> Average:
         """The step that applies the updates of the clients ``arrived`` (sorted), each
         ``staleness`` server versions old."""
-        raise NotImplementedError
 
     def events(self, round_idx: int, federation: Federation) -> Events:
         """Run the event loop from the last update until ``buffer_size`` updates are in."""

@@ -138,6 +138,41 @@ def test_a_crashed_node_is_replaced_by_the_next_responsive_one_in_the_ranking():
     assert plan.traffic.control_bytes["ping"].sum() > 0
 
 
+def test_a_trainer_that_crashes_while_it_pings_for_aggregators_sends_nothing():
+    first_sample = ranking(1, np.arange(30), 30, 0)[:10].tolist()
+    head, aggregator = ranking(2, np.arange(30), 30, 0)[:2].tolist()
+    crasher = next(node for node in first_sample if node not in (head, aggregator))
+    # The head of round 2's ranking is down from the start: every trainer waits out a 5 s ping
+    # timeout before it reaches the aggregator.  ``crasher`` finishes training at 0.02 s and
+    # crashes at 1 s, while it waits: v1 cancels its send.
+    churn = Churn(
+        initial=np.ones(30, dtype=bool),
+        times=np.array([0.001, 1.0]),
+        nodes=np.array([head, crasher]),
+        kinds=np.full(2, CRASH, dtype=np.int8),
+    )
+    plan = MoDeST(sample_size=10, success_fraction=0.8).plan(0, federation(30, churn))
+    assert crasher in trainers(plan)
+    (group,) = groups(plan)
+    expected = sorted(set(first_sample) - {head, crasher})
+    assert group.sources.tolist() == expected  # 8 models: the head never trained
+
+
+def test_a_ping_and_its_pong_raise_both_views_to_the_higher_round_estimate():
+    strategy = MoDeST(sample_size=1)
+    strategy.plan(0, federation(2))
+    views = strategy._protocol["views"]
+    for pinger_estimate, pingee_estimate in ((30, 5), (30, 40)):
+        views.last_round[:] = 0
+        views.aggregate_round[:] = views.train_round[:] = 0
+        views.aggregate_round[0], views.train_round[1] = pinger_estimate, pingee_estimate
+        chosen, _ = strategy._select(0, pinger_estimate + 1, 2, 0.0)  # node 0 pings node 1
+        assert sorted(chosen) == [0, 1]
+        both = max(pinger_estimate, pingee_estimate)
+        assert views.last_round[1, 0] == both  # on_ping: max(own estimate, ping's)
+        assert views.last_round[0, 1] == both  # on_pong: max(own estimate, pong's)
+
+
 def test_nodes_with_different_views_can_sample_differently_and_still_progress():
     fed = federation(20)
     strategy = MoDeST(sample_size=4, success_fraction=0.75)
@@ -184,13 +219,15 @@ def test_80_percent_crashes_leave_rounds_completing_with_the_survivors():
         num_nodes, 0, crash_count=1, crash_every_s=4.0, crash_start_s=30.0
     )  # one crash at a time: 40 of 50 down by 30 + 39 * 4 = 186 s
     fed = federation(num_nodes, churn, seconds_per_unit=0.05)  # one epoch of 20 samples: 1 s
-    # sf = 0.8 tolerates one trainer crashing mid-round; a second aggregator, the aggregator.
+    # sf = 0.8 tolerates one trainer crashing mid-round; a second aggregator, the aggregator;
+    # the aggregation timeout, two (without it this run stalls at round 54, as v1 would).
     strategy = MoDeST(
         sample_size=5,
         num_aggregators=2,
         success_fraction=0.8,
         ping_timeout_s=2.0,
         inactivity_threshold=20,
+        aggregation_timeout_s=5.0,
     )
     late = []
     for plan in plans(strategy, fed, 150):

@@ -201,7 +201,9 @@ class MoDeST(Strategy):
             self._delivered(current, time, *data)
 
     def _trained(self, current: _Round, time: float, node: int) -> None:
-        """A trainer finished: unless a newer model interrupted it, it sends to the aggregators."""
+        """A trainer finished: unless a newer model interrupted it, it pings for the aggregators
+        and sends them its model.  A crash before the send cancels it, as in v1
+        (``send_trained_model_to_aggregators`` returns when inactive, community.py 318-321)."""
         adopted = current.adopted.get(node)
         if adopted is not None and adopted[0] <= time:
             return  # a newer aggregated model cancelled this training
@@ -209,7 +211,8 @@ class MoDeST(Strategy):
             return
         current.trained.append(node)
         aggregators, sent_at = self._aggregators(node, time)
-        self._send(current, node, aggregators, sent_at, ARRIVED, self.num_trainers)
+        if self.federation.churn.is_alive(node, sent_at):
+            self._send(current, node, aggregators, sent_at, ARRIVED, self.num_trainers)
 
     def _aggregators(self, node: int, time: float) -> tuple[list[int], float]:
         """The aggregators of the next index: the first responsive of its ranking."""
@@ -302,10 +305,18 @@ class MoDeST(Strategy):
             if target == node:
                 continue
             pings[target] += self.ping_bytes  # the pong
-            estimate = self.views.round_estimate(target)
-            self.views.saw(target, node, max(round_idx, self.views.round_estimate(node)))
-            self.views.saw(node, target, estimate)
+            self._ping_pong(node, target)
         return selection.chosen, selection.finished_at
+
+    def _ping_pong(self, node: int, target: int) -> None:
+        """``target`` answers ``node``'s ping: v1's ``on_ping`` and ``on_pong`` (community.py
+        199-246 at 96f5273).  The ping carries the pinger's round estimate; the pingee notes the
+        pinger at max(its own estimate, that); the pong carries the pingee's estimate after this
+        update, and the pinger notes the pingee at max(its own estimate, that)."""
+        ping = self.views.round_estimate(node)
+        self.views.saw(target, node, max(self.views.round_estimate(target), ping))
+        pong = self.views.round_estimate(target)
+        self.views.saw(node, target, max(self.views.round_estimate(node), pong))
 
     # --- churn -------------------------------------------------------------------------
 

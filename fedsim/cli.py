@@ -44,16 +44,23 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: list[str]) -> int:
     """``fedsim run [overrides]``: check every job, take the output directory, then hand
     over to Hydra.  Ctrl-C and SIGTERM stop between two rounds after a checkpoint."""
-    from fedsim.runner import claim, hydra_main, precheck, settings_of_swept_groups_per_job
+    from fedsim.runner import (
+        claim,
+        hydra_main,
+        precheck,
+        print_sweep,
+        settings_of_swept_groups_per_job,
+        sweep_settings,
+    )
 
     multirun = any(arg in ("-m", "--multirun") for arg in args)
-    held = None
+    held = directory = None
     if not any(arg.startswith("-") and arg not in ("-m", "--multirun") for arg in args):
         directory, resuming = precheck(args)
         held = claim(directory, multirun, resuming)
         args = [*args, f"hydra.{'sweep' if multirun else 'run'}.dir={directory}"]
     if multirun:
-        args = settings_of_swept_groups_per_job(args)
+        args = [*settings_of_swept_groups_per_job(args), *sweep_settings(args)]
     sys.argv = ["fedsim run", *args]
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -67,6 +74,8 @@ def run(args: list[str]) -> int:
         signal.signal(signal.SIGTERM, previous)
         if held is not None:
             held.close()
+        if multirun and directory is not None:
+            print_sweep(directory)  # also after a failed job: those that ran
     return 0
 
 
@@ -97,18 +106,28 @@ def resume(args: list[str]) -> int:
 
 
 def report(args: list[str]) -> int:
-    """``fedsim report PATH [--out DIR] [--target ACCURACY]``: print the per-run summary
-    (and the per-configuration one when seeds repeat); write report*.csv and figures.
+    """``fedsim report PATH [PATH ...] [--out DIR] [--target ACCURACY] [--metric NAME]
+    [--x AXIS] [--logx | --no-logx]``: print the per-run summary (and the per-configuration
+    one when seeds repeat) of every run below the paths; write report*.csv and figures.
     Unreadable runs are left out, one line each on stderr; exit 2 if no run is readable."""
     from rich.console import Console
 
+    from fedsim.metrics.figures import X_AXES
     from fedsim.metrics.report import NoReadableRunError
     from fedsim.metrics.report import report as write_report
     from fedsim.metrics.tables import format_by_config, format_summary
 
     parser = argparse.ArgumentParser(prog="fedsim report")
-    parser.add_argument("path", type=Path, help="a run directory or a sweep directory")
-    parser.add_argument("--out", type=Path, default=None, help="where to write (default: PATH)")
+    parser.add_argument(
+        "paths",
+        type=Path,
+        nargs="+",
+        metavar="PATH",
+        help="run or sweep directories; several make one table and one set of figures",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="where to write (default: PATH; needed with several)"
+    )
     parser.add_argument(
         "--target",
         type=float,
@@ -116,13 +135,40 @@ def report(args: list[str]) -> int:
         metavar="ACCURACY",
         help="also report the round, bytes and seconds at which accuracy first reaches this",
     )
+    parser.add_argument(
+        "--metric", default="accuracy", help="the metric to draw (default: accuracy)"
+    )
+    parser.add_argument(
+        "--x",
+        choices=list(X_AXES),
+        default=None,
+        help="the x axis of the figures (default: each one the runs record)",
+    )
+    parser.add_argument(
+        "--logx",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="log-scale x axes (default: for bytes only)",
+    )
     options = parser.parse_args(args)
     if options.target is not None and not 0 < options.target <= 1:
         parser.error(f"--target must be an accuracy in (0, 1], got {options.target}")
+    if options.out is None and len(options.paths) > 1:
+        parser.error("--out DIR is needed with several PATHs")
     try:
-        written = write_report(options.path, options.out, target=options.target)
+        written = write_report(
+            options.paths,
+            options.out,
+            target=options.target,
+            metric=options.metric,
+            x=options.x,
+            logx=options.logx,
+        )
     except (FileNotFoundError, NoReadableRunError) as error:
         print(f"fedsim: {error}", file=sys.stderr)
+        return 2
+    except ValueError as error:  # a --metric or --x these runs do not record
+        print(f"fedsim report: error: {error}", file=sys.stderr)
         return 2
     for run in written.unreadable:
         print(f"fedsim: skipped unreadable run {run}", file=sys.stderr)
@@ -132,7 +178,7 @@ def report(args: list[str]) -> int:
     if written.by_config is not None:
         console.print(format_by_config(written.by_config))
     names = ", ".join(file.name for file in written.files)
-    print(f"wrote {names} to {options.out or options.path}")
+    print(f"wrote {names} to {options.out or options.paths[0]}")
     return 0
 
 

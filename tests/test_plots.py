@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.figure import Figure
 
-from fedsim.metrics.figures import STANDARD_FIGURES, draw_figure, write_figures
-from fedsim.metrics.plots import configurations, curves
+from fedsim.metrics.figures import plot_all, plot_metric, plot_node_accuracy, write_figures
+from fedsim.metrics.plots import (
+    STRATEGY_COLOURS,
+    configurations,
+    curves,
+    line_styles,
+    strategy_colour,
+)
 
 
 def run_rows(
@@ -123,17 +131,42 @@ def test_curves_take_the_band_from_two_metrics_when_asked() -> None:
     assert last["upper"].tolist() == [0.8, 0.8]
 
 
-def test_a_single_run_is_a_line_without_band_labelled_by_its_overrides() -> None:
-    runs = run_rows(".", "strategy=fedavg seed=4", {"accuracy": [0.2, 0.4]}, seed=4)
+def test_a_single_run_is_a_line_without_band_labelled_by_its_strategy() -> None:
+    runs = run_rows(
+        ".", "strategy=fedavg seed=4 rounds=2", {"accuracy": [0.2, 0.4]}, seed=4, strategy="fedavg"
+    )
 
     table = curves(runs, "accuracy")
 
-    assert table["configuration"].unique().tolist() == ["strategy=fedavg"]
+    assert table["configuration"].unique().tolist() == ["fedavg"]
+    assert configurations(runs)[1] == "strategy=fedavg rounds=2"  # into the title
     assert table[["lower", "upper"]].isna().all(axis=None)
 
 
-def test_figures_have_one_labelled_line_per_configuration_and_say_what_the_band_is() -> None:
-    figure = draw_figure(sweep(), "accuracy_vs_bytes")
+def test_a_configuration_with_an_unfinished_run_says_so() -> None:
+    runs = sweep()
+    runs["status"] = runs["run"].map({"0": "completed", "1": "completed"}).fillna("completed")
+    runs.loc[runs["run"] == "3", "status"] = "interrupted"
+
+    labels, _ = configurations(runs)
+
+    assert labels.to_dict() == {
+        "0": "strategy=fedavg",
+        "1": "strategy=fedavg",
+        "2": "strategy=dpsgd (interrupted)",
+        "3": "strategy=dpsgd (interrupted)",
+    }
+
+
+def inside(figure: Figure, artist: object) -> bool:
+    """Whether ``artist`` is drawn wholly inside ``figure`` (nothing cut off)."""
+    figure.canvas.draw()
+    box, frame = artist.get_window_extent(), figure.bbox  # type: ignore[attr-defined]
+    return box.x0 >= frame.x0 - 1 and box.x1 <= frame.x1 + 1 and box.y0 >= frame.y0 - 1
+
+
+def test_accuracy_per_byte_is_on_a_log_axis_without_the_zero_of_round_0() -> None:
+    figure = plot_metric(sweep(), "accuracy", x="bytes")
 
     assert figure is not None
     axes = figure.axes[0]
@@ -144,14 +177,57 @@ def test_figures_have_one_labelled_line_per_configuration_and_say_what_the_band_
         "strategy=dpsgd",
     ]
     assert legend.get_title().get_text() == "mean ± std over 2 seeds"
-    assert axes.get_xlabel() == "bytes sent by all nodes (MB)"
+    assert axes.get_xscale() == "log"
+    assert axes.get_xlabel() == "bytes sent by all nodes (MB), log scale; 0 not drawn"
     assert axes.get_ylabel() == "test accuracy (fraction correct)"
     assert axes.get_title().splitlines() == ["accuracy per byte sent", "topology=ring"]
-    assert np.asarray(axes.lines[1].get_xdata()).tolist() == [0.0, 3.0, 6.0]  # MB
+    assert np.asarray(axes.lines[1].get_xdata()).tolist() == [3.0, 6.0]  # MB; round 0 left out
+
+
+def test_logx_turns_the_log_axis_off_for_bytes_and_on_for_rounds() -> None:
+    linear = plot_metric(sweep(), "accuracy", x="bytes", logx=False)
+    logarithmic = plot_metric(sweep(), "accuracy", x="round", logx=True)
+
+    assert linear is not None and logarithmic is not None
+    assert linear.axes[0].get_xscale() == "linear"
+    assert np.asarray(linear.axes[0].lines[1].get_xdata()).tolist() == [0.0, 3.0, 6.0]
+    assert logarithmic.axes[0].get_xscale() == "log"
+
+
+def test_a_strategy_has_one_colour_in_every_figure_whatever_else_is_drawn() -> None:
+    runs = sweep()
+    dpsgd_alone = runs[runs["strategy"] == "dpsgd"]
+
+    both = plot_metric(runs, "accuracy", "round")
+    alone = plot_metric(dpsgd_alone, "accuracy", "bytes")
+
+    assert both is not None and alone is not None
+    colours = [line.get_color() for line in both.axes[0].lines]
+    assert colours == [STRATEGY_COLOURS["fedavg"], STRATEGY_COLOURS["dpsgd"]]
+    assert alone.axes[0].lines[0].get_color() == STRATEGY_COLOURS["dpsgd"]
+
+
+def test_a_strategy_not_in_the_palette_gets_a_colour_from_its_name_alone() -> None:
+    # CRC-32 of the name, not Python's hash(), which changes with PYTHONHASHSEED.
+    assert strategy_colour("my_strategy") == strategy_colour("my_strategy", position=5)
+    assert strategy_colour("my_strategy") == "#2ca02c"
+    assert strategy_colour(None, position=1) != strategy_colour(None, position=2)
+
+
+def test_configurations_of_one_strategy_share_its_hue_in_lighter_shades_and_other_styles() -> None:
+    def run(name: str, lr: float) -> pd.DataFrame:
+        settings = {"strategy": "dpsgd", "optimizer.lr": lr}
+        return run_rows(name, f"optimizer.lr={lr}", {"accuracy": [0.5]}, **settings)
+
+    styles = line_styles(pd.concat([run("a", 0.1), run("b", 0.01)]))
+
+    assert styles["optimizer.lr=0.1"] == (STRATEGY_COLOURS["dpsgd"], "-")
+    colour, style = styles["optimizer.lr=0.01"]
+    assert style == "--" and colour not in STRATEGY_COLOURS.values()
 
 
 def test_consensus_distance_is_drawn_on_a_log_scale() -> None:
-    figure = draw_figure(sweep(), "consensus_distance_vs_round")
+    figure = plot_metric(sweep(), "consensus_distance")
 
     assert figure is not None and figure.axes[0].get_yscale() == "log"
 
@@ -159,7 +235,7 @@ def test_consensus_distance_is_drawn_on_a_log_scale() -> None:
 def test_zeros_are_left_out_of_a_log_scale_and_the_label_says_so() -> None:
     runs = sweep()
     runs.loc[(runs["metric"] == "consensus_distance") & (runs["round"] == 0), "value"] = 0.0
-    figure = draw_figure(runs, "consensus_distance_vs_round")
+    figure = plot_metric(runs, "consensus_distance")
 
     assert figure is not None
     axes = figure.axes[0]
@@ -167,21 +243,63 @@ def test_zeros_are_left_out_of_a_log_scale_and_the_label_says_so() -> None:
     assert np.isnan(np.asarray(axes.lines[0].get_ydata(), dtype=float)[0])
 
 
-def test_node_accuracy_figure_explains_its_band() -> None:
-    figure = draw_figure(sweep(), "node_accuracy_vs_round")
+def test_node_accuracy_has_one_panel_per_configuration_explaining_its_band() -> None:
+    figure = plot_node_accuracy(sweep())
 
     assert figure is not None
-    legend = figure.axes[0].get_legend()
-    assert legend is not None
-    assert (
-        legend.get_title().get_text()
-        == "line: mean over nodes; band: min to max; mean over 2 seeds"
+    panels = [axes for axes in figure.axes if axes.get_visible()]
+    assert [axes.get_title() for axes in panels] == ["strategy=fedavg", "strategy=dpsgd"]
+    assert [len(axes.collections) for axes in panels] == [1, 1]  # one band each
+    assert figure.get_suptitle().splitlines()[-1] == (
+        "line: mean over nodes; band: min to max; mean over 2 seeds"
     )
 
 
-def test_write_figures_skips_simulated_time_unless_recorded(tmp_path: Path) -> None:
+def test_a_single_run_has_a_short_legend_the_settings_in_the_title_and_nothing_cut_off() -> None:
+    overrides = "strategy=dpsgd topology=regular topology.degree=4 num_nodes=20 seed=0"
+    runs = run_rows(
+        ".",
+        overrides,
+        {"accuracy": [0.1, 0.5], "bytes_sent_total": [0.0, 1e6]},
+        strategy="dpsgd",
+        topology="regular",
+        num_nodes=20,
+        seed=0,
+    )
+
+    figure = plot_metric(runs, "accuracy", "bytes")
+
+    assert figure is not None
+    axes = figure.axes[0]
+    legend = axes.get_legend()
+    assert [text.get_text() for text in legend.get_texts()] == ["dpsgd"]
+    assert axes.get_title().splitlines()[1] == (
+        "strategy=dpsgd topology=regular num_nodes=20 topology.degree=4"
+    )
+    assert inside(figure, legend)
+    assert axes.get_position().width > 0.7  # the axes are not pushed aside
+
+
+def test_many_configurations_put_the_legend_below_the_axes_inside_the_figure() -> None:
+    runs = pd.concat(
+        [
+            run_rows(str(i), f"optimizer.lr={i}", {"accuracy": [0.1, 0.2]}, **{"optimizer.lr": i})
+            for i in range(9)
+        ]
+    )
+
+    figure = plot_metric(runs)
+
+    assert figure is not None and figure.axes[0].get_legend() is None
+    (legend,) = figure.legends
+    assert len(legend.get_texts()) == 9
+    assert inside(figure, legend)
+
+
+def test_plot_all_draws_the_metric_against_each_recorded_axis(tmp_path: Path) -> None:
     without = write_figures(sweep(), tmp_path / "without", dpi=60)
-    with_time = write_figures(sweep(sim_time_s=[0.0, 10.0, 20.0]), tmp_path / "with", dpi=60)
+    with_time = plot_all(sweep(sim_time_s=[0.0, 10.0, 20.0]))
+    loss = plot_all(sweep(loss=[2.0, 1.0, 0.5]), "loss", x="bytes")
 
     assert [path.stem for path in without] == [
         "accuracy_vs_round",
@@ -189,18 +307,27 @@ def test_write_figures_skips_simulated_time_unless_recorded(tmp_path: Path) -> N
         "consensus_distance_vs_round",
         "node_accuracy_vs_round",
     ]
-    assert [path.stem for path in with_time] == list(STANDARD_FIGURES)
-    for path in [*without, *with_time]:
+    assert list(with_time)[2] == "accuracy_vs_sim_time"
+    assert list(loss) == ["loss_vs_bytes", "consensus_distance_vs_bytes", "node_accuracy_vs_bytes"]
+    for path in without:
         height, width, channels = matplotlib.image.imread(path).shape
         assert height > 200 and width > 300 and channels in (3, 4)
 
 
-def test_a_figure_of_metrics_not_recorded_is_none_and_an_unknown_one_an_error() -> None:
-    runs = run_rows(".", "", {"accuracy": [0.2, 0.4]})
-
-    assert draw_figure(runs, "consensus_distance_vs_round") is None
-    with pytest.raises(ValueError, match="figure must be one of .*'accuracy_vs_round'.*got 'x'"):
-        draw_figure(runs, "x")
+@pytest.mark.parametrize(
+    ("metric", "x", "message"),
+    [
+        ("accurcy", None, "metric 'accurcy' is not recorded by these runs; recorded: accuracy, "),
+        ("accuracy", "sim_time_s", "x 'sim_time_s': no run records sim_time_s; x can be round, "),
+        ("accuracy", "local_steps", "x 'local_steps': no run records local_steps; x can be "),
+        ("accuracy", "bytes_sent", "x must be one of round, local_steps, bytes, sim_time_s; got "),
+    ],
+)
+def test_a_metric_or_x_axis_not_recorded_is_an_error_naming_what_is(
+    metric: str, x: str | None, message: str
+) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        plot_all(sweep(), metric, x)
 
 
 def test_lines_follow_the_natural_order_of_runs_not_their_string_order() -> None:

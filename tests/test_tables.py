@@ -66,7 +66,7 @@ def test_summarize_carries_each_run_settings(tmp_path: Path) -> None:
     assert summary["strategy.sample_size"].tolist() == [2] * 3
     assert summary["config.rounds"].tolist() == [3] * 3  # the setting; "rounds" is measured
     assert summary["rounds"].tolist() == [2] * 3
-    assert summary.columns[:3].tolist() == ["run", "overrides", "accuracy"]
+    assert summary.columns[:4].tolist() == ["run", "overrides", "status", "accuracy"]
 
 
 def test_aggregate_seeds_gives_mean_and_std_per_configuration(tmp_path: Path) -> None:

@@ -2,27 +2,102 @@
 
 The input is the tidy frame of :func:`fedsim.metrics.report.load_runs`. Runs that differ
 only in their seed (or in settings that do not change results, :data:`RUN_IDENTITY`) form
-one configuration, drawn as one line: the mean over its seeds, with a band. Figures are
-built on :class:`matplotlib.figure.Figure` directly, so no pyplot state or GUI backend is
-involved and nothing needs closing.
+one configuration, drawn as one line: the mean over its seeds, with a band. A strategy
+has the same colour in every figure (:func:`strategy_colour`). Figures are built on
+:class:`matplotlib.figure.Figure` directly, so no pyplot state or GUI backend is involved
+and nothing needs closing.
 """
 
 from __future__ import annotations
 
+import math
 import textwrap
-from collections.abc import Sequence
+import zlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.colors import to_hex, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-RUN_IDENTITY = frozenset({"run", "overrides", "seed", "progress", "resume", "checkpoint_every"})
+RUN_IDENTITY = frozenset(
+    {"run", "overrides", "status", "seed", "progress", "resume", "checkpoint_every"}
+)
 """Columns that tell apart the runs of one configuration, or do not change its results."""
 TIDY_COLUMNS = frozenset({"run", "round", "metric", "value", "node"})
 LINE_STYLES = ("-", "--", ":", "-.")
-MANY_LINES = 8
-"""Above this many lines the legend moves outside the axes, in a smaller font."""
+MANY_LINES = 6
+"""Above this many lines the legend moves below the axes, in columns."""
+STRATEGY_COLOURS = {
+    "fedavg": "#1f77b4",
+    "dpsgd": "#ff7f0e",
+    "gossip": "#2ca02c",
+    "s2s": "#d62728",
+    "modest": "#9467bd",
+    "fedprox": "#8c564b",
+    "scaffold": "#e377c2",
+    "choco": "#7f7f7f",
+    "epidemic_learning": "#bcbd22",
+    "s2a": "#17becf",
+    "fedbuff": "#393b79",
+    "fedasync": "#637939",
+    "fedadam": "#8c6d31",
+    "fedyogi": "#843c39",
+    "fedadagrad": "#7b4173",
+    "fedavgm": "#3182bd",
+    "fednova": "#e6550d",
+    "d2": "#31a354",
+    "exact_diffusion": "#756bb1",
+    "gradient_tracking": "#636363",
+    "gossip_learning": "#6baed6",
+    "random_walk": "#fd8d3c",
+    "single_merge": "#74c476",
+    "fl_fixed_server": "#9e9ac8",
+}
+"""A fixed colour per strategy, the same in every figure and report."""
+PALETTE = tuple(dict.fromkeys(STRATEGY_COLOURS.values()))
+GROUPED_BY = "strategy"
+"""The setting whose value picks a line's colour."""
+
+
+def strategy_colour(strategy: object, position: int = 0) -> str:
+    """The colour of ``strategy`` in every figure: :data:`STRATEGY_COLOURS`, else one of
+    its colours picked by a stable hash of the name (CRC-32, not Python's salted hash);
+    a run that records no strategy gets the ``position``-th colour."""
+    if not isinstance(strategy, str) or not strategy:
+        return PALETTE[position % len(PALETTE)]
+    if strategy in STRATEGY_COLOURS:
+        return STRATEGY_COLOURS[strategy]
+    return PALETTE[zlib.crc32(strategy.encode()) % len(PALETTE)]
+
+
+def line_styles(runs: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """Each configuration's ``(colour, line style)``: its strategy's colour, and, for the
+    k-th configuration of one strategy, a lighter shade and the k-th line style."""
+    labels, _ = configurations(runs)
+    if GROUPED_BY in runs:
+        strategies = runs.groupby("run", sort=False)[GROUPED_BY].first().reindex(labels.index)
+    else:
+        strategies = pd.Series(None, index=labels.index, dtype="object")
+    first = pd.DataFrame({"label": labels, "strategy": strategies}).drop_duplicates("label")
+    counts = first["strategy"].value_counts()
+    seen: dict[str, int] = {}
+    styles: dict[str, tuple[str, str]] = {}
+    for position, (label, strategy) in enumerate(first.itertuples(index=False)):
+        rank, total = 0, 1
+        if isinstance(strategy, str):
+            rank, total = seen.get(strategy, 0), counts[strategy]
+            seen[strategy] = rank + 1
+        base = strategy_colour(strategy, position)
+        styles[label] = (_lighter(base, rank / total), LINE_STYLES[rank % len(LINE_STYLES)])
+    return styles
+
+
+def _lighter(colour: str, amount: float) -> str:
+    """``colour`` mixed with white: 0 keeps it, 1 would be white (at most 0.6 is used)."""
+    return to_hex([c + (1 - c) * 0.6 * amount for c in to_rgb(colour)])
 
 
 def distinguishing(overrides: pd.Series) -> tuple[pd.Series, str]:
@@ -57,7 +132,9 @@ def configurations(runs: pd.DataFrame) -> tuple[pd.Series, str]:
     Runs belong to one configuration when every column of ``runs`` but the metric columns,
     :data:`RUN_IDENTITY` and the graph metadata (``graph.*``, which a random topology
     draws per seed) is equal. A configuration is labelled by its distinguishing overrides,
-    seeds left out; a configuration without any, by its run names.
+    seeds left out; a configuration without any, by its run names; a lone configuration,
+    by its strategy, its overrides being the shared ones. A configuration with a run whose
+    ``status`` is not ``completed`` says so: ``strategy=gossip (interrupted)``.
     """
     settings = [
         column
@@ -71,11 +148,26 @@ def configurations(runs: pd.DataFrame) -> tuple[pd.Series, str]:
         config_ids = pd.Series(0, index=per_run.index)
     first_runs = config_ids.drop_duplicates()
     seedless = per_run.loc[first_runs.index, "overrides"].map(setting_overrides)
-    labels, shared = distinguishing(seedless.set_axis(first_runs.to_numpy()))
     names = pd.Series(per_run.index, index=per_run.index).groupby(config_ids).agg(", ".join)
-    labels = labels.where(labels != "", names)
-    if labels.duplicated().any():  # configurations that no override tells apart
-        labels = labels + " [" + names + "]"
+    if len(first_runs) == 1:  # the settings go into the title, the legend names the strategy
+        strategies = runs[GROUPED_BY].dropna() if GROUPED_BY in runs else pd.Series()
+        short = str(strategies.iloc[0]) if len(strategies) else names.iloc[0]
+        labels, shared = pd.Series([short], index=first_runs.to_numpy()), seedless.iloc[0]
+    else:
+        labels, shared = distinguishing(seedless.set_axis(first_runs.to_numpy()))
+        labels = labels.where(labels != "", names)
+        if labels.duplicated().any():  # configurations that no override tells apart
+            labels = labels + " [" + names + "]"
+    if "status" in runs:  # an unfinished run must not pass for a finished one
+        statuses = runs.groupby("run", sort=False)["status"].first().reindex(per_run.index)
+        unfinished = (
+            statuses[statuses != "completed"]
+            .groupby(config_ids)
+            .agg(lambda found: ", ".join(sorted(set(found))))
+        )
+        suffix = pd.Series("", index=labels.index)
+        suffix[unfinished.index] = " (" + unfinished + ")"
+        labels = labels + suffix
     return config_ids.map(labels), shared
 
 
@@ -123,50 +215,117 @@ def draw_curves(
     ylabel: str,
     title: str,
     band_label: str | None = None,
+    log_x: bool = False,
     log_y: bool = False,
+    styles: Mapping[str, tuple[str, str]] | None = None,
 ) -> Figure:
     """A figure with one line per configuration of ``table`` (from :func:`curves`) and its band.
 
-    ``band_label`` titles the legend; where some configuration has several seeds, the title
-    says so ("mean ± std over 3 seeds" without ``band_label``).
+    ``styles`` maps a configuration to its ``(colour, line style)`` (:func:`line_styles`;
+    default: matplotlib's cycle). ``band_label`` titles the legend; where some configuration
+    has several seeds, the title says so ("mean ± std over 3 seeds" without ``band_label``).
+    Points at or below 0 are left out of a log axis, and its label says so.
     """
+    table, xlabel, ylabel = _drop_non_positive(table, xlabel, ylabel, log_x, log_y)
     figure = Figure(figsize=(7.5, 4.5), layout="constrained")
     axes = figure.subplots()
-    zero = table["y"] <= 0
-    if log_y and zero.any():  # e.g. equal models at round 0: no place on a log axis
-        table = table.copy()
-        table.loc[zero, ["y", "lower", "upper"]] = float("nan")
-        ylabel = f"{ylabel}; 0 not drawn"
     for index, (label, curve) in enumerate(table.groupby("configuration", sort=False)):
-        curve = curve.sort_values("round", kind="stable")
-        # The colour cycle has 10 colours; later lines differ by line style instead.
-        colour, style = f"C{index % 10}", LINE_STYLES[index // 10 % len(LINE_STYLES)]
-        axes.plot(curve["x"], curve["y"], style, color=colour, marker=".", label=label)
-        if curve[["lower", "upper"]].notna().all(axis=1).any():
-            axes.fill_between(
-                curve["x"], curve["lower"], curve["upper"], color=colour, alpha=0.2, linewidth=0
-            )
-    if xlabel == "round":
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if log_y:
-        axes.set_yscale("log")
-    axes.set(xlabel=xlabel, ylabel=ylabel)
-    axes.grid(alpha=0.3)
-    wrapped = "\n".join(textwrap.fill(line, width=70) for line in title.splitlines())
-    axes.set_title(wrapped, fontsize="medium")
-    seeds = table["seeds"].max()
-    if seeds > 1:
-        over_seeds = f"over {seeds} seeds" if table["seeds"].min() == seeds else "over seeds"
-        band_label = (
-            f"{band_label}; mean {over_seeds}" if band_label else f"mean ± std {over_seeds}"
+        colour, style = (styles or {}).get(
+            label, (f"C{index % 10}", LINE_STYLES[index // 10 % len(LINE_STYLES)])
         )
+        _draw_line(axes, curve, colour, style, label)
+    _decorate(axes, xlabel, ylabel, log_x, log_y)
+    axes.set_title(_wrap(title), fontsize="medium")
+    band_label = _over_seeds(table, band_label)
     if table["configuration"].nunique() > MANY_LINES:
         figure.legend(
-            loc="outside right upper", fontsize="x-small", title=band_label, title_fontsize="small"
+            loc="outside lower center",
+            ncols=2,
+            fontsize="small",
+            title=band_label,
+            title_fontsize="small",
         )
     else:
         axes.legend(fontsize="small", title=band_label, title_fontsize="small")
     return figure
+
+
+def draw_panels(
+    table: pd.DataFrame,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    band_label: str,
+    log_x: bool = False,
+    styles: Mapping[str, tuple[str, str]] | None = None,
+) -> Figure:
+    """One panel per configuration of ``table`` (from :func:`curves`), sharing both axes:
+    bands that would hide each other in one panel are read side by side."""
+    table, xlabel, ylabel = _drop_non_positive(table, xlabel, ylabel, log_x, False)
+    groups = list(table.groupby("configuration", sort=False))
+    columns = min(len(groups), 3)
+    rows = math.ceil(len(groups) / columns)
+    figure = Figure(figsize=(3.6 * columns + 0.8, 2.6 * rows + 1.0), layout="constrained")
+    grid = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)
+    for index, (axes, (label, curve)) in enumerate(zip(grid.flat, groups, strict=False)):
+        colour, _ = (styles or {}).get(label, (f"C{index % 10}", "-"))
+        _draw_line(axes, curve, colour, "-", label)
+        axes.set_title("\n".join(textwrap.wrap(str(label), 40)), fontsize="small")
+        _decorate(axes, "", "", log_x, False)
+    for axes in grid.flat[len(groups) :]:
+        axes.set_visible(False)
+    figure.supxlabel(xlabel, fontsize="medium")
+    figure.supylabel(ylabel, fontsize="medium")
+    figure.suptitle(_wrap(f"{title}\n{_over_seeds(table, band_label)}"), fontsize="medium")
+    return figure
+
+
+def _draw_line(axes: Axes, curve: pd.DataFrame, colour: str, style: str, label: str) -> None:
+    curve = curve.sort_values("round", kind="stable")
+    axes.plot(curve["x"], curve["y"], style, color=colour, marker=".", label=label)
+    if curve[["lower", "upper"]].notna().all(axis=1).any():
+        axes.fill_between(
+            curve["x"], curve["lower"], curve["upper"], color=colour, alpha=0.2, linewidth=0
+        )
+
+
+def _decorate(axes: Axes, xlabel: str, ylabel: str, log_x: bool, log_y: bool) -> None:
+    if xlabel == "round":
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if log_x:
+        axes.set_xscale("log")
+    if log_y:
+        axes.set_yscale("log")
+    axes.set(xlabel=xlabel, ylabel=ylabel)
+    axes.grid(alpha=0.3)
+
+
+def _drop_non_positive(
+    table: pd.DataFrame, xlabel: str, ylabel: str, log_x: bool, log_y: bool
+) -> tuple[pd.DataFrame, str, str]:
+    """``table`` without the points a log axis has no place for (0 bytes in round 0, equal
+    models), and the axis labels saying what was left out."""
+    if log_x and (table["x"] <= 0).any():
+        table = table[table["x"] > 0]
+        xlabel = f"{xlabel}; 0 not drawn"
+    if log_y and (table["y"] <= 0).any():
+        table = table.copy()
+        table.loc[table["y"] <= 0, ["y", "lower", "upper"]] = float("nan")
+        ylabel = f"{ylabel}; 0 not drawn"
+    return table, xlabel, ylabel
+
+
+def _wrap(title: str) -> str:
+    return "\n".join(textwrap.fill(line, width=80) for line in title.splitlines())
+
+
+def _over_seeds(table: pd.DataFrame, band_label: str | None) -> str | None:
+    seeds = table["seeds"].max()
+    if seeds <= 1:
+        return band_label
+    over_seeds = f"over {seeds} seeds" if table["seeds"].min() == seeds else "over seeds"
+    return f"{band_label}; mean {over_seeds}" if band_label else f"mean ± std {over_seeds}"
 
 
 def plot_label_histograms(histograms: pd.DataFrame, path: str | Path, max_nodes: int = 100) -> None:

@@ -62,7 +62,8 @@ def summarize(runs: pd.DataFrame, target: float | None = None) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        Columns ``run``, ``overrides``, one per aggregate metric (the value at the last
+        Columns ``run``, ``overrides``, ``status`` (if ``runs`` has it: ``completed``,
+        ``stalled``, ``interrupted``, ...), one per aggregate metric (the value at the last
         round in which that metric was recorded; per-node rows are left out), ``rounds``,
         the last round the run recorded anything for, the graph metadata, the target
         columns, then every config column of :func:`~fedsim.metrics.report.load_runs` (a
@@ -77,7 +78,8 @@ def summarize(runs: pd.DataFrame, target: float | None = None) -> pd.DataFrame:
     headline = [metric for metric in HEADLINE_METRICS if metric in final]
     others = sorted(set(final.columns) - set(headline))
     per_run = runs.groupby("run", sort=False)
-    summary = per_run[["overrides"]].first().join(final[headline + others])
+    identity = ["overrides", *(["status"] if "status" in runs else [])]
+    summary = per_run[identity].first().join(final[headline + others])
     summary = summary.join(per_run["round"].max().rename("rounds"))
     graph = [column for column in GRAPH_COLUMNS if column in runs]
     summary = summary.join(per_run[graph].first())
@@ -86,7 +88,7 @@ def summarize(runs: pd.DataFrame, target: float | None = None) -> pd.DataFrame:
     settings = [
         column
         for column in runs
-        if column not in TIDY_COLUMNS | {"overrides"} and not column.startswith("graph.")
+        if column not in TIDY_COLUMNS | {"overrides", "status"} and not column.startswith("graph.")
     ]
     clashes = {column: f"config.{column}" for column in settings if column in summary}
     summary = summary.join(per_run[settings].first().rename(columns=clashes))
@@ -190,6 +192,8 @@ def format_summary(summary: pd.DataFrame) -> Table:
         "run": summary["run"].astype(str),
         "overrides": summary["run"].map(labels).fillna("").astype(str),
     }
+    if "status" in summary:  # an unfinished run must not pass for a finished one
+        cells["status"] = summary["status"].fillna("-").astype(str)
     for header, (column, spec, scale) in {**SUMMARY_CELLS, **_target_cells(summary)}.items():
         cells[header] = _format_numbers(summary, column, spec, scale)
         if column in TARGET_SOURCES and column in summary:
@@ -232,7 +236,7 @@ def _target_cells(frame: pd.DataFrame) -> dict[str, tuple[str, str, float]]:
 
 def _table(table: Table, cells: Mapping[str, pd.Series]) -> Table:
     for index, header in enumerate(cells):
-        if index < 2:  # labels: folded, never cut short
+        if index < 2 or header == "status":  # labels: folded, never cut short
             table.add_column(header, overflow="fold")
         else:
             table.add_column(header, justify="right")

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fedsim.aggregators import Aggregator, Mean
 from fedsim.backends.base import Backend
+from fedsim.budget import Budget, LocalSteps
 from fedsim.errors import check
 from fedsim.federation import Federation
 from fedsim.messages import MessageTransforms
@@ -53,9 +54,11 @@ class Simulation:
     (:class:`fedsim.privacy.Privacy`) and the privacy spent is recorded.  ``messages``
     rewrite what the rows send (attacks, compression: fedsim.messages).  Non-finite
     parameters after a round, or a non-finite loss, mark the run ``diverged`` and, with
-    ``on_divergence="stop"``, end it after recording that round.  With ``max_sim_time_s``
-    the run also ends after the round in which the simulated clock passes it: one time
-    budget for strategies whose rounds take different times (``rounds`` is then a cap).
+    ``on_divergence="stop"``, end it after recording that round.  The run also ends after
+    the round in which the first of its ``budget`` (:class:`~fedsim.budget.Budget`: rounds,
+    local steps per node, bytes, simulated or wall time) is spent, named in ``stopped_by``
+    (``rounds`` also when it ran all ``rounds``, which cap every budget);
+    ``max_sim_time_s`` is ``budget.sim_time_s`` by its older name.
     """
 
     strategy: Strategy
@@ -65,6 +68,7 @@ class Simulation:
     rounds: int
     aggregator: Aggregator = field(default_factory=Mean)
     max_sim_time_s: float | None = None
+    budget: Budget = field(default_factory=Budget)
     evaluate: str = "average"
     eval_every: int = 1
     eval_nodes: int = 100
@@ -77,6 +81,7 @@ class Simulation:
     rounds_completed: int = 0
     stalled: str | None = None
     diverged: str | None = None
+    stopped_by: str | None = None
 
     def __post_init__(self) -> None:
         check(self.rounds >= 0, f"rounds={self.rounds} must be >= 0")
@@ -95,6 +100,7 @@ class Simulation:
             self.on_divergence in ON_DIVERGENCE,
             f"on_divergence={self.on_divergence} must be one of {', '.join(ON_DIVERGENCE)}",
         )
+        self.budget = self.budget.tightened(rounds=self.rounds, sim_time_s=self.max_sim_time_s)
 
     @property
     def num_rows(self) -> int:
@@ -122,8 +128,12 @@ class Simulation:
             final = self.restore(resume)
             resume.clear()  # consumed: its copies of the rows are freed for the run
         with _progress_bar(progress) as bar, _deferred_interrupt() as interrupted:
-            task_id = bar.add_task("rounds", total=self.rounds, completed=self.rounds_completed)
+            task_id = bar.add_task(
+                "rounds", total=self.budget.rounds, completed=self.rounds_completed
+            )
             for round_idx in range(self.rounds_completed, self.rounds):
+                if self._spent():  # a resumed run whose budget was spent already
+                    break
                 diverging = self._round(round_idx)
                 if self._evaluation_due() or diverging:
                     final = self._evaluate(self.rounds_completed, recorder)
@@ -132,7 +142,7 @@ class Simulation:
                 ended = (
                     self.stalled
                     or (self.diverged and self.on_divergence == "stop")
-                    or self._out_of_time()
+                    or self._spent()
                 )
                 if checkpoint is not None and (self._checkpoint_due() or interrupted() or ended):
                     checkpoint(self.state(final))
@@ -162,6 +172,9 @@ class Simulation:
             self.task.node_data,
             self.task.optimizer.batch_size,
         )
+        self.local_steps = LocalSteps(
+            self.task.node_data.num_examples, self.task.optimizer.batch_size
+        )
         self.start_time = time.perf_counter()
 
     def _round(self, round_idx: int) -> bool:
@@ -173,6 +186,7 @@ class Simulation:
             plan = self.privacy.apply(plan, round_idx)
         self.backend.execute(plan, round_idx)
         self.traffic.account(plan)
+        self.local_steps.account(plan)
         self.clock.advance(
             plan, self.federation.message_bytes, self.strategy.barrier, self.federation.link_bytes
         )
@@ -185,15 +199,26 @@ class Simulation:
         return diverging
 
     def _evaluation_due(self) -> bool:
-        """Every ``eval_every`` rounds, after the last, when the protocol stalled, and when the
-        time budget is spent."""
+        """Every ``eval_every`` rounds, after the last, when the protocol stalled, and when a
+        budget is spent."""
         completed = self.rounds_completed
-        last = completed == self.rounds or bool(self.stalled) or self._out_of_time()
+        last = completed == self.rounds or bool(self.stalled) or self._spent()
         return completed % self.eval_every == 0 or last
 
-    def _out_of_time(self) -> bool:
-        """Whether the simulated clock has passed ``max_sim_time_s``."""
-        return self.max_sim_time_s is not None and self.clock.now >= self.max_sim_time_s
+    def usage(self) -> dict[str, float]:
+        """What the run has spent of each budget so far."""
+        return {
+            "rounds": self.rounds_completed,
+            "local_steps": self.local_steps.mean,
+            "bytes": self.traffic.metrics()["bytes_sent_total"],
+            "sim_time_s": self.clock.now,
+            "wall_time_s": time.perf_counter() - self.start_time,
+        }
+
+    def _spent(self) -> bool:
+        """Whether a budget is spent (its name kept in ``stopped_by``)."""
+        self.stopped_by = self.budget.spent(self.usage())
+        return self.stopped_by is not None
 
     def _checkpoint_due(self) -> bool:
         completed = self.rounds_completed
@@ -215,7 +240,7 @@ class Simulation:
             run_started=self.start_time,
             privacy=self.privacy,
             messages=self.messages,
-            counters=self.strategy.counters(),
+            counters={**self.local_steps.metrics(), **self.strategy.counters()},
         )
         if self.diverged is None and not np.isfinite(metrics["loss"]):
             self.diverged = f"non-finite loss at round {round_idx}"
@@ -228,6 +253,7 @@ class Simulation:
             "rounds_completed": self.rounds_completed,
             "backend": self.backend.state(),
             **self.traffic.state(),
+            **self.local_steps.state(),
             "clock": self.clock.state(),
             "strategy": self.strategy.state(),
             "privacy": None if self.privacy is None else self.privacy.state(),
@@ -258,6 +284,7 @@ class Simulation:
         self.rounds_completed = state["rounds_completed"]
         self.backend.restore(state["backend"])
         self.traffic.restore(state)
+        self.local_steps.restore(state)
         self.clock.restore(state["clock"])
         self.strategy.restore(state["strategy"])
         if self.privacy is not None:

@@ -29,6 +29,8 @@ AGGREGATES = [
     "bytes_uplink_total",
     "bytes_downlink_total",
     "wall_time_s",
+    "local_steps",
+    "local_steps_max_node",
 ]
 PER_NODE = ["node_accuracy", "node_bytes_model", "node_bytes_control", "node_aggregations"]
 

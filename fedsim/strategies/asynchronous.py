@@ -98,6 +98,7 @@ class AsynchronousServer(Strategy):
     num_servers = 1
     server_holds_global_model = True
     handles_churn = True
+    round_unit = "server update"
     buffer_size: int = 1
     counted: ClassVar[tuple[str, ...]] = ("updates_applied", "updates_dropped", "updates_lost")
 

@@ -35,6 +35,7 @@ class EventGossip(Strategy):
 
     uses_topology = True
     buffers_messages = True
+    round_unit = "tick"
 
     def __init__(
         self,

@@ -33,6 +33,7 @@ class GossipLearning(Strategy):
     """
 
     handles_churn = True
+    round_unit = "period"  # period_s simulated seconds, in which every node pushes once
 
     def __init__(self, period_s: float = 60.0, local_epochs: int = 1) -> None:
         check(period_s > 0, f"strategy.period_s={period_s} must be > 0")

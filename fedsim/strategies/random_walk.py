@@ -53,6 +53,7 @@ class RandomWalk(Strategy):
     """
 
     uses_topology = True
+    round_unit = "hop"  # one holder trains the token and passes it on
 
     def __init__(
         self,

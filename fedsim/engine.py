@@ -19,6 +19,7 @@ from fedsim.backends.base import Backend
 from fedsim.budget import Budget, LocalSteps
 from fedsim.errors import check
 from fedsim.federation import Federation
+from fedsim.loggers import Logger, NoLogger
 from fedsim.messages import MessageTransforms
 from fedsim.metrics.recorder import Recorder
 from fedsim.metrics.reporters import Reporter
@@ -58,7 +59,9 @@ class Simulation:
     the round in which the first of its ``budget`` (:class:`~fedsim.budget.Budget`: rounds,
     local steps per node, bytes, simulated or wall time) is spent, named in ``stopped_by``
     (``rounds`` also when it ran all ``rounds``, which cap every budget);
-    ``max_sim_time_s`` is ``budget.sim_time_s`` by its older name.
+    ``max_sim_time_s`` is ``budget.sim_time_s`` by its older name.  Each evaluation's
+    metrics also go to the ``logger`` (:mod:`fedsim.loggers`), under the recorder's run
+    directory, with ``settings`` (the run's config) as its description of the run.
     """
 
     strategy: Strategy
@@ -77,6 +80,8 @@ class Simulation:
     privacy: Privacy | None = None
     messages: MessageTransforms = field(default_factory=MessageTransforms)
     on_divergence: str = "stop"
+    logger: Logger = field(default_factory=NoLogger)
+    settings: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=lambda: {"train_s": 0.0, "eval_s": 0.0})
     rounds_completed: int = 0
     stalled: str | None = None
@@ -122,6 +127,20 @@ class Simulation:
         (seed, round, node); ``resume`` is emptied once restored (its tensors freed).
         """
         self._start()
+        resumed_round = None if resume is None else resume["rounds_completed"]
+        self.logger.start(recorder.path.parent, self.settings, resumed_round)
+        try:
+            return self._run(recorder, progress, checkpoint, resume)
+        finally:
+            self.logger.close()
+
+    def _run(
+        self,
+        recorder: Recorder,
+        progress: bool,
+        checkpoint: Callable[[dict[str, Any]], None] | None,
+        resume: dict[str, Any] | None,
+    ) -> dict[str, float]:
         if resume is None:
             final = self._evaluate(0, recorder)
         else:
@@ -242,6 +261,7 @@ class Simulation:
             messages=self.messages,
             counters={**self.local_steps.metrics(), **self.strategy.counters()},
         )
+        self.logger.log(round_idx, metrics)
         if self.diverged is None and not np.isfinite(metrics["loss"]):
             self.diverged = f"non-finite loss at round {round_idx}"
         self.timings["eval_s"] += time.perf_counter() - started

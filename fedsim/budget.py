@@ -69,7 +69,7 @@ class Budget:
 
     def tightened(self, **limits: float | None) -> Budget:
         """The same budget, each of ``limits`` (None: none) replacing a looser one."""
-        tighter = {
+        tighter: dict[str, Any] = {
             name: limit if getattr(self, name) is None else min(getattr(self, name), limit)
             for name, limit in limits.items()
             if limit is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fedsim.errors import check
 from fedsim.loggers.base import Logger, require
@@ -26,7 +26,7 @@ class WandbLogger(Logger):
     def __init__(
         self,
         project: str = "fedsim",
-        mode: str = "offline",
+        mode: Literal["offline", "online", "disabled"] = "offline",
         name: str | None = None,
         group: str | None = None,
         tags: list[str] | None = None,

@@ -16,7 +16,6 @@ import scipy.sparse as sp
 from fedsim.errors import check
 
 if TYPE_CHECKING:
-    from fedsim.privacy.noise import NoisyStep
     from fedsim.server_optimizers.base import ServerOptimizer
     from fedsim.training.transforms import GradientTransform
 
@@ -93,8 +92,8 @@ class Train:
     ``fresh_optimizer`` resets their optimizer state (SGD's momentum; Adam's moments and
     step count) first, as a client that builds a new optimizer every round does.
     ``transforms`` rewrite each local step's gradient, in order, before the optimizer
-    takes it (FedProx's proximal term).  With ``privacy`` every step is a noisy one:
-    per-example clipping and the noise it gives (set by the engine, never by a strategy).
+    takes it (FedProx's proximal term; with ``privacy=...``, DP-SGD's per-example clipping
+    and noise first, put there by the engine).
     """
 
     nodes: np.ndarray
@@ -102,7 +101,6 @@ class Train:
     steps: int | np.ndarray | None = None
     fresh_optimizer: bool = True
     transforms: tuple[GradientTransform, ...] = ()
-    privacy: NoisyStep | None = None
 
     def messages(self, num_nodes: int) -> Messages:
         return NO_MESSAGES

@@ -1,5 +1,6 @@
-"""Noisy local steps: per-example clipping equals a plain per-example loop, the noise goes on
-the clipped sum before the division by B, and the noisy step comes before gossip."""
+"""Noisy local steps, a per-example gradient transform: per-example clipping equals a plain
+per-example loop, the noise goes on the clipped sum before the division by B, the noisy step
+comes before gossip and before the strategy's own transforms."""
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from fedsim.privacy.covariance import NoiseCovariance
 from fedsim.privacy.noise import NoisyStep
 from fedsim.strategies import DPSGD
 from fedsim.training.layout import ParameterLayout
-from fedsim.training.private import ClippedGradients
+from fedsim.training.per_example import PerExampleGradients
 
 
 def slow_clipped_sum(model, flat, x, y, count, clip):
@@ -43,23 +44,25 @@ def test_clipped_sums_equal_a_per_example_loop(model, shape, clip):
     x, y = torch.randn(nodes, batch, *shape), torch.randint(0, 3, (nodes, batch))
     counts = [5, 3, 1]  # short batches: padding slots must weigh nothing
     weight = (torch.arange(batch)[None] < torch.tensor(counts)[:, None]).float()
-    sums = ClippedGradients(model, layout)(params, x, y, weight, clip)
+    per_example = PerExampleGradients(model, layout)(params, x, y)
+    no_noise = NoisyStep(clip, fixed_noise(nodes, variance=0.0), seed=0, batch_size=1)
+    sums = no_noise.reduce(per_example, weight, torch.arange(nodes), round_idx=0, step=0)
     for node, count in enumerate(counts):
         expected = slow_clipped_sum(model, params[node], x[node], y[node], count, clip)
         assert torch.allclose(sums[node], expected, atol=1e-5)
 
 
-def fixed_noise(num_nodes=3):
-    """Independent unit noise: R = I."""
+def fixed_noise(num_nodes=3, variance=1.0):
+    """Independent noise: R = variance I."""
     empty = np.zeros((0, 2), dtype=np.int64)
-    return NoiseCovariance(num_nodes, 1.0, empty, 0.0, None)
+    return NoiseCovariance(num_nodes, variance, empty, 0.0, None)
 
 
 def test_noise_is_added_to_the_clipped_sum_before_dividing_by_the_batch_size():
     task = zero_logreg_task(lr=0.5)  # batch_size 4; node 2 holds two examples
     backend = started_backend(task, 3, zero=True)
-    step = NoisyStep(clip=0.1, covariance=fixed_noise(), seed=7)
-    backend.execute(RoundPlan((Train(np.arange(3), steps=1, privacy=step),)), round_idx=0)
+    step = NoisyStep(clip=0.1, covariance=fixed_noise(), seed=7, batch_size=4)
+    backend.execute(RoundPlan((Train(np.arange(3), steps=1, transforms=(step,)),)), round_idx=0)
     noise = step.draw(torch.arange(3), round_idx=0, step=0, dim=6).float()
     x, y = task.dataset.train_x, task.dataset.train_y
     from helpers import hand_gradient
@@ -75,8 +78,8 @@ def test_noise_is_added_to_the_clipped_sum_before_dividing_by_the_batch_size():
 
 def test_the_loop_and_the_vectorised_path_take_the_same_noisy_steps():
     task = zero_logreg_task(lr=0.5)
-    step = NoisyStep(clip=0.3, covariance=fixed_noise(), seed=1)
-    plan = RoundPlan((Train(np.arange(3), steps=3, privacy=step),))
+    step = NoisyStep(clip=0.3, covariance=fixed_noise(), seed=1, batch_size=4)
+    plan = RoundPlan((Train(np.arange(3), steps=3, transforms=(step,)),))
     results = []
     for vectorise in (True, False):
         backend = started_backend(task, 3, vectorise=vectorise, chunk_size=2)
@@ -100,7 +103,8 @@ def test_dpsgd_adds_the_noise_before_it_gossips():
     backend.execute(RoundPlan((gossip,)), round_idx=0)
     weights = torch.tensor(gossip.weights.toarray(), dtype=torch.float32)
     assert torch.allclose(backend.params, weights @ noisy, atol=1e-6)  # own model via W_ii
-    assert train.privacy.covariance.independent == pytest.approx(1 / privacy.bound)
+    (noisy_step,) = train.transforms
+    assert noisy_step.covariance.independent == pytest.approx(1 / privacy.bound)
 
 
 def test_a_nodes_private_steps_have_the_same_bits_in_chunks_of_any_size():
@@ -121,8 +125,8 @@ def test_a_nodes_private_steps_have_the_same_bits_in_chunks_of_any_size():
     )
     factor = np.random.default_rng(2).normal(size=(8, 8))
     covariance = NoiseCovariance(8, 0.5, np.array([[0, 1], [1, 2]]), 1.0, factor)
-    step = NoisyStep(clip=0.5, covariance=covariance, seed=5)
-    plan = RoundPlan((Train(np.arange(8), steps=3, privacy=step),))
+    step = NoisyStep(clip=0.5, covariance=covariance, seed=5, batch_size=4)
+    plan = RoundPlan((Train(np.arange(8), steps=3, transforms=(step,)),))
     results = {}
     for chunk_size in (1, 3, 8):
         backend = started_backend(task, 8, vectorise=True, chunk_size=chunk_size)
@@ -130,3 +134,24 @@ def test_a_nodes_private_steps_have_the_same_bits_in_chunks_of_any_size():
         results[chunk_size] = backend.params.clone()
     for chunk_size in (3, 8):
         assert torch.equal(results[chunk_size], results[1]), f"chunks of {chunk_size}"
+
+
+def test_the_noisy_step_comes_first_in_a_chain_and_the_strategys_transforms_follow_it():
+    from fedsim.strategies.fedprox import Proximal
+
+    task = zero_logreg_task(lr=0.5)
+    noisy = NoisyStep(clip=0.3, covariance=fixed_noise(), seed=1, batch_size=4)
+    chained = RoundPlan((Train(np.arange(3), steps=3, transforms=(noisy, Proximal(2.0))),))
+    alone = RoundPlan((Train(np.arange(3), steps=3, transforms=(noisy,)),))
+    results = {}
+    for name, plan in (("chained", chained), ("alone", alone)):
+        for vectorise in (True, False):
+            backend = started_backend(task, 3, vectorise=vectorise, zero=True)
+            backend.execute(plan, round_idx=2)
+            results[name, vectorise] = backend.params.clone()
+    assert torch.allclose(results["chained", True], results["chained", False], atol=1e-6)
+    assert not torch.allclose(results["chained", True], results["alone", True])
+    with pytest.raises(Exception, match="per-example gradient transform must come first"):
+        backend.execute(
+            RoundPlan((Train(np.arange(3), steps=1, transforms=(Proximal(2.0), noisy)),)), 0
+        )

@@ -18,7 +18,6 @@ from fedsim.server_optimizers import server_step
 from fedsim.task import Task
 from fedsim.topology.base import Topology
 from fedsim.training.loop import LoopTrainer
-from fedsim.training.private import ClippedGradients, NoisyGradients
 from fedsim.training.schedule import local_batches
 from fedsim.training.transforms import Rewrite, slot_names
 from fedsim.training.vectorised import VectorisedTrainer
@@ -104,7 +103,6 @@ class LocalBackend:
             else LoopTrainer(task.model, task.layout, task.optimizer)
         )
         self._mixing: dict[int, tuple[sp.csr_array, torch.Tensor]] = {}
-        self._clipped: ClippedGradients | None = None
 
     @property
     def momentum(self) -> torch.Tensor | None:
@@ -439,19 +437,17 @@ class LocalBackend:
             )
             before = None if self.local_steps is None else self.local_steps[chunk]
             rates = schedule.step_rates(optimizer.lr, round_idx, before, batches.active)
-            noisy = None if step.privacy is None else self._noisy(step, ids, round_idx)
             names = slot_names(step.transforms)
             rewrite = None
             if step.transforms:
                 slots = {name: self.slot(name)[chunk] for name in names}
-                rewrite = Rewrite(step.transforms, params.clone(), slots)
+                rewrite = Rewrite(step.transforms, params.clone(), slots, ids, round_idx)
             self.trainer.train(
                 params,
                 state,
                 batches,
                 task.dataset.train_x,
                 task.dataset.train_y,
-                noisy,
                 rewrite,
                 rates,
             )
@@ -472,17 +468,6 @@ class LocalBackend:
         if isinstance(work, np.ndarray):
             return torch.as_tensor(work, dtype=torch.int64, device=self.params.device)
         return work
-
-    def _noisy(self, step: Train, nodes: torch.Tensor, round_idx: int) -> NoisyGradients:
-        """Private steps for the chunk of global ``nodes``: clipped sums plus their noise."""
-        if self._clipped is None:
-            self._clipped = ClippedGradients(self.task.model, self.task.layout)
-        privacy, dim, device = step.privacy, self.task.layout.size, self.params.device
-
-        def noise(local_step: int, positions: torch.Tensor) -> torch.Tensor:
-            return privacy.draw(nodes[positions], round_idx, local_step, dim, device)
-
-        return NoisyGradients(self._clipped, privacy.clip, self.task.optimizer.batch_size, noise)
 
     def _sparse(self, weights: sp.csr_array) -> torch.Tensor:
         """W on the device, converted once per matrix; a bounded cache, since a topology

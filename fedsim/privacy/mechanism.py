@@ -97,6 +97,7 @@ class Privacy:
         round 0 (``first_plan``, as every round), find the noisy steps T of the run, the
         bound b, and solve round 0's covariance: bad settings fail here, before training."""
         self.seed, self.num_nodes = federation.seed, federation.num_nodes
+        self.batch_size = federation.batch_size
         pair = _train_then_gossip(first_plan, self.num_nodes)
         check(
             pair is not None,
@@ -133,7 +134,8 @@ class Privacy:
         return self._solved[key]
 
     def apply(self, plan: RoundPlan, round_idx: int) -> RoundPlan:
-        """The plan with its training step made private, with the noise for the W it mixes by."""
+        """The plan with DP-SGD's step (:class:`NoisyStep`, with the noise for the W the
+        plan mixes by) first in its training step's gradient transforms."""
         pair = _train_then_gossip(plan, self.num_nodes)
         check(pair is not None, f"round {round_idx}'s plan has no Train step followed by Gossip")
         train, gossip = pair
@@ -142,8 +144,9 @@ class Privacy:
             self.worst_inverse_diagonal = max(
                 self.worst_inverse_diagonal, self.last.inverse_diagonal
             )
-        noisy = NoisyStep(self.clip, self.last.covariance, self.seed, self.sampler)
-        steps = tuple(replace(s, privacy=noisy) if s is train else s for s in plan.steps)
+        noisy = NoisyStep(self.clip, self.last.covariance, self.seed, self.batch_size, self.sampler)
+        private = replace(train, transforms=(noisy, *train.transforms))
+        steps = tuple(private if step is train else step for step in plan.steps)
         return replace(plan, steps=steps)
 
     def state(self) -> dict[str, float]:

@@ -21,20 +21,40 @@ import torch
 
 from fedsim import rng
 from fedsim.privacy.covariance import NoiseCovariance
+from fedsim.training.transforms import PerExampleTransform
 
 SAMPLERS = ("shared_seeds", "central")
 PRIVATE, PAIRWISE, SHARED, CENTRAL = range(4)  # who holds the seed of a noise term
 
 
 @dataclass(frozen=True, eq=False)
-class NoisyStep:
-    """What a noisy local step needs: the clipping norm C, the noise covariance across nodes,
-    the run's seed and how the noise is drawn."""
+class NoisyStep(PerExampleTransform):
+    """DP-SGD's step (Abadi et al., CCS 2016) as CorN-DSGD applies it (spec section 3), a
+    gradient transform: ``(sum_s clip_C(g_s) + n_i) / B``, with ``clip_C(g) = g min(1, C /
+    ||g||)`` over all parameters jointly and the noise added to the *sum* before the
+    division by the batch size B; the noise has the covariance across nodes of the round's
+    mechanism, drawn from the run's seed by ``sampler``."""
 
     clip: float
     covariance: NoiseCovariance
     seed: int
+    batch_size: int
     sampler: str = "shared_seeds"
+
+    def reduce(
+        self,
+        per_example: torch.Tensor,
+        weight: torch.Tensor,
+        nodes: torch.Tensor,
+        round_idx: int,
+        step: int,
+    ) -> torch.Tensor:
+        norms = per_example.norm(dim=-1)
+        factors = (self.clip / norms.clamp_min(torch.finfo(norms.dtype).tiny)).clamp(max=1.0)
+        sums = torch.einsum("nb,nbd->nd", factors * weight, per_example)
+        dim, device = per_example.shape[-1], per_example.device
+        noise = self.draw(nodes, round_idx, step, dim, device).to(sums.dtype)
+        return (sums + noise) / self.batch_size
 
     def draw(
         self,

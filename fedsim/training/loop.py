@@ -10,7 +10,7 @@ from torch import nn
 
 from fedsim.training.layout import ParameterLayout
 from fedsim.training.optimizer import LocalOptimizer, OptimizerState
-from fedsim.training.private import NoisyGradients
+from fedsim.training.per_example import PerExampleGradients
 from fedsim.training.schedule import Batches
 from fedsim.training.transforms import Rewrite
 
@@ -35,6 +35,7 @@ class LoopTrainer:
         self.flat = layout.flatten(self.model).clone()
         for weight, view in zip(self.weights, layout.unflatten(self.flat).values(), strict=True):
             weight.data = view
+        self.per_example = PerExampleGradients(model, layout)
         self.optimizer = optimizer.torch_optimizer(self.weights)
         self.base_lr = optimizer.lr
         self.keys = optimizer.torch_keys
@@ -55,14 +56,13 @@ class LoopTrainer:
         batches: Batches,
         train_x: torch.Tensor,
         train_y: torch.Tensor,
-        noisy: NoisyGradients | None = None,
         rewrite: Rewrite | None = None,
         lr: torch.Tensor | None = None,
     ) -> None:
         """Train the (nodes, d) ``params`` and their optimizer ``state`` in place on
-        ``batches``, at the (nodes, steps) rates ``lr`` (``optimizer.lr`` by default); with
-        ``noisy``, every step is a private one (clipped per example, noised), and
-        ``rewrite`` transforms every step's gradient."""
+        ``batches``, at the (nodes, steps) rates ``lr`` (``optimizer.lr`` by default);
+        ``rewrite`` transforms every step's gradient (from per-example gradients, when its
+        chain starts with a per-example transform)."""
         state = {} if state is None else state
         # Real examples fill a prefix of each batch (fedsim.training.schedule), so one
         # host-side count per (node, step) replaces boolean indexing in the loop.
@@ -70,18 +70,19 @@ class LoopTrainer:
         rates = None if lr is None else lr.tolist()
         group = self.optimizer.param_groups[0]
         group["lr"] = self.base_lr
+        per_example = rewrite is not None and rewrite.per_example is not None
         for node, node_counts in enumerate(counts):
             self.flat.copy_(params[node])
             self._load_state(state, node)
             for step, count in enumerate(node_counts):
                 if count == 0:
                     continue
-                if noisy is None:
+                if per_example:
+                    self._per_example_gradient(rewrite, batches, train_x, train_y, node, step)
+                else:
                     indices = batches.indices[node, step, :count]
                     self.optimizer.zero_grad()
                     F.cross_entropy(self.model(train_x[indices]), train_y[indices]).backward()
-                else:
-                    self._noisy_gradient(noisy, batches, train_x, train_y, node, step)
                 if rewrite is not None:
                     self._set_gradient(rewrite(self._gradient()[None], self.flat[None], node)[0])
                 if rates is not None:
@@ -107,26 +108,21 @@ class LoopTrainer:
             else:
                 state[name][node] = self.optimizer.state[self.weights[0]][self.keys[name]]
 
-    def _noisy_gradient(
+    def _per_example_gradient(
         self,
-        noisy: NoisyGradients,
+        rewrite: Rewrite,
         batches: Batches,
         train_x: torch.Tensor,
         train_y: torch.Tensor,
         node: int,
         step: int,
     ) -> None:
-        """Set the model's gradients to node ``node``'s private gradient at ``step``."""
+        """Set the model's gradients to what the per-example transform of ``rewrite`` makes
+        of node ``node``'s per-example gradients at ``step``."""
         indices = batches.indices[node : node + 1, step]
-        gradient = noisy(
-            self.flat[None],
-            train_x[indices],
-            train_y[indices],
-            batches.mask[node : node + 1, step],
-            step,
-            torch.tensor([node], device=self.flat.device),
-        )[0]
-        self._set_gradient(gradient)
+        per_example = self.per_example(self.flat[None], train_x[indices], train_y[indices])
+        weight = batches.mask[node : node + 1, step]
+        self._set_gradient(rewrite.reduce(per_example, weight, step, node)[0])
 
     def _gradient(self) -> torch.Tensor:
         """The model's gradient as one flat vector."""

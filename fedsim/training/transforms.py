@@ -1,6 +1,7 @@
-"""Gradient transforms: what a strategy does to each local step's gradient before the
-optimizer takes it (FedProx's proximal term, SCAFFOLD's control variates), for stacked
-rows of nodes, with any per-node state they need kept by the backend."""
+"""Gradient transforms: what is done to each local step's gradient before the optimizer
+takes it (FedProx's proximal term, SCAFFOLD's control variates, DP-SGD's per-example
+clipping and noise), for stacked rows of nodes, with any per-node state they need kept by
+the backend.  Chained in order, as Optax's ``chain``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+
+from fedsim.errors import check
 
 Slots = dict[str, torch.Tensor]
 
@@ -22,6 +25,7 @@ class GradientTransform:
     """
 
     slots: ClassVar[tuple[str, ...]] = ()
+    per_example: ClassVar[bool] = False
 
     def __call__(
         self, grads: torch.Tensor, params: torch.Tensor, start: torch.Tensor, slots: Slots
@@ -44,14 +48,64 @@ class GradientTransform:
         when it changed from step to step): update ``slots`` in place (nothing by default)."""
 
 
+class PerExampleTransform(GradientTransform):
+    """A transform that takes a step's per-example gradients rather than their mean and
+    reduces them to the step's gradient (DP-SGD's clipped, noised sum).  It comes first in
+    a chain; the trainer computes per-example gradients only when a step has one."""
+
+    per_example: ClassVar[bool] = True
+
+    def reduce(
+        self,
+        per_example: torch.Tensor,
+        weight: torch.Tensor,
+        nodes: torch.Tensor,
+        round_idx: int,
+        step: int,
+    ) -> torch.Tensor:
+        """The (nodes, d) gradients of local step ``step`` of round ``round_idx`` from the
+        (nodes, B, d) ``per_example`` gradients, ``weight`` (nodes, B) 1.0 for real examples
+        and 0.0 for padding, ``nodes`` the rows' global ids."""
+        raise NotImplementedError
+
+    def __call__(
+        self, grads: torch.Tensor, params: torch.Tensor, start: torch.Tensor, slots: Slots
+    ) -> torch.Tensor:
+        return grads  # its work was done in reduce
+
+
 @dataclass(frozen=True, eq=False)
 class Rewrite:
-    """A chunk's transforms with what they read: its rows at the start of training and its
-    rows of every slot the transforms use."""
+    """A chunk's transforms with what they read: its rows at the start of training, its
+    rows of every slot the transforms use, and (for a per-example transform) the rows'
+    global ids and the round."""
 
     transforms: tuple[GradientTransform, ...]
     start: torch.Tensor
     slots: Slots
+    nodes: torch.Tensor | None = None
+    round_idx: int = 0
+
+    def __post_init__(self) -> None:
+        later = [transform for transform in self.transforms[1:] if transform.per_example]
+        check(not later, f"a per-example gradient transform must come first, not {later}")
+
+    @property
+    def per_example(self) -> PerExampleTransform | None:
+        """The chain's per-example transform, if it has one."""
+        first = self.transforms[0] if self.transforms else None
+        return first if isinstance(first, PerExampleTransform) else None
+
+    def reduce(
+        self, per_example: torch.Tensor, weight: torch.Tensor, step: int, node: int | None = None
+    ) -> torch.Tensor:
+        """The per-example transform's gradients at local ``step``, for the whole chunk or
+        for its ``node`` alone."""
+        transform, nodes = self.per_example, self.nodes
+        check(transform is not None and nodes is not None, "no per-example transform to reduce")
+        if node is not None:
+            nodes = nodes[node : node + 1]
+        return transform.reduce(per_example, weight, nodes, self.round_idx, step)
 
     def __call__(
         self, grads: torch.Tensor, params: torch.Tensor, node: int | None = None

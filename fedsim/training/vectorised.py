@@ -8,7 +8,7 @@ from torch.func import functional_call, vmap
 
 from fedsim.training.layout import ParameterLayout
 from fedsim.training.optimizer import LocalOptimizer, OptimizerState
-from fedsim.training.private import NoisyGradients
+from fedsim.training.per_example import PerExampleGradients
 from fedsim.training.schedule import Batches
 from fedsim.training.transforms import Rewrite
 
@@ -29,6 +29,7 @@ class VectorisedTrainer:
         self, model: nn.Module, layout: ParameterLayout, optimizer: LocalOptimizer
     ) -> None:
         self.optimizer = optimizer
+        self.per_example = PerExampleGradients(model, layout)
 
         def node_loss(
             flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
@@ -56,28 +57,27 @@ class VectorisedTrainer:
         batches: Batches,
         train_x: torch.Tensor,
         train_y: torch.Tensor,
-        noisy: NoisyGradients | None = None,
         rewrite: Rewrite | None = None,
         lr: torch.Tensor | None = None,
     ) -> None:
         """Train the (nodes, d) ``params`` and their optimizer ``state`` in place on
         ``batches``, at the (nodes, steps) float64 rates ``lr`` (``optimizer.lr`` for all by
-        default); with ``noisy``, every step is a private one (clipped per example,
-        noised), and ``rewrite`` transforms every step's gradients."""
+        default); ``rewrite`` transforms every step's gradients (from per-example
+        gradients, when its chain starts with a per-example transform)."""
         active, state = batches.active, {} if state is None else state
         if lr is None:
             lr = torch.full(
                 active.shape, self.optimizer.lr, dtype=torch.float64, device=active.device
             )
         lr = lr.to(params.device)
-        everyone = torch.arange(len(params), device=params.device)
+        per_example = rewrite is not None and rewrite.per_example is not None
         for step in range(batches.num_steps):
             indices = batches.indices[:, step]
             x, y, weight = train_x[indices], train_y[indices], batches.mask[:, step]
-            if noisy is None:
-                grads = self.gradients(params, x, y, weight)
+            if per_example:
+                grads = rewrite.reduce(self.per_example(params, x, y), weight, step)
             else:
-                grads = noisy(params, x, y, weight, step, everyone)
+                grads = self.gradients(params, x, y, weight)
             if rewrite is not None:
                 grads = rewrite(grads, params)
             self.optimizer.step(params, grads, state, active[:, step], lr[:, step])

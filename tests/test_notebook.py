@@ -9,22 +9,22 @@ registered per user; ``JUPYTER_PREFER_ENV_PATH`` makes the environment's spec wi
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 from nbclient import NotebookClient
 
+import fedsim
+
 NOTEBOOK = Path(__file__).parents[1] / "experiments" / "notebooks" / "compare_strategies.ipynb"
-# Two strategies that fit 6 nodes; ++ because Hydra composes the sweep's primary config with
-# the default strategy (FedAvg), which has no num_sampled.
 SWEEP = [
-    "strategy=s2s,s2a",
-    "++strategy.num_sampled=3",
-    "seed=0,1",
-    "num_nodes=6",
+    "strategy=fedavg,dpsgd",
+    "num_nodes=10",
     "rounds=3",
     "eval_every=1",
     "topology=ring",
@@ -40,8 +40,20 @@ def test_notebook_is_committed_without_outputs() -> None:
     assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
 
 
+def test_notebook_takes_parameters_first_and_uses_only_the_public_api() -> None:
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    source = "\n".join(cell.source for cell in code)
+
+    assert "parameters" in code[0].metadata.get("tags", [])
+    assert re.findall(r"^(\w+) = ", code[0].source, flags=re.MULTILINE) == ["SWEEPS", "TARGET"]
+    used = set(re.findall(r"\bfedsim\.(\w+)", source))
+    assert used and used <= set(fedsim.__all__) <= set(dir(fedsim))
+    assert not re.search(r"from fedsim|import fedsim\.", source)
+
+
 @pytest.mark.slow
-def test_notebook_runs_on_a_sweep_and_shows_the_table_and_figures(
+def test_notebook_runs_on_a_sweep_with_its_parameters_and_shows_tables_and_figures(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sweep = tmp_path / "sweep"
@@ -54,10 +66,11 @@ def test_notebook_runs_on_a_sweep_and_shows_the_table_and_figures(
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    monkeypatch.setenv("FEDSIM_SWEEP", str(sweep))
     monkeypatch.setenv("JUPYTER_PREFER_ENV_PATH", "1")
     monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
+    parameters = next(cell for cell in notebook.cells if cell.cell_type == "code")
+    parameters.source = f"SWEEPS = [{str(sweep)!r}]\nTARGET = 0.2"  # as papermill injects
 
     client = NotebookClient(
         notebook, kernel_name="python3", timeout=120, resources={"metadata": {"path": tmp_path}}
@@ -68,10 +81,15 @@ def test_notebook_runs_on_a_sweep_and_shows_the_table_and_figures(
         output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
     ]
     printed = "".join(output.get("text", "") for output in outputs)
-    assert f"4 runs in {sweep}" in printed
+    assert f"2 runs in {sweep}" in printed
     tables = [
         output.data["text/html"] for output in outputs if "text/html" in output.get("data", {})
     ]
-    assert any("strategy=s2s" in table and "accuracy_std" in table for table in tables)
+    assert any("strategy=dpsgd" in table and "completed" in table for table in tables)
+    assert any("accuracy_mean" in table and "reached_target" in table for table in tables)
     images = [output for output in outputs if "image/png" in output.get("data", {})]
-    assert len(images) == 5  # accuracy per round, per byte, per simulated second, and two more
+    recorded = set(pd.read_parquet(sweep / "0" / "metrics.parquet")["metric"])
+    axes = [name for name, axis in fedsim.X_AXES.items() if axis.metric in {"round", *recorded}]
+    assert {"round", "bytes", "sim_time_s"} <= set(axes)
+    # accuracy per byte, then accuracy per each x axis, consensus distance, node accuracy
+    assert len(images) == 1 + len(axes) + 2

@@ -5,6 +5,12 @@ The run directories written here also feed the table tests in ``test_tables.py``
 
 from __future__ import annotations
 
+import fcntl
+import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import matplotlib.image
@@ -22,7 +28,7 @@ from run_dirs import (
 )
 
 from fedsim.cli import main
-from fedsim.metrics.report import load_runs, report
+from fedsim.metrics.report import load_runs, report, run_status
 from fedsim.metrics.tables import summarize
 
 
@@ -270,3 +276,124 @@ def test_unreadable_label_histograms_leave_the_rest_of_the_report(tmp_path: Path
 
     assert written.summary["accuracy"].tolist() == [0.9]
     assert not (run_dir / "label_histograms.png").exists()
+
+
+def test_two_sweeps_make_one_table_and_one_set_of_figures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = write_sweep(tmp_path / "a"), two_strategy_sweep(tmp_path / "b")
+    out_dir = tmp_path / "out"
+
+    assert main(["report", str(first), str(second), "--out", str(out_dir)]) == 0
+
+    table = pd.read_csv(out_dir / "report.csv")
+    assert table["run"].tolist() == [
+        "a/0", "a/1", "a/2", "b/dpsgd/0", "b/dpsgd/1", "b/dpsgd/2",
+        "b/fedavg/0", "b/fedavg/1", "b/fedavg/2",
+    ]  # fmt: skip
+    printed = capsys.readouterr().out
+    assert printed.count("fedsim runs") == 1
+    assert "b/dpsgd/2" in printed and "a/0" in printed
+    assert (out_dir / "accuracy_vs_bytes.png").is_file()
+
+
+def test_a_run_given_twice_is_loaded_once_and_several_paths_need_an_out_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep = write_sweep(tmp_path / "sweep")
+
+    runs = load_runs(sweep, sweep / "1")
+
+    assert runs["run"].unique().tolist() == ["sweep/0", "sweep/1", "sweep/2"]
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", str(sweep), str(sweep / "1")])
+    assert exit_.value.code == 2
+    assert "--out DIR is needed with several PATHs" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="out_dir is needed with several paths"):
+        report([sweep, sweep / "1"])
+
+
+def test_cli_report_draws_the_metric_and_x_asked_for_and_names_what_is_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = write_run(tmp_path / "run", three_rounds(0.9))
+    out_dir = tmp_path / "out"
+
+    assert (
+        main(["report", str(run_dir), "--out", str(out_dir), "--metric", "loss", "--x", "bytes"])
+        == 0
+    )
+    assert main(["report", str(run_dir), "--x", "sim_time_s"]) == 2
+
+    pngs = sorted(path.name for path in out_dir.glob("*.png"))
+    assert pngs == ["consensus_distance_vs_bytes.png", "loss_vs_bytes.png"]
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        "fedsim report: error: x 'sim_time_s': no run records sim_time_s; x can be round, bytes"
+    )
+    assert not (run_dir / "report.csv").exists()
+
+
+def set_status(run_dir: Path, status: str | None) -> Path:
+    summary_file = run_dir / "summary.json"
+    if status is None:
+        summary_file.unlink()
+        return run_dir
+    summary = json.loads(summary_file.read_text())
+    summary_file.write_text(json.dumps({**summary, "status": status}))
+    return run_dir
+
+
+@pytest.mark.parametrize(
+    ("written", "status"),
+    [
+        ("completed", "completed"),
+        ("stalled", "stalled"),
+        ("diverged", "diverged"),
+        ("interrupted", "interrupted"),
+        ("failed: No space left on device", "failed"),
+        ("running", "interrupted"),  # no process holds its lock: killed
+        (None, "interrupted"),  # killed before its summary was written
+    ],
+)
+def test_status_says_what_became_of_a_run(tmp_path: Path, written: str | None, status: str) -> None:
+    run_dir = set_status(write_run(tmp_path / "run", three_rounds(0.9)), written)
+    (run_dir / ".hydra").mkdir()
+
+    assert run_status(run_dir) == status
+
+
+def test_a_run_whose_sweep_lock_is_held_is_running(tmp_path: Path) -> None:
+    sweep = write_sweep(tmp_path / "sweep")
+    set_status(sweep / "1", "running")
+
+    with (sweep / ".fedsim.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held = summarize(load_runs(sweep))["status"].tolist()
+    released = summarize(load_runs(sweep))["status"].tolist()
+
+    assert held == ["completed", "running", "completed"]
+    assert released == ["completed", "interrupted", "completed"]
+
+
+@pytest.mark.slow
+def test_a_killed_run_is_reported_interrupted(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    settings = ["num_nodes=10", "rounds=100000", "eval_every=1", "progress=false"]
+    command = [sys.executable, "-m", "fedsim.cli", "run", *settings, f"hydra.run.dir={run_dir}"]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(run_dir.glob("metrics.parquet/part-*.parquet")):
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        running = run_status(run_dir)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+
+    assert running == "running"
+    assert summarize(load_runs(run_dir))["status"].tolist() == ["interrupted"]
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "running"

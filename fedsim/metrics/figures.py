@@ -36,7 +36,7 @@ class XAxis:
 X_AXES: dict[str, XAxis] = {
     "round": XAxis("round", "round", "round", "round"),
     "local_steps": XAxis(
-        "local_steps", "local steps, summed over nodes", "local step", "local_steps"
+        "local_steps", "local steps per node (mean over nodes)", "local step", "local_steps"
     ),
     "bytes": XAxis(
         "bytes_sent_total",
@@ -53,6 +53,10 @@ METRIC_LABELS = {
     "accuracy": "test accuracy (fraction correct)",
     "loss": "test loss",
     "consensus_distance": "consensus distance (log scale)",
+}
+METRIC_TITLES = {"consensus_distance": "consensus distance"}
+METRIC_NOTES = {
+    "consensus_distance": " (mean squared distance of the node models to their average)"
 }
 LOG_Y = frozenset({"consensus_distance"})
 NODE_BAND = ("node_accuracy_min", "node_accuracy_max")
@@ -106,11 +110,12 @@ def plot_metric(
         return None
     table["x"] = table["x"] * axis.scale
     log_x = axis.log if logx is None else logx
+    note = METRIC_NOTES.get(metric, "")
     return draw_curves(
         table,
         xlabel=f"{axis.label}, log scale" if log_x else axis.label,
         ylabel=METRIC_LABELS.get(metric, metric),
-        title=_title(runs, f"{metric} per {axis.per}"),
+        title=_title(runs, f"{METRIC_TITLES.get(metric, metric)} per {axis.per}{note}"),
         log_x=log_x,
         log_y=metric in LOG_Y,
         styles=line_styles(runs),

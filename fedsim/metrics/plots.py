@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.axis import Axis
 from matplotlib.colors import to_hex, to_rgb
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 RUN_IDENTITY = frozenset(
     {"run", "overrides", "status", "seed", "progress", "resume", "checkpoint_every"}
@@ -60,6 +61,7 @@ STRATEGY_COLOURS = {
 PALETTE = tuple(dict.fromkeys(STRATEGY_COLOURS.values()))
 GROUPED_BY = "strategy"
 """The setting whose value picks a line's colour."""
+PLAIN = FuncFormatter(lambda value, _: f"{value:g}")
 
 
 def strategy_colour(strategy: object, position: int = 0) -> str:
@@ -266,18 +268,22 @@ def draw_panels(
     groups = list(table.groupby("configuration", sort=False))
     columns = min(len(groups), 3)
     rows = math.ceil(len(groups) / columns)
-    figure = Figure(figsize=(3.6 * columns + 0.8, 2.6 * rows + 1.0), layout="constrained")
+    width = max(7.5, 3.6 * columns + 0.8)
+    figure = Figure(figsize=(width, 2.6 * rows + 1.4), layout="constrained")
     grid = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)
     for index, (axes, (label, curve)) in enumerate(zip(grid.flat, groups, strict=False)):
         colour, _ = (styles or {}).get(label, (f"C{index % 10}", "-"))
         _draw_line(axes, curve, colour, "-", label)
         axes.set_title("\n".join(textwrap.wrap(str(label), 40)), fontsize="small")
         _decorate(axes, "", "", log_x, False)
-    for axes in grid.flat[len(groups) :]:
-        axes.set_visible(False)
+    for index in range(len(groups), rows * columns):
+        grid.flat[index].set_visible(False)
+        # the panel above is now the lowest of its column: it shows the x tick labels
+        grid.flat[index - columns].xaxis.set_tick_params(labelbottom=True)
     figure.supxlabel(xlabel, fontsize="medium")
     figure.supylabel(ylabel, fontsize="medium")
-    figure.suptitle(_wrap(f"{title}\n{_over_seeds(table, band_label)}"), fontsize="medium")
+    suptitle = _wrap(f"{title}\n{_over_seeds(table, band_label)}", width=int(width * 10.5))
+    figure.suptitle(suptitle, fontsize="medium")
     return figure
 
 
@@ -295,10 +301,19 @@ def _decorate(axes: Axes, xlabel: str, ylabel: str, log_x: bool, log_y: bool) ->
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     if log_x:
         axes.set_xscale("log")
+        _plain_ticks(axes.xaxis, *axes.get_xlim())
     if log_y:
         axes.set_yscale("log")
+        _plain_ticks(axes.yaxis, *axes.get_ylim())
     axes.set(xlabel=xlabel, ylabel=ylabel)
     axes.grid(alpha=0.3)
+
+
+def _plain_ticks(axis: Axis, low: float, high: float) -> None:
+    """Tick labels of a log axis as plain numbers (20, 0.003, not 2x10^1); its minor ticks
+    labelled too when it spans less than a decade or so, else unlabelled."""
+    axis.set_major_formatter(PLAIN)
+    axis.set_minor_formatter(PLAIN if high < 20 * low else NullFormatter())
 
 
 def _drop_non_positive(
@@ -316,8 +331,9 @@ def _drop_non_positive(
     return table, xlabel, ylabel
 
 
-def _wrap(title: str) -> str:
-    return "\n".join(textwrap.fill(line, width=80) for line in title.splitlines())
+def _wrap(title: str, width: int = 80) -> str:
+    """``title`` in lines of at most ``width`` characters (80 fit a 7.5-inch figure)."""
+    return "\n".join(textwrap.fill(line, width=width) for line in title.splitlines())
 
 
 def _over_seeds(table: pd.DataFrame, band_label: str | None) -> str | None:
@@ -346,6 +362,7 @@ def plot_label_histograms(histograms: pd.DataFrame, path: str | Path, max_nodes:
             table.index, table[label], bottom=bottom, color=colour, width=0.9, label=str(label)
         )
         bottom = bottom + table[label]
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     shown = len(table) < histograms["node"].nunique()
     axes.set_xlabel(
         f"node ({len(table)} of {histograms['node'].nunique()} shown)" if shown else "node"

@@ -44,16 +44,23 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: list[str]) -> int:
     """``fedsim run [overrides]``: check every job, take the output directory, then hand
     over to Hydra.  Ctrl-C and SIGTERM stop between two rounds after a checkpoint."""
-    from fedsim.runner import claim, hydra_main, precheck, settings_of_swept_groups_per_job
+    from fedsim.runner import (
+        claim,
+        hydra_main,
+        precheck,
+        print_sweep,
+        settings_of_swept_groups_per_job,
+        sweep_settings,
+    )
 
     multirun = any(arg in ("-m", "--multirun") for arg in args)
-    held = None
+    held = directory = None
     if not any(arg.startswith("-") and arg not in ("-m", "--multirun") for arg in args):
         directory, resuming = precheck(args)
         held = claim(directory, multirun, resuming)
         args = [*args, f"hydra.{'sweep' if multirun else 'run'}.dir={directory}"]
     if multirun:
-        args = settings_of_swept_groups_per_job(args)
+        args = [*settings_of_swept_groups_per_job(args), *sweep_settings(args)]
     sys.argv = ["fedsim run", *args]
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -67,6 +74,8 @@ def run(args: list[str]) -> int:
         signal.signal(signal.SIGTERM, previous)
         if held is not None:
             held.close()
+        if multirun and directory is not None:
+            print_sweep(directory)  # also after a failed job: those that ran
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import fcntl
 import json
+import shutil
 import sys
 import time
 import warnings
@@ -19,8 +20,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from rich.console import Console
+from rich.table import Column, Table
 
 from fedsim import checkpoint, schemas  # noqa: F401  (schemas: registers what the YAMLs extend)
 from fedsim.build import build_simulation
@@ -37,6 +41,8 @@ ARTEFACTS = (METRICS, SUMMARY, checkpoint.CHECKPOINT, NODE_TOTALS, PARTITION)
 LOCK = ".fedsim.lock"
 # Settings a resumed run may change: they do not change its results.
 RESUMABLE = ("resume", "progress", "checkpoint_every")
+# Counters of some protocols only: left out of the printed summary while zero.
+COUNTERS = ("bytes_", "aggregations_", "updates_", "staleness_")
 
 
 def _groups_help() -> str:
@@ -271,7 +277,7 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         try:
             summary["final"] = simulation.run(
                 recorder,
-                progress=cfg.progress,
+                progress=cfg.progress and not _sweep_job(),  # a job's line is its progress
                 checkpoint=lambda state: checkpoint.save(run_dir, {**state, "config": config}),
                 resume=resume,
             )
@@ -375,15 +381,100 @@ def _write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
 
 
 def _print_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"fedsim run: {' '.join(summary['overrides']) or 'defaults'}")
-    table.add_column("metric")
-    table.add_column("final", justify="right")
-    for name, value in summary["final"].items():
-        table.add_row(name, f"{value:,.4g}" if abs(value) < 1e6 else f"{value:,.0f}")
-    table.add_row("rounds", str(summary["rounds_completed"]))
-    console = Console()
+    """The run's final metrics as a table that fits the terminal; a sweep's job: one line."""
+    console = _console()
+    if _sweep_job():
+        console.print(_job_line(summary), markup=False, highlight=False, no_wrap=True)
+        return
+    title = f"fedsim run: {' '.join(summary['overrides']) or 'defaults'}"
+    console.print(title, markup=False, highlight=False)
+    table = Table("metric", Column("final", justify="right"))
+    for name, value in printed_metrics(summary["final"]).items():
+        table.add_row(name, number(value))
+    table.add_row("rounds", number(summary["rounds_completed"]))
     console.print(table)
-    console.print(f"results in {run_dir}")
+    console.print(f"results in {run_dir}", markup=False, highlight=False)
+
+
+def printed_metrics(final: dict[str, float]) -> dict[str, float]:
+    """The metrics worth printing: all but counters that stayed zero, which belong to other
+    protocols (control bytes, device-to-device bytes, aggregations of a FedAvg run)."""
+    return {name: v for name, v in final.items() if not (name.startswith(COUNTERS) and v == 0)}
+
+
+def number(value: float) -> str:
+    """One format for every printed number: whole numbers and those from 1,000 up with
+    thousands separators and no decimals, the others to 4 significant digits."""
+    if not np.isfinite(value):
+        return str(value)
+    if float(value).is_integer() or abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
+def print_sweep(directory: Path) -> None:
+    """One table of a sweep's jobs: the settings that differ, status, rounds, accuracy, time."""
+    jobs = []
+    for path in directory.rglob(SUMMARY):
+        try:
+            jobs.append((path.parent.relative_to(directory), json.loads(path.read_text())))
+        except (OSError, ValueError):
+            continue  # a job that failed before writing its summary, or mid-write
+    if not jobs:
+        return
+    jobs.sort(key=lambda job: [int(p) if p.isdigit() else p for p in job[0].parts])
+    shared = set.intersection(*(set(summary.get("overrides", [])) for _, summary in jobs))
+    table = Table(
+        "job", "settings", "status", Column("rounds", justify="right"),
+        Column("accuracy", justify="right"), Column("time (s)", justify="right"),
+        title=f"fedsim sweep: {len(jobs)} jobs in {directory}",
+    )  # fmt: skip
+    for job, summary in jobs:
+        accuracy = summary.get("final", {}).get("accuracy")
+        table.add_row(
+            str(job),
+            " ".join(o for o in summary.get("overrides", []) if o not in shared),
+            str(summary.get("status", "")),
+            number(summary.get("rounds_completed", 0)),
+            "" if accuracy is None else number(accuracy),
+            number(round(summary.get("wall_time_s", 0.0), 1)),
+        )
+    _console().print(table)
+
+
+def sweep_settings(args: list[str]) -> list[str]:
+    """Hydra settings for ``fedsim run -m args``: each job names only the swept settings in
+    its line (``hydra.job.config.override_dirname.exclude_keys`` holds the others), and
+    Hydra's own launch lines, which would repeat them, are left out."""
+    overrides = [arg for arg in args if arg not in ("-m", "--multirun")]
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    fixed = [o.key_or_group for o in parsed if not o.is_sweep_override()]
+    extra = [f"hydra.job.config.override_dirname.exclude_keys=[{','.join(fixed)}]"]
+    if not any(o.key_or_group == "hydra/hydra_logging" for o in parsed):
+        extra.append("hydra/hydra_logging=disabled")
+    return extra
+
+
+def _sweep_job() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _job_line(summary: dict[str, Any]) -> str:
+    """``job 3  strategy=dpsgd seed=1  accuracy 0.8123  12.3 s`` (and the status if not
+    completed)."""
+    hydra_config = HydraConfig.get()
+    fixed = set(hydra_config.job.config.override_dirname.exclude_keys)
+    swept = [o for o in summary["overrides"] if o.split("=")[0].lstrip("+~") not in fixed]
+    accuracy = summary.get("final", {}).get("accuracy")
+    parts = [f"job {hydra_config.job.num}", " ".join(swept) or "defaults"]
+    if summary["status"] != "completed":
+        parts.append(str(summary["status"]))
+    if accuracy is not None:
+        parts.append(f"accuracy {number(accuracy)}")
+    parts.append(f"{summary['wall_time_s']:.1f} s")
+    return "  ".join(parts)
+
+
+def _console() -> Console:
+    """A console as wide as the terminal (80 columns when output goes to a pipe or file)."""
+    return Console(width=shutil.get_terminal_size().columns)

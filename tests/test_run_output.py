@@ -1,0 +1,48 @@
+"""What ``fedsim run`` prints: a summary of this run's metrics, one line per sweep job."""
+
+import pytest
+
+from fedsim.cli import main
+from fedsim.runner import number, printed_metrics
+
+TINY = ["num_nodes=6", "rounds=1", "eval_every=1", "progress=false", "data.tile=1"]
+
+
+def test_numbers_share_one_format():
+    assert [number(v) for v in (422_800.0, 38_440_000.0, 2.0, 0.45281, 1.9687, 12.345)] == [
+        "422,800", "38,440,000", "2", "0.4528", "1.969", "12.35",
+    ]  # fmt: skip
+
+
+def test_counters_that_stayed_zero_are_not_printed():
+    zero = ("bytes_control_total", "aggregations_max_node", "bytes_d2d_total", "updates_dropped")
+    final = {"accuracy": 0.0, "bytes_sent_total": 10.0, **dict.fromkeys(zero, 0.0)}
+    assert printed_metrics(final) == {"accuracy": 0.0, "bytes_sent_total": 10.0}
+
+
+@pytest.mark.slow
+def test_a_fedavg_summary_lists_no_gossip_or_modest_counters(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "60")
+    run = ["run", *TINY, "strategy.sample_size=3", f"hydra.run.dir={tmp_path / 'run'}"]
+    assert main(run) == 0
+    printed = capsys.readouterr().out
+    assert "bytes_sent_total" in printed and "accuracy" in printed
+    for counter in ("bytes_control_total", "aggregations_max_node", "bytes_d2d_total"):
+        assert counter not in printed
+    assert "e+" not in printed  # one number format
+    assert max(len(line) for line in printed.splitlines()) <= 60
+
+
+@pytest.mark.slow
+def test_a_sweep_prints_a_line_per_job_then_one_table(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    sweep = tmp_path / "sweep"
+    run = ["run", "-m", *TINY, "strategy.sample_size=3", "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    assert main(run) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("job 0  seed=0  accuracy ") and lines[0].endswith(" s")
+    assert lines[1].startswith("job 1  seed=1  accuracy ")
+    assert "fedsim sweep: 2 jobs" in lines[2]
+    rows = [line for line in lines[3:] if "completed" in line]
+    assert len(rows) == 2 and "seed=0" in rows[0] and "seed=1" in rows[1]
+    assert not any("metric" in line for line in lines)  # no per-job tables

@@ -17,6 +17,7 @@ import matplotlib.image
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
+from rich.console import Console
 from run_dirs import (
     config,
     three_rounds,
@@ -28,8 +29,9 @@ from run_dirs import (
 )
 
 from fedsim.cli import main
+from fedsim.metrics.figures import plot_metric
 from fedsim.metrics.report import load_runs, report, run_status
-from fedsim.metrics.tables import summarize
+from fedsim.metrics.tables import format_summary, summarize
 
 
 def test_single_run_is_named_dot_and_carries_its_config(tmp_path: Path) -> None:
@@ -334,14 +336,33 @@ def test_cli_report_draws_the_metric_and_x_asked_for_and_names_what_is_recorded(
     assert not (run_dir / "report.csv").exists()
 
 
-def set_status(run_dir: Path, status: str | None) -> Path:
+def set_status(run_dir: Path, status: str | None, **entries: object) -> Path:
     summary_file = run_dir / "summary.json"
     if status is None:
         summary_file.unlink()
         return run_dir
     summary = json.loads(summary_file.read_text())
-    summary_file.write_text(json.dumps({**summary, "status": status}))
+    summary_file.write_text(json.dumps({**summary, "status": status, **entries}))
     return run_dir
+
+
+def test_a_strategy_counting_ticks_says_so_in_the_table_and_on_the_round_axis(
+    tmp_path: Path,
+) -> None:
+    for strategy, unit in [("dpsgd", "round"), ("gossip", "tick")]:
+        run_dir = write_run(tmp_path / strategy, three_rounds(0.9), strategy=strategy)
+        set_status(run_dir, "completed", round_unit=unit, stopped_by="budget.bytes")
+    runs = load_runs(tmp_path)
+
+    console = Console(width=200, record=True)
+    console.print(format_summary(summarize(runs)))
+    figure = plot_metric(runs, "accuracy", "round")
+
+    text = console.export_text()
+    assert "│ 2 ticks │" in text and "│       2 │" in text
+    assert figure is not None
+    assert figure.axes[0].get_xlabel() == "round (gossip: tick)"
+    assert summarize(runs)["stopped_by"].tolist() == ["budget.bytes"] * 2
 
 
 @pytest.mark.parametrize(

@@ -113,7 +113,7 @@ def plot_metric(
     note = METRIC_NOTES.get(metric, "")
     return draw_curves(
         table,
-        xlabel=f"{axis.label}, log scale" if log_x else axis.label,
+        xlabel=_xlabel(runs, axis, log_x),
         ylabel=METRIC_LABELS.get(metric, metric),
         title=_title(runs, f"{METRIC_TITLES.get(metric, metric)} per {axis.per}{note}"),
         log_x=log_x,
@@ -135,7 +135,7 @@ def plot_node_accuracy(
     log_x = axis.log if logx is None else logx
     return draw_panels(
         table,
-        xlabel=f"{axis.label}, log scale" if log_x else axis.label,
+        xlabel=_xlabel(runs, axis, log_x),
         ylabel="node accuracy (fraction correct)",
         title=_title(runs, "accuracy of each node's own model"),
         band_label="line: mean over nodes; band: min to max",
@@ -200,6 +200,18 @@ def _axis(x: str) -> XAxis:
     if x not in X_AXES:
         raise ValueError(f"x must be one of {', '.join(X_AXES)}; got {x!r}")
     return X_AXES[x]
+
+
+def _xlabel(runs: pd.DataFrame, axis: XAxis, log_x: bool) -> str:
+    """The axis label; rounds name the unit of strategies whose round is not one
+    synchronous round (``round (gossip: tick)``)."""
+    label = axis.label
+    if axis.metric == "round" and "round_unit" in runs:
+        units = runs.groupby("strategy" if "strategy" in runs else "run")["round_unit"].first()
+        other = units[units.notna() & (units != "round")]
+        if len(other):
+            label += " (" + ", ".join(f"{name}: {unit}" for name, unit in other.items()) + ")"
+    return f"{label}, log scale" if log_x else label
 
 
 def _title(runs: pd.DataFrame, what: str) -> str:

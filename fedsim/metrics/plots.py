@@ -21,10 +21,20 @@ from matplotlib.axes import Axes
 from matplotlib.axis import Axis
 from matplotlib.colors import to_hex, to_rgb
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogFormatter, MaxNLocator
 
 RUN_IDENTITY = frozenset(
-    {"run", "overrides", "status", "seed", "progress", "resume", "checkpoint_every"}
+    {
+        "run",
+        "overrides",
+        "status",
+        "round_unit",
+        "stopped_by",
+        "seed",
+        "progress",
+        "resume",
+        "checkpoint_every",
+    }
 )
 """Columns that tell apart the runs of one configuration, or do not change its results."""
 TIDY_COLUMNS = frozenset({"run", "round", "metric", "value", "node"})
@@ -61,7 +71,6 @@ STRATEGY_COLOURS = {
 PALETTE = tuple(dict.fromkeys(STRATEGY_COLOURS.values()))
 GROUPED_BY = "strategy"
 """The setting whose value picks a line's colour."""
-PLAIN = FuncFormatter(lambda value, _: f"{value:g}")
 
 
 def strategy_colour(strategy: object, position: int = 0) -> str:
@@ -301,19 +310,19 @@ def _decorate(axes: Axes, xlabel: str, ylabel: str, log_x: bool, log_y: bool) ->
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     if log_x:
         axes.set_xscale("log")
-        _plain_ticks(axes.xaxis, *axes.get_xlim())
+        _plain_ticks(axes.xaxis)
     if log_y:
         axes.set_yscale("log")
-        _plain_ticks(axes.yaxis, *axes.get_ylim())
+        _plain_ticks(axes.yaxis)
     axes.set(xlabel=xlabel, ylabel=ylabel)
     axes.grid(alpha=0.3)
 
 
-def _plain_ticks(axis: Axis, low: float, high: float) -> None:
-    """Tick labels of a log axis as plain numbers (20, 0.003, not 2x10^1); its minor ticks
-    labelled too when it spans less than a decade or so, else unlabelled."""
-    axis.set_major_formatter(PLAIN)
-    axis.set_minor_formatter(PLAIN if high < 20 * low else NullFormatter())
+def _plain_ticks(axis: Axis) -> None:
+    """Tick labels of a log axis as plain numbers (20, 0.5, not 2x10^1); minor ticks are
+    labelled where the axis spans few decades, as matplotlib decides when drawing."""
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # 0.01, 100
+    axis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
 
 
 def _drop_non_positive(

@@ -38,6 +38,8 @@ STATUSES = ("completed", "stalled", "diverged", "running", "interrupted", "faile
 CHOICE_GROUPS = ("strategy", "topology", "data", "partition", "model", "backend", "optimizer")
 """Config groups that always get a column, empty when a run does not record its choice."""
 SKIPPED_KEYS = frozenset({"_target_", "_partial_"})
+RUN_FACTS = ("round_unit", "stopped_by")
+"""Entries of ``summary.json`` that become columns of :func:`load_runs`, where recorded."""
 UNREADABLE = (OSError, ValueError, pa.ArrowException, yaml.YAMLError, OmegaConfBaseException)
 """What reading a run's files raises when they are truncated, junk or of another shape."""
 
@@ -97,8 +99,10 @@ def load_runs(*paths: str | Path) -> pd.DataFrame:
         The metric rows (``round``, ``metric``, ``value``, ``node``) with ``run``, the run
         directory relative to the one path (``"."`` for the path itself) or, with several,
         to their common parent (``sweep_a/0``), ``overrides`` (joined by spaces),
-        ``status`` (:func:`run_status`), one column per config group choice, and one per
-        scalar config value under its dotted name (``strategy.sample_size``).
+        ``status`` (:func:`run_status`), ``round_unit`` (``tick`` for gossip) and
+        ``stopped_by`` (the budget that ended it) where recorded, one column per config group
+        choice, and one per scalar config value under its dotted name
+        (``strategy.sample_size``).
 
     Raises
     ------
@@ -219,6 +223,8 @@ def _run_config(run_dir: Path) -> dict[str, Any]:
         config = _expect(summary.get("config"), dict, "summary.json: config")
         topology = _expect(summary.get("topology"), dict, "summary.json: topology")
         graph = {f"graph.{key}": value for key, value in topology.items()}
+        # what a round is (a tick, a server update) and which budget ended the run
+        graph |= {key: summary[key] for key in RUN_FACTS if summary.get(key) is not None}
     else:
         graph = {}
         hydra_dir = run_dir / ".hydra"

@@ -198,6 +198,10 @@ def format_summary(summary: pd.DataFrame) -> Table:
         cells[header] = _format_numbers(summary, column, spec, scale)
         if column in TARGET_SOURCES and column in summary:
             cells[header] = cells[header].mask(summary["rounds_to_target"].isna(), "not reached")
+    if "round_unit" in summary:  # 300 ticks of gossip are not 300 rounds of D-PSGD
+        unit = summary["round_unit"]
+        other = unit.notna() & (unit != "round")
+        cells["rounds"] = cells["rounds"].mask(other, cells["rounds"] + " " + unit + "s")
     return _table(table, cells)
 
 

@@ -110,6 +110,9 @@ def report(args: list[str]) -> int:
     [--x AXIS] [--logx | --no-logx]``: print the per-run summary (and the per-configuration
     one when seeds repeat) of every run below the paths; write report*.csv and figures.
     Unreadable runs are left out, one line each on stderr; exit 2 if no run is readable."""
+    import os
+    import shutil
+
     from rich.console import Console
 
     from fedsim.metrics.figures import X_AXES
@@ -172,8 +175,12 @@ def report(args: list[str]) -> int:
         return 2
     for run in written.unreadable:
         print(f"fedsim: skipped unreadable run {run}", file=sys.stderr)
-    # A pipe or file has no width: do not squeeze the tables into rich's default 80 columns.
-    console = Console() if sys.stdout.isatty() else Console(width=160)
+    # The terminal's width: stdout's, or stderr's under `| tee` or `| less` (COLUMNS wins);
+    # a file has none, and its tables are not squeezed into rich's default 80 columns.
+    columns = shutil.get_terminal_size((0, 0)).columns
+    if not columns and sys.stderr.isatty():
+        columns = os.get_terminal_size(sys.stderr.fileno()).columns
+    console = Console(width=columns or 160)
     console.print(format_summary(written.summary))
     if written.by_config is not None:
         console.print(format_by_config(written.by_config))

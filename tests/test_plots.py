@@ -207,6 +207,15 @@ def test_a_strategy_has_one_colour_in_every_figure_whatever_else_is_drawn() -> N
     assert alone.axes[0].lines[0].get_color() == STRATEGY_COLOURS["dpsgd"]
 
 
+def test_every_strategy_has_a_colour_of_its_own() -> None:
+    strategies = {
+        path.stem for path in (Path(__file__).parents[1] / "configs" / "strategy").glob("*.yaml")
+    }
+
+    assert set(STRATEGY_COLOURS) == strategies
+    assert len(set(STRATEGY_COLOURS.values())) == len(STRATEGY_COLOURS)
+
+
 def test_a_strategy_not_in_the_palette_gets_a_colour_from_its_name_alone() -> None:
     # CRC-32 of the name, not Python's hash(), which changes with PYTHONHASHSEED.
     assert strategy_colour("my_strategy") == strategy_colour("my_strategy", position=5)

@@ -54,10 +54,11 @@ METRIC_LABELS = {
     "loss": "test loss",
     "consensus_distance": "consensus distance (log scale)",
 }
-METRIC_TITLES = {"consensus_distance": "consensus distance"}
-METRIC_NOTES = {
-    "consensus_distance": " (mean squared distance of the node models to their average)"
+METRIC_TITLES = {
+    "consensus_distance": "consensus distance per {per} "
+    "(mean squared distance of the node models to their average)"
 }
+"""A figure's title, ``{per}`` its x axis' unit; other metrics: ``<metric> per {per}``."""
 LOG_Y = frozenset({"consensus_distance"})
 NODE_BAND = ("node_accuracy_min", "node_accuracy_max")
 TITLE_SETTINGS = ("strategy", "topology", "data", "partition", "model", "num_nodes", "rounds")
@@ -110,12 +111,11 @@ def plot_metric(
         return None
     table["x"] = table["x"] * axis.scale
     log_x = axis.log if logx is None else logx
-    note = METRIC_NOTES.get(metric, "")
     return draw_curves(
         table,
         xlabel=_xlabel(runs, axis, log_x),
         ylabel=METRIC_LABELS.get(metric, metric),
-        title=_title(runs, f"{METRIC_TITLES.get(metric, metric)} per {axis.per}{note}"),
+        title=_title(runs, METRIC_TITLES.get(metric, f"{metric} per {{per}}").format(per=axis.per)),
         log_x=log_x,
         log_y=metric in LOG_Y,
         styles=line_styles(runs),

@@ -42,6 +42,7 @@ LINE_STYLES = ("-", "--", ":", "-.")
 MANY_LINES = 6
 """Above this many lines the legend moves below the axes, in columns."""
 STRATEGY_COLOURS = {
+    # matplotlib's ten, for the strategies compared most often
     "fedavg": "#1f77b4",
     "dpsgd": "#ff7f0e",
     "gossip": "#2ca02c",
@@ -52,20 +53,21 @@ STRATEGY_COLOURS = {
     "choco": "#7f7f7f",
     "epidemic_learning": "#bcbd22",
     "s2a": "#17becf",
-    "fedbuff": "#393b79",
-    "fedasync": "#637939",
-    "fedadam": "#8c6d31",
-    "fedyogi": "#843c39",
-    "fedadagrad": "#7b4173",
-    "fedavgm": "#3182bd",
-    "fednova": "#e6550d",
-    "d2": "#31a354",
-    "exact_diffusion": "#756bb1",
-    "gradient_tracking": "#636363",
-    "gossip_learning": "#6baed6",
-    "random_walk": "#fd8d3c",
-    "single_merge": "#74c476",
-    "fl_fixed_server": "#9e9ac8",
+    # then hues and shades unlike those of the strategies they are compared with
+    "d2": "#393b79",
+    "exact_diffusion": "#e7ba52",
+    "gradient_tracking": "#843c39",
+    "gossip_learning": "#008080",
+    "random_walk": "#e7969c",
+    "single_merge": "#ce6dbd",
+    "fedadam": "#000000",
+    "fedyogi": "#ffbb78",
+    "fedadagrad": "#a55194",
+    "fedavgm": "#6b6ecf",
+    "fednova": "#8c6d31",
+    "fedbuff": "#637939",
+    "fedasync": "#7b4173",
+    "fl_fixed_server": "#9c9ede",
 }
 """A fixed colour per strategy, the same in every figure and report."""
 PALETTE = tuple(dict.fromkeys(STRATEGY_COLOURS.values()))

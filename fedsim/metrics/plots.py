@@ -41,6 +41,8 @@ TIDY_COLUMNS = frozenset({"run", "round", "metric", "value", "node"})
 LINE_STYLES = ("-", "--", ":", "-.")
 MANY_LINES = 6
 """Above this many lines the legend moves below the axes, in columns."""
+LEGEND_CHARACTERS = 100
+"""About how many characters of a small-font legend fit across a 7.5-inch figure."""
 STRATEGY_COLOURS = {
     # matplotlib's ten, for the strategies compared most often
     "fedavg": "#1f77b4",
@@ -251,16 +253,30 @@ def draw_curves(
     axes.set_title(_wrap(title), fontsize="medium")
     band_label = _over_seeds(table, band_label)
     if table["configuration"].nunique() > MANY_LINES:
-        figure.legend(
-            loc="outside lower center",
-            ncols=2,
-            fontsize="small",
-            title=band_label,
-            title_fontsize="small",
-        )
+        _legend_below(figure, axes, band_label)
     else:
         axes.legend(fontsize="small", title=band_label, title_fontsize="small")
     return figure
+
+
+def _legend_below(figure: Figure, axes: Axes, title: str | None) -> None:
+    """The legend under the axes, in as many columns as its labels fit (labels too long
+    for one are wrapped), the figure taller by its rows: never wider than the figure."""
+    handles, labels = axes.get_legend_handles_labels()
+    columns = 2 if max(map(len, labels)) <= LEGEND_CHARACTERS // 2 - 6 else 1
+    width = LEGEND_CHARACTERS // columns - 6
+    labels = ["\n".join(textwrap.wrap(label, width)) for label in labels]
+    lines = sum(label.count("\n") + 1 for label in labels) / columns
+    figure.set_figheight(figure.get_figheight() + 0.2 * lines)
+    figure.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncols=columns,
+        fontsize="small",
+        title=title,
+        title_fontsize="small",
+    )
 
 
 def draw_panels(

@@ -289,10 +289,15 @@ def test_a_single_run_has_a_short_legend_the_settings_in_the_title_and_nothing_c
     assert axes.get_position().width > 0.7  # the axes are not pushed aside
 
 
-def test_many_configurations_put_the_legend_below_the_axes_inside_the_figure() -> None:
+@pytest.mark.parametrize("long", [False, True])
+def test_many_configurations_put_the_legend_below_the_axes_inside_the_figure(long: bool) -> None:
+    def overrides(i: int) -> str:
+        extra = f" model.hidden=[{i}12,{i}12,256] data.root=/data/sets/digits/copy_{i}" * long
+        return f"optimizer.lr={i}{extra}"
+
     runs = pd.concat(
         [
-            run_rows(str(i), f"optimizer.lr={i}", {"accuracy": [0.1, 0.2]}, **{"optimizer.lr": i})
+            run_rows(str(i), overrides(i), {"accuracy": [0.1, 0.2]}, **{"optimizer.lr": i})
             for i in range(9)
         ]
     )
@@ -303,6 +308,7 @@ def test_many_configurations_put_the_legend_below_the_axes_inside_the_figure() -
     (legend,) = figure.legends
     assert len(legend.get_texts()) == 9
     assert inside(figure, legend)
+    assert figure.axes[0].get_position().height > 0.3  # the axes keep their room
 
 
 def test_plot_all_draws_the_metric_against_each_recorded_axis(tmp_path: Path) -> None:

@@ -112,7 +112,8 @@ def line_styles(runs: pd.DataFrame) -> dict[str, tuple[str, str]]:
 
 def _lighter(colour: str, amount: float) -> str:
     """``colour`` mixed with white: 0 keeps it, 1 would be white (at most 0.6 is used)."""
-    return to_hex([c + (1 - c) * 0.6 * amount for c in to_rgb(colour)])
+    red, green, blue = (c + (1 - c) * 0.6 * amount for c in to_rgb(colour))
+    return to_hex((red, green, blue))
 
 
 def distinguishing(overrides: pd.Series) -> tuple[pd.Series, str]:

@@ -123,7 +123,7 @@ from torch import nn
 from fedsim.backends.local import FINITE_CHUNK, MIXING_CACHE
 from fedsim.errors import ConfigError
 from fedsim.messages import MessageTransforms
-from fedsim.plans import Combining, Gossip, Push, RoundPlan, Train
+from fedsim.plans import Combining, RoundPlan, Train
 from fedsim.training.evaluate import Evaluator
 
 if TYPE_CHECKING:
@@ -303,7 +303,7 @@ def estimate_memory(
     """
     num_nodes, num_rows = federation.num_nodes, federation.num_nodes + num_servers
     evaluated = min(eval_nodes, num_nodes)
-    trains = [step for step in plan.steps if isinstance(step, Train)]
+    trains = [training for step in plan.steps if (training := step.training()) is not None]
     vectorised = task.prefers_vectorised() if vectorise == "auto" else bool(vectorise)
     held = _held_parts(task, num_rows, vectorised)
     messages = messages or MessageTransforms()
@@ -433,7 +433,7 @@ def _slot_bytes(task: Task, plan: RoundPlan, num_rows: int, messages: MessageTra
 def _buffer_bytes(task: Task, plan: RoundPlan, num_rows: int, aggregator: Aggregator) -> int:
     """Every row's merge buffer (a row, its weight, the corrected tensors' variances) when
     the plan pushes models; nothing otherwise."""
-    if not any(isinstance(step, Push) for step in plan.steps):
+    if not any(step.fills_buffers for step in plan.steps):
         return 0
     corrected = len(aggregator.tensors(task.layout))
     return num_rows * (task.layout.size + 1 + corrected) * FLOAT_BYTES
@@ -443,7 +443,7 @@ def _mixing_bytes(plan: RoundPlan, topology: Topology | None, rounds: int) -> in
     """The gossip matrices the backend keeps: round 0's for a static topology, one per
     round of a time-varying topology's period (every round when it has none), up to the
     backend's cache; a strategy that builds its own (gossip learning) a new set each round."""
-    matrices = [step.weights for step in plan.steps if isinstance(step, Gossip)]
+    matrices = [matrix for step in plan.steps for matrix in step.mixing_matrices()]
     if not matrices:
         return 0
     largest = max(matrix.nnz for matrix in matrices)

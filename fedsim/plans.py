@@ -8,7 +8,7 @@ order and counts the messages each step implies.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -30,7 +30,8 @@ class Messages:
     ``link`` is the channel: ``d2d`` between nodes, ``uplink`` node to server, ``downlink``
     server to node, None for a step that sends nothing.  ``fan_in[k]`` is how many models
     ``combiners[k]`` combines (its own among them in gossip), 0 where the plan cannot say
-    (a merge of whatever its buffer holds).
+    (a merge of whatever its buffer holds).  ``side_bytes`` is what every message carries
+    besides the model (FedNova's local step count), counted as control traffic.
     """
 
     senders: np.ndarray
@@ -38,6 +39,7 @@ class Messages:
     combiners: np.ndarray
     link: str | None
     fan_in: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    side_bytes: int = 0
 
     def sent(self, num_rows: int) -> np.ndarray:
         """Messages each row sends (a (num_rows,) int array)."""
@@ -54,13 +56,14 @@ def _messages(
     combiners: np.ndarray,
     link: str | None,
     fan_in: np.ndarray | int = 0,
+    side_bytes: int = 0,
 ) -> Messages:
     """``Messages`` without the transfers of a row to itself."""
     senders, receivers = np.asarray(senders, np.int64), np.asarray(receivers, np.int64)
     combiners = np.asarray(combiners, np.int64)
     moving = senders != receivers
     fan_in = np.broadcast_to(np.asarray(fan_in, np.int64), combiners.shape).copy()
-    return Messages(senders[moving], receivers[moving], combiners, link, fan_in)
+    return Messages(senders[moving], receivers[moving], combiners, link, fan_in, side_bytes)
 
 
 NO_MESSAGES = _messages(np.empty(0), np.empty(0), np.empty(0), None)
@@ -75,6 +78,23 @@ COMBINE_ROWS = 4  # per received model, for an aggregator that combines the mode
 # gathered models, the median's sorted values and their int64 order (counted)
 
 
+class PlanStep:
+    """What every step describes of itself besides its messages, so that the simulated
+    clock and the memory estimate read steps without knowing their kinds: the local
+    training it runs, the mixing matrices it multiplies by, and whether it fills the rows'
+    merge buffers (a :class:`Push`)."""
+
+    fills_buffers: ClassVar[bool] = False
+
+    def training(self) -> Train | None:
+        """The local training this step runs (None: it only moves models)."""
+        return None
+
+    def mixing_matrices(self) -> tuple[sp.csr_array, ...]:
+        """The mixing matrices it multiplies the rows by."""
+        return ()
+
+
 @dataclass(frozen=True)
 class Combining:
     """What the aggregator of a run does, as the working memory of a step depends on it:
@@ -85,7 +105,7 @@ class Combining:
 
 
 @dataclass(frozen=True, eq=False)
-class Train:
+class Train(PlanStep):
     """``nodes`` run their local optimizer: ``epochs`` passes over their data, or ``steps``
     mini-batches, either one number for all or one per node (an array aligned with ``nodes``).
 
@@ -104,6 +124,9 @@ class Train:
 
     def messages(self, num_nodes: int) -> Messages:
         return NO_MESSAGES
+
+    def training(self) -> Train:
+        return self
 
     def working_rows(self, num_nodes: int, combining: Combining) -> int:
         """Training's memory is counted per chunk of nodes (fedsim.memory), not in rows."""
@@ -135,7 +158,7 @@ class Train:
 
 
 @dataclass(frozen=True, eq=False)
-class Gossip:
+class Gossip(PlanStep):
     """Every node takes its row of ``W @ X[:n]``: j sends its model to each i with W[i, j] != 0.
 
     With ``step_size`` (gamma) a node instead moves by ``gamma (W - I) S`` from its model,
@@ -182,13 +205,16 @@ class Gossip:
             return COMBINE_ROWS * int(self.messages(num_nodes).fan_in.sum()) + num_nodes
         return (GOSSIP_ROWS + combining.corrects * CORRECTED_GOSSIP_ROWS) * num_nodes + replicas
 
+    def mixing_matrices(self) -> tuple[sp.csr_array, ...]:
+        return (self.weights,)
+
     def slot_names(self) -> set[str]:
         """The public replicas, when it keeps them, and the state it mixes if not the models."""
         return ({"replica"} if self.replicas else set()) | ({self.payload} - {"params"})
 
 
 @dataclass(frozen=True, eq=False)
-class Average:
+class Average(PlanStep):
     """Each source sends its row to each target; each target becomes ``sum_k w[k] X[sources[k]]``.
 
     A broadcast is an average with one source.  Weights sum to one (but for an update
@@ -205,6 +231,8 @@ class Average:
     sources send their update from it, the one target becoming its own row plus the
     weighted sum of the updates (the weights need not sum to one; a source of weight zero
     is sent and discarded, as an update too stale to use).
+
+    ``side_bytes``: what each message carries besides the row (FedNova's local step count).
     """
 
     sources: np.ndarray
@@ -214,6 +242,7 @@ class Average:
     payload: str = "params"
     into: str | None = None
     base: str | None = None
+    side_bytes: int = 0
 
     @property
     def written(self) -> str:
@@ -225,7 +254,8 @@ class Average:
         senders = np.repeat(self.sources, len(self.targets))
         receivers = np.tile(self.targets, len(self.sources))
         combiners = self.targets if len(self.sources) > 1 else np.empty(0)
-        return _messages(senders, receivers, combiners, self.link(num_nodes), len(self.sources))
+        link, fan_in = self.link(num_nodes), len(self.sources)
+        return _messages(senders, receivers, combiners, link, fan_in, self.side_bytes)
 
     def working_rows(self, num_nodes: int, combining: Combining) -> int:
         """The gathered sources and the average (and its corrected copy); an aggregator that
@@ -251,9 +281,10 @@ class Average:
 
 
 @dataclass(frozen=True, eq=False)
-class Aggregate:
+class Aggregate(PlanStep):
     """Several averages taken at once: every group reads the rows as they were before the step,
-    then all write their targets (independent aggregators whose sources and targets overlap)."""
+    then all write their targets (independent aggregators whose sources and targets overlap).
+    Its messages carry the largest of the groups' ``side_bytes``."""
 
     groups: tuple[Average, ...]
 
@@ -262,7 +293,8 @@ class Aggregate:
         senders, receivers, combiners, fan_in = (
             np.concatenate([getattr(part, name) for part in parts]) for name in FIELDS
         )
-        return Messages(senders, receivers, combiners, "d2d", fan_in)
+        side_bytes = max((part.side_bytes for part in parts), default=0)
+        return Messages(senders, receivers, combiners, "d2d", fan_in, side_bytes)
 
     def working_rows(self, num_nodes: int, combining: Combining) -> int:
         """Every group's result, kept until all are written, and the widest gathering."""
@@ -275,13 +307,14 @@ class Aggregate:
 
 
 @dataclass(frozen=True, eq=False)
-class Push:
+class Push(PlanStep):
     """Message k puts ``sources[k]``'s current row into ``targets[k]``'s buffer with weight
     ``weights[k]`` (1 for a plain mean, the sender's age for an age-weighted one)."""
 
     sources: np.ndarray
     targets: np.ndarray
     weights: np.ndarray
+    fills_buffers: ClassVar[bool] = True
 
     def messages(self, num_nodes: int) -> Messages:
         """Buffered, so nobody combines yet (the :class:`Merge` does)."""
@@ -296,7 +329,7 @@ class Push:
 
 
 @dataclass(frozen=True, eq=False)
-class Merge:
+class Merge(PlanStep):
     """Each of ``nodes`` becomes ``s X[i] + (1 - s) B[i]`` with ``s = self_weights[i]`` and
     ``B[i]`` the weighted mean of its buffer, which is then emptied."""
 

@@ -19,7 +19,8 @@ class TrafficCounters:
     A protocol that counts its own traffic (``RoundPlan.traffic``: MoDeST, gossip learning)
     is taken at its word, all of it device to device; other plans are counted from their
     steps' messages.  A model message is ``message_bytes`` long, or ``link_bytes[link]`` on
-    a link where it travels encoded.
+    a link where it travels encoded; what messages carry besides (``side_bytes``) is
+    control traffic of kind ``side``.
     """
 
     def __init__(
@@ -55,6 +56,9 @@ class TrafficCounters:
             self.aggregations += messages.aggregations(self.num_rows)
             if messages.link is not None:
                 self.bytes_by_channel[messages.link] += float(sent.sum())
+            if messages.side_bytes:
+                side = self.bytes_control.setdefault("side", np.zeros(self.num_rows))
+                side += messages.sent(self.num_rows) * messages.side_bytes
 
     def bytes_on(self, link: str | None) -> int:
         """The size of one model message on ``link``."""

@@ -70,3 +70,21 @@ def test_drawn_work_depends_on_seed_and_round_only():
     first = strategy.work(np.arange(3), 7, federation)
     assert np.array_equal(first, strategy.work(np.arange(3), 7, federation))
     assert ((first >= 1) & (first <= 5)).all()
+
+
+@pytest.mark.parametrize("local_max", [None, 4])
+def test_each_client_sends_its_step_norm_beside_its_model(local_max):
+    """FedAvg's bytes plus one float32 a_i per sampled client, as control traffic ("side")."""
+    from fedsim.traffic import TrafficCounters
+
+    federation = path_federation(zero_logreg_task())
+    fednova = FedNova(sample_size=3, local_epochs=None, local_steps=1, local_max=local_max)
+    fedavg = FedAvg(sample_size=3, local_epochs=None, local_steps=1)
+    counted = {}
+    for name, strategy in (("fednova", fednova), ("fedavg", fedavg)):
+        counters = TrafficCounters(num_nodes=3, num_rows=4, message_bytes=100)
+        counters.account(strategy.plan(0, federation))
+        counted[name] = counters.metrics()
+    assert counted["fednova"]["bytes_side_total"] == 3 * 4
+    assert counted["fednova"]["bytes_model_total"] == counted["fedavg"]["bytes_model_total"]
+    assert "bytes_side_total" not in counted["fedavg"]

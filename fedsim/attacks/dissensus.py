@@ -13,7 +13,7 @@ from fedsim import rng
 from fedsim.attacks.base import Attack
 from fedsim.errors import check
 from fedsim.messages import Outgoing
-from fedsim.plans import Gossip, RoundPlan
+from fedsim.plans import RoundPlan
 
 NEEDS_GOSSIP = (
     "attack=dissensus forges gossip messages from the step's mixing weights; use a strategy "
@@ -60,7 +60,7 @@ class Dissensus(Attack):
         self.epsilon = epsilon
 
     def check_plan(self, plan: RoundPlan) -> None:
-        check(any(isinstance(step, Gossip) for step in plan.steps), NEEDS_GOSSIP)
+        check(any(step.mixing_matrices() for step in plan.steps), NEEDS_GOSSIP)
 
     def forge(
         self, values: torch.Tensor, byzantine: torch.Tensor, outgoing: Outgoing

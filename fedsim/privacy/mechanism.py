@@ -21,7 +21,7 @@ import numpy as np
 
 from fedsim.errors import check
 from fedsim.federation import Federation
-from fedsim.plans import Gossip, RoundPlan, Train
+from fedsim.plans import RoundPlan, Train
 from fedsim.privacy import accounting
 from fedsim.privacy.covariance import NoiseCovariance, covariance, max_inverse_diagonal
 from fedsim.privacy.noise import SAMPLERS, NoisyStep
@@ -105,7 +105,7 @@ class Privacy:
             "rounds do not train every node and then gossip (strategy=dpsgd does, in its default "
             "order adapt_then_combine)",
         )
-        train, gossip = pair
+        train, weights = pair
         self.steps_per_round = _steps_per_round(train, federation)
         self.total_steps = max(1, rounds * self.steps_per_round)
         examples = federation.batch_size if self.unit == "user" else 1
@@ -115,7 +115,7 @@ class Privacy:
         )
         self.worst_inverse_diagonal = 0.0  # over the covariances used so far
         self._solved: dict[int, Solved] = {}
-        self.last = self._covariance(gossip.weights)
+        self.last = self._covariance(weights)
 
     def _covariance(self, weights: Any) -> Solved:
         """The mechanism's covariance for mixing matrix ``weights``, solved once per matrix
@@ -138,8 +138,8 @@ class Privacy:
         plan mixes by) first in its training step's gradient transforms."""
         pair = _train_then_gossip(plan, self.num_nodes)
         check(pair is not None, f"round {round_idx}'s plan has no Train step followed by Gossip")
-        train, gossip = pair
-        self.last = self._covariance(gossip.weights)
+        train, weights = pair
+        self.last = self._covariance(weights)
         if self.mechanism != "central":
             self.worst_inverse_diagonal = max(
                 self.worst_inverse_diagonal, self.last.inverse_diagonal
@@ -200,15 +200,13 @@ class Privacy:
         }
 
 
-def _train_then_gossip(plan: RoundPlan, num_nodes: int) -> tuple[Train, Gossip] | None:
-    """The plan's Train step of every node and the Gossip right after it, if it has them."""
+def _train_then_gossip(plan: RoundPlan, num_nodes: int) -> tuple[Train, Any] | None:
+    """The plan's training of every node and the mixing matrix of the gossip right after
+    it, if it has them."""
     for step, following in itertools.pairwise(plan.steps):
-        if (
-            isinstance(step, Train)
-            and isinstance(following, Gossip)
-            and len(step.nodes) == num_nodes
-        ):
-            return step, following
+        training, matrices = step.training(), following.mixing_matrices()
+        if training is not None and len(matrices) == 1 and len(training.nodes) == num_nodes:
+            return training, matrices[0]
     return None
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedsim.plans import RoundPlan, Step, Train
+from fedsim.plans import RoundPlan, Step
 from fedsim.simulated.network import Network
 from fedsim.training.schedule import NodeData, samples_in_steps
 
@@ -61,13 +61,14 @@ class Clock:
         return self.now
 
     def _step(self, step: Step, message_bytes: int, link_bytes: Mapping[str, int]) -> None:
-        if isinstance(step, Train):
-            nodes = np.asarray(step.nodes)
-            self.ready[nodes] += self.training_times(nodes, step.epochs, step.steps)
+        training = step.training()
+        if training is not None:
+            nodes = np.asarray(training.nodes)
+            self.ready[nodes] += self.training_times(nodes, training.epochs, training.steps)
             return
         messages = step.messages(self.num_nodes)
         senders, receivers = messages.senders, messages.receivers
-        size = link_bytes.get(messages.link, message_bytes)
+        size = link_bytes.get(messages.link, message_bytes) + messages.side_bytes
         arrival = self.ready[senders] + self._transfer_times(senders, receivers, size)
         ready = self.ready.copy()
         np.maximum.at(ready, receivers, arrival)

@@ -13,6 +13,7 @@ from fedsim.strategies.base import Federation
 from fedsim.strategies.fedavg import FedAvg
 
 WORK = 1  # the sampling stream's coordinate for each client's drawn local work
+NORM_BYTES = 4  # a client's a_i, one float32 sent beside its model
 
 
 class FedNova(FedAvg):
@@ -26,7 +27,8 @@ class FedNova(FedAvg):
     the local solver's step weights (tau_i for SGD, ``[tau - rho (1 - rho^tau) / (1 - rho)]
     / (1 - rho)`` with momentum rho restarted each round),
     ``x <- x - tau_eff sum_i p_i (x - y_i) / a_i``, ``tau_eff = sum_i p_i a_i``.  With equal
-    work it is FedAvg exactly.  a_i assumes local SGD: other local optimizers are refused.
+    work it is FedAvg exactly (but for the a_i each client sends, 4 bytes of control
+    traffic).  a_i assumes local SGD: other local optimizers are refused.
     """
 
     assumes_sgd: ClassVar[bool] = True  # fedsim.build refuses other local optimizers
@@ -85,8 +87,9 @@ class FedNova(FedAvg):
         server = np.array([federation.num_nodes])
         weights = self.client_weights(sampled, federation)
         norms = self.step_weights(sampled, round_idx, federation)
-        if np.all(norms == norms[0]):
-            return Average(sampled, server, weights)  # equal work: FedAvg's average
+        if np.all(norms == norms[0]):  # equal work: FedAvg's average
+            return Average(sampled, server, weights, side_bytes=NORM_BYTES)
         tau_eff = float(weights @ norms)
         scaled = np.divide(tau_eff * weights, norms, out=np.zeros_like(weights), where=norms > 0)
-        return Average(np.append(sampled, server), server, np.append(scaled, 1.0 - scaled.sum()))
+        sources, kept = np.append(sampled, server), np.append(scaled, 1.0 - scaled.sum())
+        return Average(sources, server, kept, side_bytes=NORM_BYTES)

@@ -46,6 +46,22 @@ def test_first_round_by_hand():
     torch.testing.assert_close(control[3], control[:3].sum(dim=0) / 3)
 
 
+def test_option_one_keeps_the_gradient_at_the_server_model():
+    """Option I: c_i = g_i(x), here full-batch, so the gradient of node i's mean loss at x = 0
+    (the weight decay is the optimizer's, outside the correction); c the mean of the c_i."""
+    scaffold = run(Scaffold(sample_size=3, local_epochs=None, local_steps=K, option=1), rounds=1)
+    control = scaffold.slot(CONTROL)
+    for node, shard in enumerate(SHARDS):
+        weight = torch.zeros(2, 2, requires_grad=True)
+        bias = torch.zeros(2, requires_grad=True)
+        loss = torch.nn.functional.cross_entropy(TRAIN_X[shard] @ weight.T + bias, TRAIN_Y[shard])
+        loss.backward()
+        torch.testing.assert_close(control[node], torch.cat([weight.grad.reshape(-1), bias.grad]))
+    torch.testing.assert_close(control[3], control[:3].mean(dim=0))
+    option_two = run(Scaffold(sample_size=3, local_epochs=None, local_steps=K), rounds=1)
+    torch.testing.assert_close(scaffold.params, option_two.params)  # c = 0 in round 0 either way
+
+
 def test_server_control_stays_the_mean_of_every_clients_and_newcomers_start_at_zero():
     """Two of three clients a round: c = (1/N) sum over all N of c_i, round after round; a
     client never sampled keeps c_i = 0 (not the model, as Flower's NIID-Bench client)."""
@@ -82,11 +98,13 @@ def global_optimum():
 
 
 @pytest.mark.slow
-def test_scaffold_reaches_the_global_optimum_where_fedavg_drifts():
+@pytest.mark.parametrize("option", [1, 2])
+def test_scaffold_reaches_the_global_optimum_where_fedavg_drifts(option):
     """Heterogeneous clients, full participation, full-batch gradients, K = 10 local steps:
     SCAFFOLD's fixed point is the global minimiser; FedAvg's is biased (Karimireddy et al.)."""
     optimum = global_optimum()
-    scaffold = run(Scaffold(sample_size=3, local_epochs=None, local_steps=K), rounds=60)
+    strategy = Scaffold(sample_size=3, local_epochs=None, local_steps=K, option=option)
+    scaffold = run(strategy, rounds=60)
     fedavg = run(
         FedAvg(sample_size=3, local_epochs=None, local_steps=K, weighting="uniform"), rounds=60
     )
@@ -118,9 +136,10 @@ def test_control_variates_survive_a_checkpoint(tmp_path):
     assert torch.equal(resumed.params, straight.params)
 
 
-def test_vectorised_and_loop_trainers_correct_alike():
+@pytest.mark.parametrize("option", [1, 2])
+def test_vectorised_and_loop_trainers_correct_alike(option):
     """Round 2 corrects with non-zero c and c_i; the per-node loop gives the same rows."""
-    strategy = Scaffold(sample_size=3, local_epochs=None, local_steps=4)
+    strategy = Scaffold(sample_size=3, local_epochs=None, local_steps=4, option=option)
     the_task = task()
     federation = path_federation(the_task)
     rows = []
@@ -128,14 +147,17 @@ def test_vectorised_and_loop_trainers_correct_alike():
         backend = started_backend(the_task, num_rows=4, zero=True, vectorise=vectorise)
         for round_idx in range(2):
             backend.execute(strategy.plan(round_idx, federation), round_idx)
-        rows.append(backend.params.clone())
+        rows.append(torch.cat([backend.params, backend.slot(CONTROL)]))
     torch.testing.assert_close(rows[0], rows[1])
 
 
-def test_momentum_is_refused_in_one_line():
+def test_momentum_is_refused_in_one_line_with_option_two_only():
     federation = replace(path_federation(task()), momentum=0.9)
     with pytest.raises(ConfigError, match="optimizer.momentum=0.9 must be 0"):
         Scaffold(sample_size=3).validate(federation)
+    Scaffold(sample_size=3, option=1).validate(federation)
+    with pytest.raises(ConfigError, match="strategy.option=3 is not one of: 1, 2"):
+        Scaffold(option=3)
 
 
 def test_a_plan_step_writes_a_named_slot_not_the_model():

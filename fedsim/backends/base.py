@@ -3,6 +3,7 @@ statistics, save and restore them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -14,6 +15,7 @@ from fedsim.messages import MessageTransforms
 from fedsim.plans import Average, RoundPlan
 from fedsim.task import Task
 from fedsim.topology.base import Topology
+from fedsim.training.layout import ParameterLayout
 
 
 class Backend(Protocol):
@@ -77,3 +79,30 @@ def rebased(
         models,
         total,
     )
+
+
+def combined_average(
+    step: Average,
+    sources: torch.Tensor,
+    own: Callable[[], torch.Tensor],
+    aggregator: Aggregator,
+    layout: ParameterLayout,
+    num_nodes: int,
+    finish: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """The step's average of the received rows ``sources``, the row kernel both backends
+    use: where it averages several models, combined per target by an aggregator that
+    combines the models (``own()`` the targets' own rows, fetched only then), else the
+    weighted sum, corrected by ``finish(merged, target_variance)`` when the aggregator
+    corrects on the step's link."""
+    combines = step.payload == "params" and len(step.sources) > 1  # models, received
+    weights = torch.as_tensor(step.weights, dtype=sources.dtype, device=sources.device)
+    if combines and aggregator.combines_rows:  # one combination per target
+        targets = own()
+        received = sources.expand(len(targets), *sources.shape)
+        return aggregator.combine(received, weights.expand(len(targets), -1), targets)
+    average = weights @ sources
+    if combines and aggregator.corrects_on(step.link(num_nodes)):
+        target = aggregator.variances(sources, layout).mean(dim=0)
+        average = finish(average[None], target[None])[0]
+    return average

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 import torch
 
 from fedsim.aggregators import Aggregator, Mean
-from fedsim.backends.base import rebased
+from fedsim.backends.base import combined_average, rebased
 from fedsim.errors import check
 from fedsim.messages import MessageTransforms, Outgoing
 from fedsim.plans import Aggregate, Average, Gossip, Merge, Push, RoundPlan, Step, Train
@@ -174,17 +174,12 @@ class LocalBackend:
     def _combined(self, step: Average, sources: torch.Tensor) -> torch.Tensor:
         """The step's average of the received rows ``sources``, finished or combined by the
         aggregator where it averages several models."""
-        combines = step.payload == "params" and len(step.sources) > 1  # models, received
-        if combines and self.aggregator.combines_rows:  # one combination per target
-            own = self.params[self._index(step.targets)]
-            received = sources.expand(len(own), *sources.shape)
-            weights = self._tensor(step.weights).expand(len(own), -1)
-            return self.aggregator.combine(received, weights, own)
-        average = self.weighted_sum(step.weights, sources)
-        if combines and self.aggregator.corrects_on(step.link(self.num_nodes)):
-            target = self.aggregator.variances(sources, self.task.layout).mean(dim=0)
-            average = self._finish(average[None], target[None])[0]
-        return average
+
+        def own() -> torch.Tensor:
+            return self.params[self._index(step.targets)]
+
+        layout, num_nodes, finish = self.task.layout, self.num_nodes, self._finish
+        return combined_average(step, sources, own, self.aggregator, layout, num_nodes, finish)
 
     def weighted_sum(self, weights: np.ndarray, rows: torch.Tensor) -> torch.Tensor:
         """``sum_k weights[k] rows[k]``."""

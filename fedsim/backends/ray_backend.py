@@ -18,7 +18,7 @@ import scipy.sparse as sp
 import torch
 
 from fedsim.aggregators import Aggregator, Mean
-from fedsim.backends.base import rebased
+from fedsim.backends.base import combined_average, rebased
 from fedsim.backends.local import check_plain_gossip, check_training_settings
 from fedsim.backends.ray_local import init_local_ray
 from fedsim.backends.shard import Shard, average_of, package_directory
@@ -362,7 +362,11 @@ class RayBackend:
             ]  # fmt: skip
             weighted, variances = average_of(self._wait(parts))
             if combines and self.aggregator.corrects_on(link):
-                weighted = self._finish(weighted, variances / len(group.sources))
+                merged, target = (
+                    torch.from_numpy(rows.astype(np.float32))[None]
+                    for rows in (weighted, variances / len(group.sources))
+                )
+                weighted = self._finish(merged, target)[0].numpy()
             self.bytes_between_actors += len(parts) * self.row_bytes
             averages.append(weighted.astype(np.float32))
         calls = []
@@ -413,34 +417,25 @@ class RayBackend:
         return own[0].numpy() + total * (self._combined_here(group, models) - own[0].numpy())
 
     def _combined_here(self, group: Average, sources: torch.Tensor) -> np.ndarray:
-        """The group's average of the model rows ``sources``, computed here as the local
-        backend computes it: combined per target by an aggregator that combines the models,
-        else the weighted sum, corrected when the aggregator corrects."""
-        weights = torch.as_tensor(group.weights, dtype=torch.float32)
-        if len(group.sources) < 2:
-            return (weights @ sources).numpy()
-        if self.aggregator.combines_rows:  # one combination per target
-            own = self.rows(group.targets)
-            self.bytes_between_actors += len(own) * self.row_bytes
-            combined = self.aggregator.combine(
-                sources.expand(len(own), *sources.shape), weights.expand(len(own), -1), own
-            )
-            return combined.numpy()
-        average = (weights @ sources).numpy()
-        if self.aggregator.corrects_on(group.link(self.num_nodes)):
-            target = self.aggregator.variances(sources, self.task.layout).mean(dim=0)
-            average = self._finish(average, target.numpy())
-        return average
+        """The group's average of the model rows ``sources``, computed here by the local
+        backend's row kernel (:func:`fedsim.backends.base.combined_average`)."""
 
-    def _finish(self, merged: np.ndarray, target: np.ndarray) -> np.ndarray:
-        corrected, factors = self.aggregator.finish(
-            torch.from_numpy(merged.astype(np.float32))[None],
-            torch.from_numpy(target.astype(np.float32))[None],
-            self.task.layout,
+        def own() -> torch.Tensor:
+            self.bytes_between_actors += len(group.targets) * self.row_bytes
+            return self.rows(group.targets)
+
+        layout = self.task.layout
+        average = combined_average(
+            group, sources, own, self.aggregator, layout, self.num_nodes, self._finish
         )
+        return average.numpy()
+
+    def _finish(self, merged: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Apply the aggregator's correction and tally its factors for the metrics."""
+        corrected, factors = self.aggregator.finish(merged, target, self.task.layout)
         self.factor_sum += factors.sum(dim=0).double().numpy()
-        self.factor_count += 1
-        return corrected[0].numpy()
+        self.factor_count += len(factors)
+        return corrected
 
     def _push(self, step: Push, round_idx: int) -> None:
         """Each shard buffers the models pushed to its nodes, fetched from their senders

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from fedsim.errors import check
-from fedsim.plans import RoundPlan, Train
+from fedsim.plans import RoundPlan
 
 ROUND = "round"  # the unit of a strategy whose round is one synchronous round of all its nodes
 
@@ -108,13 +108,14 @@ class LocalSteps:
     def account(self, plan: RoundPlan) -> None:
         """Count one round's training."""
         for step in plan.steps:
-            if not isinstance(step, Train):
+            training = step.training()
+            if training is None:
                 continue
-            nodes = np.asarray(step.nodes, dtype=np.int64)
-            if step.epochs is not None:
-                taken = np.asarray(step.epochs) * self.steps_per_epoch[nodes]
+            nodes = np.asarray(training.nodes, dtype=np.int64)
+            if training.epochs is not None:
+                taken = np.asarray(training.epochs) * self.steps_per_epoch[nodes]
             else:
-                taken = np.where(self.num_examples[nodes] > 0, np.asarray(step.steps), 0)
+                taken = np.where(self.num_examples[nodes] > 0, np.asarray(training.steps), 0)
             np.add.at(self.steps, nodes, np.broadcast_to(taken, nodes.shape).astype(np.int64))
 
     @property

@@ -13,6 +13,7 @@ import pickle
 import re
 import warnings
 import zipfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -71,8 +72,11 @@ class _Sink:
         self.handle.flush()
 
 
-def load(run_dir: Path, config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The last checkpoint of ``run_dir``; with ``config``, it must be that config's run.
+def load(
+    run_dir: Path, config: dict[str, Any] | None = None, may_differ: Collection[str] = ()
+) -> dict[str, Any]:
+    """The last checkpoint of ``run_dir``; with ``config``, it must be that config's run (but
+    for the top-level settings ``may_differ``).
 
     Anything but a checkpoint fedsim wrote (an empty, truncated or foreign file, a pickle
     that would build other objects) is refused with one :class:`ConfigError` line.
@@ -92,7 +96,11 @@ def load(run_dir: Path, config: dict[str, Any] | None = None) -> dict[str, Any]:
         saved = state.get("config")
         if not isinstance(saved, dict):
             raise ConfigError(f"{path} holds no config (an older fedsim wrote it); start anew")
-        differ = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+        differ = sorted(
+            k
+            for k in set(saved) | set(config)
+            if saved.get(k) != config.get(k) and k not in may_differ
+        )
         check(
             not differ,
             f"resume=true with other settings than the run in {run_dir}: "

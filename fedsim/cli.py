@@ -14,7 +14,7 @@ from pathlib import Path
 from fedsim.errors import ConfigError, RunError
 
 USAGE = """usage: fedsim run [-m] [key=value ...]   run a simulation (Hydra overrides; -m sweeps)
-       fedsim resume RUN_DIR             continue a run from its last checkpoint
+       fedsim resume RUN_DIR [rounds=N]  continue a run from its last checkpoint (or extend it)
        fedsim report PATH [--out DIR] [--target ACCURACY]
                                          summarise a run or a sweep: tables, CSV, figures
        fedsim list [--markdown]          config groups, their options and settings"""
@@ -23,7 +23,10 @@ USAGE = """usage: fedsim run [-m] [key=value ...]   run a simulation (Hydra over
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fedsim`` console script."""
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] in ("-h", "--help"):
+    if not args:
+        print(USAGE, file=sys.stderr)
+        return 2
+    if args[0] in ("-h", "--help"):
         print(USAGE)
         return 0
     command, rest = args[0], args[1:]
@@ -86,23 +89,38 @@ def _interrupt(number: int, _frame: object) -> None:
     raise Interrupted(number)
 
 
+RESUME_USAGE = """usage: fedsim resume RUN_DIR [key=value ...]
+continue the run in RUN_DIR from its last checkpoint, with the overrides it was started with;
+rounds=N extends a run (also a completed one) to N rounds; progress=false and
+checkpoint_every=K may change too, any other setting must stay as it was"""
+
+
 def resume(args: list[str]) -> int:
-    """``fedsim resume RUN_DIR``: continue a run from its last checkpoint, same overrides."""
+    """``fedsim resume RUN_DIR [key=value ...]``: continue a run from its last checkpoint with
+    its own overrides; later ones (``rounds=N``) replace them."""
     from omegaconf import OmegaConf
 
-    if len(args) != 1:
-        print("usage: fedsim resume RUN_DIR", file=sys.stderr)
+    if args[:1] in (["-h"], ["--help"]):
+        print(RESUME_USAGE)
+        return 0
+    if not args or args[0].startswith("-") or "=" in args[0]:
+        print(RESUME_USAGE, file=sys.stderr)
         return 2
-    run_dir = Path(args[0])
+    run_dir, changes = Path(args[0]), args[1:]
     saved = run_dir / ".hydra" / "overrides.yaml"
     if not saved.is_file():
         raise ConfigError(f"{run_dir} is not a fedsim run directory (no .hydra/overrides.yaml)")
+    changed = {_key(change) for change in changes}
     overrides = [
         str(override)
         for override in OmegaConf.load(saved)
-        if not str(override).startswith(("hydra.run.dir=", "resume="))
+        if _key(str(override)) not in {*changed, "hydra.run.dir", "resume"}
     ]
-    return run([*overrides, "resume=true", f"hydra.run.dir={run_dir}"])
+    return run([*overrides, *changes, "resume=true", f"hydra.run.dir={run_dir}"])
+
+
+def _key(override: str) -> str:
+    return override.split("=")[0].lstrip("+~")
 
 
 def report(args: list[str]) -> int:

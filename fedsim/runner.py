@@ -41,6 +41,7 @@ ARTEFACTS = (METRICS, SUMMARY, checkpoint.CHECKPOINT, NODE_TOTALS, PARTITION)
 LOCK = ".fedsim.lock"
 # Settings a resumed run may change: they do not change its results.
 RESUMABLE = ("resume", "progress", "checkpoint_every")
+EXTENDABLE = ("rounds",)  # a resumed run may run on to more rounds (fedsim resume RUN rounds=N)
 # Counters of some protocols only: left out of the printed summary while zero.
 COUNTERS = ("bytes_", "aggregations_", "updates_", "staleness_")
 
@@ -101,7 +102,7 @@ def precheck(args: list[str]) -> tuple[Path, bool]:
             del cfg["hydra"]
             simulation = build_simulation(cfg)
             if cfg.resume:
-                resumed = checkpoint.load(directory, job_config(cfg))
+                resumed = checkpoint.load(directory, job_config(cfg), EXTENDABLE)
                 simulation.check_resumable(resumed)
     return directory, bool(cfg.resume)
 
@@ -181,15 +182,22 @@ def _one_line(error: Exception, overrides: list[str] = ()) -> str:
     if text.startswith("Could not override '"):
         key = text.split("'")[1]
         choices = [o for o in overrides if o.split("=")[0].lstrip("+~") in GROUPS]
-        known = _setting_names(compose("config", overrides=choices))
-        close = difflib.get_close_matches(key, known, n=1)
-        hint = f"did you mean {close[0]}? " if close else ""
+        close = _close_settings(key, _setting_names(compose("config", overrides=choices)))
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
         return f"{key} is not a setting; {hint}(`fedsim list` shows every setting)"
     typed = schema_error(error)
     if typed is not None:
         return typed
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return "; ".join(lines[:3])
+
+
+def _close_settings(key: str, known: list[str]) -> list[str]:
+    """The settings ``key`` may have meant: those of its name in any group (``strategy.lr``:
+    ``optimizer.lr``), else the closest spelling."""
+    leaf = key.rsplit(".", 1)[-1]
+    same_name = [name for name in known if name.rsplit(".", 1)[-1] == leaf]
+    return same_name[:3] or difflib.get_close_matches(key, known, n=1)
 
 
 def _setting_names(cfg: DictConfig, prefix: str = "") -> list[str]:
@@ -247,7 +255,7 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     started = time.perf_counter()
     simulation = build_simulation(cfg)
     config = job_config(cfg)
-    resume = checkpoint.load(run_dir, config) if cfg.resume else None
+    resume = checkpoint.load(run_dir, config, EXTENDABLE) if cfg.resume else None
     if resume is None:
         found = artefact(run_dir)
         check(found is None, f"{run_dir} already holds a run ({found}); choose a new hydra.run.dir")

@@ -199,3 +199,63 @@ def test_report_of_an_empty_directory_says_so(tmp_path):
 
 def test_console_script_is_installed():
     assert (Path(sys.executable).parent / "fedsim").exists()
+
+
+def test_no_command_prints_usage_and_fails_but_help_succeeds(capsys):
+    from fedsim.cli import main
+
+    assert main([]) == 2
+    assert capsys.readouterr().err.startswith("usage: fedsim run")
+    assert main(["--help"]) == 0
+    assert capsys.readouterr().out.startswith("usage: fedsim run")
+
+
+def test_resume_help_prints_resume_usage(capsys):
+    from fedsim.cli import main
+
+    assert main(["resume", "--help"]) == 0
+    assert capsys.readouterr().out.startswith("usage: fedsim resume RUN_DIR [key=value ...]")
+    assert main(["resume"]) == 2
+    assert "usage: fedsim resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "override, meant", [("strategy.lr=0.1", "optimizer.lr"), ("lr=0.1", "optimizer.lr")]
+)
+def test_an_unknown_key_suggests_the_setting_of_that_name_in_any_group(override, meant, tmp_path):
+    from fedsim.errors import ConfigError
+    from fedsim.runner import precheck
+
+    with pytest.raises(ConfigError, match=f"is not a setting; did you mean {meant}\\?"):
+        precheck([override, f"hydra.run.dir={tmp_path / 'run'}"])
+
+
+@pytest.mark.slow
+def test_resume_with_more_rounds_extends_a_completed_run_as_if_run_at_once(tmp_path, capsys):
+    from fedsim.cli import main
+
+    tiny = ["num_nodes=6", "eval_every=1", "progress=false", "strategy.sample_size=3"]
+    assert main(["run", *tiny, "rounds=1", f"hydra.run.dir={tmp_path / 'extended'}"]) == 0
+    assert main(["resume", str(tmp_path / "extended"), "rounds=2"]) == 0
+    assert main(["run", *tiny, "rounds=2", f"hydra.run.dir={tmp_path / 'at_once'}"]) == 0
+    assert main(["resume", str(tmp_path / "extended"), "rounds=1"]) == 2  # not shorter
+    assert "the checkpoint is at round 2, outside this run's 0..1" in capsys.readouterr().err
+    runs = [
+        pd.read_parquet(tmp_path / name / "metrics.parquet") for name in ("extended", "at_once")
+    ]
+    accuracy = [run[run.metric.isin(["accuracy", "loss"])].reset_index(drop=True) for run in runs]
+    pd.testing.assert_frame_equal(*accuracy)
+    assert accuracy[0]["round"].max() == 2
+    summary = json.loads((tmp_path / "extended" / "summary.json").read_text())
+    assert (summary["status"], summary["rounds_completed"]) == ("completed", 2)
+
+
+def test_readme_tours_every_backend_and_preset_and_sweeps_d_psgd_on_a_sparse_graph():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    tour = readme.split("## Config tour")[1].split("\n## ")[0]
+    for group in ("backend", "experiment"):
+        row = next(line for line in tour.splitlines() if line.startswith(f"| `{group}` |"))
+        assert all(f"`{option}`" in row for option in options(group)), group
+    sweep = readme[readme.index("fedsim run -m strategy=fedavg,dpsgd") :].split("#")[0]
+    assert "topology=regular topology.degree=4" in sweep
+    assert "every setting with its default" not in readme  # --help shows the defaults' only

@@ -285,11 +285,14 @@ def _memory_estimate(
 def _partition_inputs(
     partition: Any, dataset: Any, topology: Topology | None, cfg: DictConfig
 ) -> dict:
-    """A partitioner's arguments: labels, sizes, seed, and owners or components if it takes them."""
+    """A partitioner's arguments: labels, sizes, seed (``partition.seed``, else the run's), and
+    owners or components if it takes them."""
+    seed = cfg.seed if cfg.partition.get("seed") is None else cfg.partition.seed
+    check(seed >= 0, f"partition.seed={seed} must be >= 0 (or null: the run's seed)")
     inputs: dict[str, Any] = {
         "labels": dataset.train_y.numpy(),
         "num_nodes": cfg.num_nodes,
-        "seed": cfg.seed,
+        "seed": seed,
     }
     parameters = inspect.signature(partition).parameters
     if "owners" in parameters:

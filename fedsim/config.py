@@ -51,6 +51,9 @@ RUNTIME_INPUTS: dict[str, frozenset[str]] = {
     "churn": frozenset({"num_nodes", "seed"}),
 }
 OPTIONAL_INPUTS = frozenset({"owners", "components"})  # passed only to targets that declare them
+# Run-time inputs that a group's config may set instead, with their types (None: fedsim's own
+# value): ``partition.seed`` holds the partition fixed while the run's ``seed`` varies.
+RUNTIME_SETTINGS: dict[str, dict[str, Any]] = {"partition": {"seed": int | None}}
 TOP_LEVEL: dict[str, type] = {
     "num_nodes": int,
     "rounds": int,
@@ -143,6 +146,8 @@ def check_group(group: str, node: DictConfig) -> None:
     _check_partial(group, node)
     _check_parameters(group, node, signature, runtime)
     settings = [name for name in signature.parameters if name not in runtime]
+    settings += list(RUNTIME_SETTINGS.get(group, {}))
+    hints = {**hints, **RUNTIME_SETTINGS.get(group, {})}
     for key in node:
         if key in ("_target_", "_partial_"):
             continue

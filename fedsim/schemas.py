@@ -22,7 +22,15 @@ import yaml
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from fedsim.config import GROUPS, RUNTIME_INPUTS, RunConfig, config_dir, options, target_of
+from fedsim.config import (
+    GROUPS,
+    RUNTIME_INPUTS,
+    RUNTIME_SETTINGS,
+    RunConfig,
+    config_dir,
+    options,
+    target_of,
+)
 
 PLAIN = (int, float, bool, str)
 
@@ -66,6 +74,8 @@ def schema(group: str, target_name: str) -> type:
         if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
             raise TypeError(f"{target_name} takes *{name}: a schema needs named settings")
         fields.append((name, option_type(hints.get(name, Any)), _default(parameter.default)))
+    for name, hint in RUNTIME_SETTINGS.get(group, {}).items():
+        fields.append((name, option_type(hint), dataclasses.field(default=None)))
     name = _camel(group) + _camel(target_name.rsplit(".", 1)[1])
     made = dataclasses.make_dataclass(name, fields)
     made.__module__ = __name__

@@ -253,7 +253,7 @@ def test_resume_with_more_rounds_extends_a_completed_run_as_if_run_at_once(tmp_p
 def test_readme_tours_every_backend_and_preset_and_sweeps_d_psgd_on_a_sparse_graph():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     tour = readme.split("## Config tour")[1].split("\n## ")[0]
-    for group in ("backend", "experiment"):
+    for group in ("backend", "experiment", "partition"):
         row = next(line for line in tour.splitlines() if line.startswith(f"| `{group}` |"))
         assert all(f"`{option}`" in row for option in options(group)), group
     sweep = readme[readme.index("fedsim run -m strategy=fedavg,dpsgd") :].split("#")[0]

@@ -3,7 +3,7 @@ import pytest
 
 from fedsim import rng
 from fedsim.errors import ConfigError
-from fedsim.partitions import dirichlet_per_class, dirichlet_per_node, label_histograms
+from fedsim.partitions import dirichlet, dirichlet_per_class, dirichlet_per_node, label_histograms
 from fedsim.partitions.dirichlet import split_floor_remainder
 
 LABELS = np.repeat(np.arange(10), 50)
@@ -121,3 +121,54 @@ def test_per_class_is_seeded():
 def test_per_class_errors_name_the_setting(settings, message):
     with pytest.raises(ConfigError, match=message):
         dirichlet_per_class(LABELS, num_nodes=10, seed=0, **settings)
+
+
+# dirichlet (Flower Datasets' DirichletPartitioner)
+
+
+def test_flower_cuts_each_class_at_the_floor_of_its_cumulative_proportions():
+    labels = np.repeat([0, 1], [7, 5])
+    shards = dirichlet(labels, num_nodes=3, seed=4, alpha=1.0, min_partition_size=0)
+    generator = rng.generator(4, rng.PARTITION)
+    expected = [[], [], []]
+    for label in (0, 1):
+        members = np.flatnonzero(labels == label)
+        cuts = (np.cumsum(generator.dirichlet(np.ones(3))) * len(members)).astype(int)[:-1]
+        for node, piece in enumerate(np.split(members, cuts)):
+            expected[node] += piece.tolist()
+    assert [s.tolist() for s in shards] == expected
+    assert_covers(shards, 12)
+
+
+def test_flower_draws_again_until_every_node_holds_min_partition_size():
+    shards = dirichlet(LABELS, num_nodes=10, seed=0, alpha=0.3, min_partition_size=25)
+    assert min(len(s) for s in shards) >= 25
+    assert_covers(shards, 500)
+
+
+def test_flower_self_balancing_stops_feeding_nodes_above_the_average():
+    sizes = {
+        balancing: [len(s) for s in dirichlet(LABELS, 10, 0, 0.1, 0, self_balancing=balancing)]
+        for balancing in (False, True)
+    }
+    # a node gets no class once above 500 / 10 examples: at most 50 plus one class's 50
+    assert max(sizes[True]) <= 100 < max(sizes[False])
+    assert sum(sizes[True]) == 500
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"alpha": -1}, "partition.alpha=-1 must be > 0"),
+        ({"min_partition_size": -1}, "partition.min_partition_size=-1 must be >= 0"),
+        ({"min_partition_size": 51}, "partition.min_partition_size=51 x num_nodes=10 exceeds"),
+        (
+            {"alpha": 0.01, "min_partition_size": 45},
+            "partition=dirichlet with alpha=0.01 left a node with fewer than "
+            "min_partition_size=45 examples in 11 draws; raise partition.alpha",
+        ),
+    ],
+)
+def test_flower_errors_name_the_setting(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        dirichlet(LABELS, num_nodes=10, seed=0, **settings)

@@ -9,22 +9,25 @@ topology).  One algorithm per module; each option is a YAML file in ``configs/pa
 """
 
 from fedsim.partitions.by_component import by_component
-from fedsim.partitions.dirichlet import dirichlet_per_class, dirichlet_per_node
+from fedsim.partitions.dirichlet import dirichlet, dirichlet_per_class, dirichlet_per_node
 from fedsim.partitions.histogram import label_histograms
 from fedsim.partitions.iid import iid
 from fedsim.partitions.labels_per_node import labels_per_node
 from fedsim.partitions.natural import natural
+from fedsim.partitions.pathological import pathological
 from fedsim.partitions.quantity_skew import quantity_skew
 from fedsim.partitions.shards import shards
 
 __all__ = [
     "by_component",
+    "dirichlet",
     "dirichlet_per_class",
     "dirichlet_per_node",
     "iid",
     "label_histograms",
     "labels_per_node",
     "natural",
+    "pathological",
     "quantity_skew",
     "shards",
 ]

@@ -4,9 +4,13 @@ The two are easy to confuse and give different skews at the same ``alpha``:
 
 - :func:`dirichlet_per_node` draws, for each node, its class proportions (Dir over classes).
 - :func:`dirichlet_per_class` draws, for each class, its split over the nodes (Dir over nodes).
+- :func:`dirichlet` is Flower Datasets' ``DirichletPartitioner``: the second convention with
+  Flower's rounding, minimum size and optional self-balancing.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -109,21 +113,102 @@ def dirichlet_per_class(
         f"exceeds the {len(labels)} training examples",
     )
     generator = rng.generator(seed, rng.PARTITION)
+    shards = _draw_per_class(
+        generator, labels, num_nodes, alpha, min_samples_per_node, max_attempts,
+        lambda indices, proportions, _sizes: split_floor_remainder(indices, proportions),
+    )  # fmt: skip
+    if shards is None:
+        raise ConfigError(
+            f"partition=dirichlet_per_class with alpha={alpha} left a node with fewer than "
+            f"min_samples_per_node={min_samples_per_node} examples in {max_attempts} draws; "
+            "raise partition.alpha, lower partition.min_samples_per_node or use fewer nodes"
+        )
+    return shards
+
+
+def dirichlet(
+    labels: np.ndarray,
+    num_nodes: int,
+    seed: int,
+    alpha: float = 0.5,
+    min_partition_size: int = 10,
+    self_balancing: bool = False,
+    max_attempts: int = 11,
+) -> list[np.ndarray]:
+    """Flower Datasets' ``DirichletPartitioner``: each class split over the nodes by Dir(alpha).
+
+    ``DirichletPartitioner(partition_by="label", alpha, min_partition_size, self_balancing)``,
+    after Yurochkin et al. (2019), "Bayesian Nonparametric Federated Learning of Neural
+    Networks", as Flower implements it: class ``c``'s examples, in data set order, are cut at
+    ``int(cumsum(p_c) * N_c)``.  With ``self_balancing`` a node already holding more than
+    ``len(labels) / num_nodes`` examples gets none of the next classes (the proportions are
+    renormalised over the others).  All of it is drawn again until every node holds at least
+    ``min_partition_size`` examples, at most ``max_attempts`` times (Flower's 11: a first draw
+    and 10 more).  Classes go in sorted order (Flower: order of first appearance) and the
+    draws come from fedsim's generator, so the split is Flower's in law, not bit for bit.
+
+    Returns
+    -------
+    list of np.ndarray
+        One sorted int64 index array per node.
+    """
+    check(alpha > 0, f"partition.alpha={alpha} must be > 0")
+    check(
+        min_partition_size >= 0,
+        f"partition.min_partition_size={min_partition_size} must be >= 0",
+    )
+    check(
+        min_partition_size * num_nodes <= len(labels),
+        f"partition.min_partition_size={min_partition_size} x num_nodes={num_nodes} exceeds "
+        f"the {len(labels)} training examples",
+    )
+    check(max_attempts >= 1, f"partition.max_attempts={max_attempts} must be >= 1")
+    average = len(labels) / num_nodes
+
+    def split(indices: np.ndarray, proportions: np.ndarray, sizes: np.ndarray) -> list:
+        if self_balancing:
+            proportions = np.where(sizes > average, 0.0, proportions)
+            proportions = proportions / proportions.sum()
+        cuts = (np.cumsum(proportions) * len(indices)).astype(np.int64)[:-1]
+        return np.split(indices, cuts)
+
+    generator = rng.generator(seed, rng.PARTITION)
+    shards = _draw_per_class(
+        generator, labels, num_nodes, alpha, min_partition_size, max_attempts, split
+    )
+    if shards is None:
+        raise ConfigError(
+            f"partition=dirichlet with alpha={alpha} left a node with fewer than "
+            f"min_partition_size={min_partition_size} examples in {max_attempts} draws; "
+            "raise partition.alpha, lower partition.min_partition_size or use fewer nodes"
+        )
+    return shards
+
+
+def _draw_per_class(
+    generator: np.random.Generator,
+    labels: np.ndarray,
+    num_nodes: int,
+    alpha: float,
+    minimum: int,
+    max_attempts: int,
+    split: Callable[[np.ndarray, np.ndarray, np.ndarray], list[np.ndarray]],
+) -> list[np.ndarray] | None:
+    """Split each class over the nodes by ``split(indices, p_c ~ Dir(alpha * 1_n), sizes so
+    far)``, drawn anew until every node holds ``minimum`` examples; None after
+    ``max_attempts`` draws."""
     members = [np.flatnonzero(labels == label) for label in np.unique(labels)]
     for _ in range(max_attempts):
         parts: list[list[np.ndarray]] = [[] for _ in range(num_nodes)]
+        sizes = np.zeros(num_nodes, dtype=np.int64)
         for indices in members:
             proportions = generator.dirichlet(np.full(num_nodes, float(alpha)))
-            for node, chunk in enumerate(split_floor_remainder(indices, proportions)):
+            for node, chunk in enumerate(split(indices, proportions, sizes)):
                 parts[node].append(chunk)
-        shards = [np.sort(np.concatenate(chunks)).astype(np.int64) for chunks in parts]
-        if min(len(shard) for shard in shards) >= min_samples_per_node:
-            return shards
-    raise ConfigError(
-        f"partition=dirichlet_per_class with alpha={alpha} left a node with fewer than "
-        f"min_samples_per_node={min_samples_per_node} examples in {max_attempts} draws; "
-        "raise partition.alpha, lower partition.min_samples_per_node or use fewer nodes"
-    )
+                sizes[node] += len(chunk)
+        if sizes.min() >= minimum:
+            return [np.sort(np.concatenate(chunks)).astype(np.int64) for chunks in parts]
+    return None
 
 
 def split_floor_remainder(indices: np.ndarray, proportions: np.ndarray) -> list[np.ndarray]:

@@ -106,6 +106,11 @@ class Privacy:
             "order adapt_then_combine)",
         )
         train, weights = pair
+        check(
+            not any(transform.reevaluates for transform in train.transforms),
+            f"privacy={self.mechanism} clips and noises per-example gradients; {name}'s local "
+            "steps also take gradients at other points (SAM), which it would not protect",
+        )
         self.steps_per_round = _steps_per_round(train, federation)
         self.total_steps = max(1, rounds * self.steps_per_round)
         examples = federation.batch_size if self.unit == "user" else 1

@@ -77,14 +77,19 @@ class LoopTrainer:
             for step, count in enumerate(node_counts):
                 if count == 0:
                     continue
+                indices = batches.indices[node, step, :count]
                 if per_example:
                     self._per_example_gradient(rewrite, batches, train_x, train_y, node, step)
                 else:
-                    indices = batches.indices[node, step, :count]
-                    self.optimizer.zero_grad()
-                    F.cross_entropy(self.model(train_x[indices]), train_y[indices]).backward()
+                    self._backward(train_x[indices], train_y[indices])
                 if rewrite is not None:
-                    self._set_gradient(rewrite(self._gradient()[None], self.flat[None], node)[0])
+                    x, y = train_x[indices], train_y[indices]
+
+                    def gradient_at(points: torch.Tensor) -> torch.Tensor:
+                        return self._gradient_at(points[0], x, y)[None]  # noqa: B023
+
+                    grads = rewrite(self._gradient()[None], self.flat[None], node, gradient_at)
+                    self._set_gradient(grads[0])
                 if rates is not None:
                     group["lr"] = rates[node][step]
                 self.optimizer.step()
@@ -123,6 +128,21 @@ class LoopTrainer:
         per_example = self.per_example(self.flat[None], train_x[indices], train_y[indices])
         weight = batches.mask[node : node + 1, step]
         self._set_gradient(rewrite.reduce(per_example, weight, step, node)[0])
+
+    def _backward(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """The model's gradients of its mean loss on ``x``, ``y``."""
+        self.optimizer.zero_grad()
+        F.cross_entropy(self.model(x), y).backward()
+
+    def _gradient_at(self, point: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The flat gradient of the mean loss on ``x``, ``y`` at the flat ``point``; the
+        model's parameters are left as they were."""
+        here = self.flat.clone()
+        self.flat.copy_(point)
+        self._backward(x, y)
+        gradient = self._gradient()
+        self.flat.copy_(here)
+        return gradient
 
     def _gradient(self) -> torch.Tensor:
         """The model's gradient as one flat vector."""

@@ -5,7 +5,7 @@ the backend.  Chained in order, as Optax's ``chain``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -14,6 +14,7 @@ import torch
 from fedsim.errors import check
 
 Slots = dict[str, torch.Tensor]
+GradientAt = Callable[[torch.Tensor], torch.Tensor]
 
 
 class GradientTransform:
@@ -26,6 +27,7 @@ class GradientTransform:
 
     slots: ClassVar[tuple[str, ...]] = ()
     per_example: ClassVar[bool] = False
+    reevaluates: ClassVar[bool] = False  # takes gradients at other points (reevaluate)
 
     def __call__(
         self, grads: torch.Tensor, params: torch.Tensor, start: torch.Tensor, slots: Slots
@@ -33,6 +35,14 @@ class GradientTransform:
         """The gradient to step with; ``params`` are the nodes' parameters now, ``start``
         what they were when this round's training began (unchanged by default: a transform
         that only keeps state after training gives :meth:`finish` alone)."""
+        return grads
+
+    def reevaluate(
+        self, grads: torch.Tensor, params: torch.Tensor, gradient_at: GradientAt
+    ) -> torch.Tensor:
+        """For a transform that ``reevaluates`` (called instead of ``__call__``): the
+        gradient to step with, given ``gradient_at(points)``, the loss gradients of the same
+        mini-batches at other (nodes, d) points (SAM's ascent point)."""
         return grads
 
     def finish(
@@ -89,6 +99,11 @@ class Rewrite:
     def __post_init__(self) -> None:
         later = [transform for transform in self.transforms[1:] if transform.per_example]
         check(not later, f"a per-example gradient transform must come first, not {later}")
+        check(
+            self.per_example is None or not any(t.reevaluates for t in self.transforms),
+            "a per-example gradient transform (privacy) cannot be chained with one that "
+            "takes gradients at other points (SAM): those would not be clipped and noised",
+        )
 
     @property
     def per_example(self) -> PerExampleTransform | None:
@@ -108,15 +123,24 @@ class Rewrite:
         return transform.reduce(per_example, weight, nodes, self.round_idx, step)
 
     def __call__(
-        self, grads: torch.Tensor, params: torch.Tensor, node: int | None = None
+        self,
+        grads: torch.Tensor,
+        params: torch.Tensor,
+        node: int | None = None,
+        gradient_at: GradientAt | None = None,
     ) -> torch.Tensor:
-        """``grads`` through every transform, for the whole chunk or for its ``node`` alone."""
+        """``grads`` through every transform, for the whole chunk or for its ``node`` alone;
+        ``gradient_at`` gives the loss gradients of the step's mini-batches at other points."""
         start, slots = self.start, self.slots
         if node is not None:
             start = start[node : node + 1]
             slots = {name: rows[node : node + 1] for name, rows in slots.items()}
         for transform in self.transforms:
-            grads = transform(grads, params, start, slots)
+            if transform.reevaluates:
+                check(gradient_at is not None, f"{transform} needs gradients at other points")
+                grads = transform.reevaluate(grads, params, gradient_at)
+            else:
+                grads = transform(grads, params, start, slots)
         return grads
 
     def finish(self, params: torch.Tensor, steps: torch.Tensor, lr: float | torch.Tensor) -> None:

@@ -452,13 +452,14 @@ def print_sweep(directory: Path) -> None:
 
 def sweep_settings(args: list[str]) -> list[str]:
     """Hydra settings for ``fedsim run -m args``: each job names only the swept settings in
-    its line (``hydra.job.config.override_dirname.exclude_keys`` holds the others), and
-    Hydra's own launch lines, which would repeat them, are left out."""
+    its line (``hydra.job.config.override_dirname.exclude_keys`` holds the others), and the
+    basic launcher's lines, which would repeat them, are left out (another launcher's are
+    kept: they may say more, e.g. where its jobs run)."""
     overrides = [arg for arg in args if arg not in ("-m", "--multirun")]
     parsed = OverridesParser.create().parse_overrides(overrides)
     fixed = [o.key_or_group for o in parsed if not o.is_sweep_override()]
     extra = [f"hydra.job.config.override_dirname.exclude_keys=[{','.join(fixed)}]"]
-    if not any(o.key_or_group == "hydra/hydra_logging" for o in parsed):
+    if not any(o.key_or_group in ("hydra/hydra_logging", "hydra/launcher") for o in parsed):
         extra.append("hydra/hydra_logging=disabled")
     return extra
 

@@ -46,3 +46,16 @@ def test_a_sweep_prints_a_line_per_job_then_one_table(tmp_path, capsys, monkeypa
     rows = [line for line in lines[3:] if "completed" in line]
     assert len(rows) == 2 and "seed=0" in rows[0] and "seed=1" in rows[1]
     assert not any("metric" in line for line in lines)  # no per-job tables
+
+
+def test_only_the_basic_launchers_lines_are_left_out():
+    from fedsim.runner import sweep_settings
+
+    basic = sweep_settings(["-m", "seed=0,1", "rounds=2"])
+    assert basic == [
+        "hydra.job.config.override_dirname.exclude_keys=[rounds]",
+        "hydra/hydra_logging=disabled",
+    ]
+    assert "hydra/hydra_logging=disabled" not in sweep_settings(
+        ["-m", "hydra/launcher=fedsim_ray", "seed=0,1"]
+    )

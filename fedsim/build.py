@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from fedsim.aggregators import Aggregator
 from fedsim.attacks import Attack
@@ -156,6 +156,9 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         messages=messages,
         rounds=cfg.rounds,
         max_sim_time_s=cfg.max_sim_time_s,
+        budget=instantiate(cfg.budget),
+        logger=instantiate(cfg.logger),
+        settings=OmegaConf.to_container(cfg, resolve=True),
         evaluate=cfg.evaluate,
         eval_every=cfg.eval_every,
         eval_nodes=cfg.eval_nodes,

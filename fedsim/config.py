@@ -39,6 +39,8 @@ GROUPS = (
     "privacy",
     "attack",
     "compression",
+    "budget",
+    "logger",
 )
 PRESETS = ("experiment",)  # groups of @package _global_ presets: chosen, never a config key
 # Arguments that the engine passes at run time, never settings of a config file.

@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from fedsim import checkpoint, schemas  # noqa: F401  (schemas: registers what the YAMLs extend)
+from fedsim.budget import mixed_units_warning
 from fedsim.build import build_simulation
 from fedsim.config import GROUPS, PRESETS, check_choice, config_dir, options, schema_error
 from fedsim.errors import ConfigError, RunError, check
@@ -90,6 +91,7 @@ def precheck(args: list[str]) -> tuple[Path, bool]:
     # fails on the first); a sweep composes them all without the sweeps first, then each job,
     # in which a later override of a key replaces an earlier one.
     jobs = [overrides]
+    units = []  # per job: its strategy, the strategy's round unit, its budget
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="fedsim"):
         if multirun:
             sweep = _compose([o.input_line for o in parsed if not o.is_sweep_override()])
@@ -98,12 +100,16 @@ def precheck(args: list[str]) -> tuple[Path, bool]:
             cfg = _compose(job)
             _check_output_dir(cfg, multirun)
             directory = Path(sweep.hydra.sweep.dir if multirun else cfg.hydra.run.dir)
+            strategy = cfg.hydra.runtime.choices.get("strategy") or str(cfg.strategy._target_)
             OmegaConf.set_struct(cfg, False)
             del cfg["hydra"]
             simulation = build_simulation(cfg)
+            units.append((strategy, simulation.strategy.round_unit, simulation.budget))
             if cfg.resume:
                 resumed = checkpoint.load(directory, job_config(cfg), EXTENDABLE)
                 simulation.check_resumable(resumed)
+    if (warning := mixed_units_warning(units)) is not None:
+        print(f"fedsim: warning: {warning}", file=sys.stderr)
     return directory, bool(cfg.resume)
 
 
@@ -328,6 +334,8 @@ def _ending(simulation: Any, summary: dict[str, Any]) -> str:
 def _finish_summary(run_dir: Path, summary: dict[str, Any], simulation: Any) -> None:
     """The summary's last word on the run, written even when the disk is full (or said so)."""
     summary["rounds_completed"] = simulation.rounds_completed
+    summary["round_unit"] = simulation.strategy.round_unit
+    summary["stopped_by"] = simulation.stopped_by  # the budget spent (rounds: all of them)
     summary["timings"] = simulation.timings
     if simulation.privacy is not None:
         summary["privacy"] = simulation.privacy.summary(simulation.rounds_completed)

@@ -184,6 +184,7 @@ def test_a_time_budget_ends_the_run_after_the_round_that_passes_it(tmp_path):
     times = values(rows, "sim_time_s")
     assert summary["status"] == "completed" and summary["rounds_completed"] == times.index[-1]
     assert times.iloc[-2] < 0.5 <= times.iloc[-1] and times.index[-1] < 50
+    assert summary["stopped_by"] == "sim_time_s"
 
 
 def test_a_time_budget_must_be_positive(tmp_path):

@@ -41,8 +41,9 @@ PARTITION = "partition.parquet"
 ARTEFACTS = (METRICS, SUMMARY, checkpoint.CHECKPOINT, NODE_TOTALS, PARTITION)
 LOCK = ".fedsim.lock"
 # Settings a resumed run may change: they do not change its results.
-RESUMABLE = ("resume", "progress", "checkpoint_every")
-EXTENDABLE = ("rounds",)  # a resumed run may run on to more rounds (fedsim resume RUN rounds=N)
+RESUMABLE = ("resume", "progress", "checkpoint_every", "logger")
+# A resumed run may run on to more rounds (fedsim resume RUN rounds=N) or a larger budget.
+EXTENDABLE = ("rounds", "budget", "max_sim_time_s")
 # Counters of some protocols only: left out of the printed summary while zero.
 COUNTERS = ("bytes_", "aggregations_", "updates_", "staleness_")
 

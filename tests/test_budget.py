@@ -104,3 +104,12 @@ def test_a_local_step_budget_stops_the_run_and_rounds_stop_it_otherwise(tmp_path
     fewer = run_job(compose_config(*TINY, "rounds=5", "budget.rounds=1"), tmp_path / "c")
     assert fewer["stopped_by"] == "rounds" and fewer["rounds_completed"] == 1
     assert fewer["round_unit"] == "round"
+
+
+def test_a_run_stopped_by_its_budget_resumes_with_a_larger_one_and_another_logger(tmp_path):
+    short = compose_config(*TINY, "rounds=4", "eval_every=1", "budget.rounds=2")
+    assert run_job(short, tmp_path)["rounds_completed"] == 2
+    longer = compose_config(*TINY, "rounds=4", "eval_every=1", "resume=true", "logger=csv")
+    summary = run_job(longer, tmp_path)
+    assert summary["rounds_completed"] == 4 and summary["stopped_by"] == "rounds"
+    assert pd.read_csv(tmp_path / "metrics.csv")["round"].tolist() == [3, 4]

@@ -1,5 +1,7 @@
 """Every config option composes and builds; bad values stop with one line naming the setting."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 from conftest import compose_config
@@ -87,6 +89,10 @@ def test_every_option_composes_and_builds(group, option, tmp_path):
     if option in NEEDS_FILES:  # real data sets: without their files, one clear line
         with pytest.raises(ConfigError, match="torchvision|data.root|does not exist|download"):
             build_simulation(config)
+        return
+    if option in ("tensorboard", "wandb") and importlib.util.find_spec(option) is None:
+        with pytest.raises(ConfigError, match=rf"pip install 'fedsim\[{option}\]'"):
+            build_simulation(config)  # an optional library missing: one line naming its extra
         return
     simulation = build_simulation(config)
     assert simulation.federation.num_nodes == 12

@@ -104,6 +104,10 @@ def test_a_local_step_budget_stops_the_run_and_rounds_stop_it_otherwise(tmp_path
     fewer = run_job(compose_config(*TINY, "rounds=5", "budget.rounds=1"), tmp_path / "c")
     assert fewer["stopped_by"] == "rounds" and fewer["rounds_completed"] == 1
     assert fewer["round_unit"] == "round"
+    (tmp_path / "d").mkdir()
+    hurried = run_job(compose_config(*TINY, "rounds=5", "budget.wall_time_s=1e-9"), tmp_path / "d")
+    # spent by the evaluation at round 0 already: budgets are checked before each round too
+    assert hurried["stopped_by"] == "wall_time_s" and hurried["rounds_completed"] == 0
 
 
 def test_a_run_stopped_by_its_budget_resumes_with_a_larger_one_and_another_logger(tmp_path):

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from fedsim.aggregators import Aggregator
+from fedsim.errors import check
 from fedsim.messages import MessageTransforms
 from fedsim.plans import Average, RoundPlan
 from fedsim.task import Task
@@ -106,3 +107,14 @@ def combined_average(
         target = aggregator.variances(sources, layout).mean(dim=0)
         average = finish(average[None], target[None])[0]
     return average
+
+
+def one_each(step: Average, sources: torch.Tensor) -> torch.Tensor:
+    """A broadcast's model ``sources`` (1, d) once per target: a compressed downlink sends
+    each client its own message (fedsim.compression.base.Compressor)."""
+    check(
+        len(step.sources) == 1,
+        f"a compressed downlink sends one model to each client, not an average of "
+        f"{len(step.sources)} servers' models",
+    )
+    return sources.expand(len(step.targets), -1)

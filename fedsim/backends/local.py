@@ -10,9 +10,9 @@ import scipy.sparse as sp
 import torch
 
 from fedsim.aggregators import Aggregator, Mean
-from fedsim.backends.base import combined_average, rebased
+from fedsim.backends.base import combined_average, one_each, rebased
 from fedsim.errors import check
-from fedsim.messages import MessageTransforms, Outgoing
+from fedsim.messages import DOWNLOADED, MessageTransforms, Outgoing
 from fedsim.plans import Aggregate, Average, Gossip, Merge, Push, RoundPlan, Step, Train
 from fedsim.server_optimizers import server_step
 from fedsim.task import Task
@@ -164,10 +164,16 @@ class LocalBackend:
             if not len(step.sources):
                 return own[0]
             return own[0] + total * (self._combined(step, models) - own[0])
+        if step.payload == "params" and self.messages.on(link) and link == "downlink":
+            received = self.sent(one_each(step, sources), step.targets, link, round_idx)
+            self.slot(DOWNLOADED)[self._index(step.targets)] = received
+            return received
         if step.payload == "params" and self.messages:
             reference = None
-            if link == "uplink" and len(step.targets) == 1:
+            if link == "uplink" and len(step.targets) == 1:  # an update from what they hold
                 reference = self.params[self._index(step.targets)]
+                if self.messages.on("downlink"):
+                    reference = self.slot(DOWNLOADED)[self._index(step.sources)]
             sources = self.sent(sources, step.sources, link, round_idx, reference)
         return self._combined(step, sources)
 
@@ -227,7 +233,7 @@ class LocalBackend:
             step=self.step_index,
             mixing=mixing,
         )
-        states = {name: self.slot(name) for name in self.messages.slot_names(link)}
+        states = {held: self.slot(held) for _, held in self.messages.state_names(link)}
         return self.messages.apply(rows, outgoing, reference, states)
 
     def _gossip(self, step: Gossip, round_idx: int) -> None:

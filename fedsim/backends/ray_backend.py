@@ -18,12 +18,12 @@ import scipy.sparse as sp
 import torch
 
 from fedsim.aggregators import Aggregator, Mean
-from fedsim.backends.base import combined_average, rebased
+from fedsim.backends.base import combined_average, one_each, rebased
 from fedsim.backends.local import check_plain_gossip, check_training_settings
 from fedsim.backends.ray_local import init_local_ray
 from fedsim.backends.shard import Shard, average_of, package_directory
 from fedsim.errors import RunError, check
-from fedsim.messages import MessageTransforms, Outgoing
+from fedsim.messages import DOWNLOADED, MessageTransforms, Outgoing
 from fedsim.plans import Aggregate, Average, Gossip, Merge, Push, RoundPlan, Step, Train
 from fedsim.server_optimizers import server_step
 from fedsim.task import Task
@@ -233,11 +233,14 @@ class RayBackend:
         round_idx: int,
         reference: torch.Tensor | None = None,
         mixing: sp.csr_array | None = None,
+        values: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """What the receivers get of the messages of the distinct global rows ``senders``
         over ``link``, rewritten here by the message transforms (of the update from
         ``reference`` where given, reading a gossip step's ``mixing`` weights where given)
-        with the senders' states, gathered from their shards and written back to them."""
+        with the senders' states, gathered from their shards and written back to them.
+        The messages are the senders' rows, or ``values`` (a compressed downlink's model,
+        once per client, the clients standing in as senders)."""
         outgoing = Outgoing(
             senders,
             link,
@@ -247,13 +250,14 @@ class RayBackend:
             step=self.step_index,
             mixing=mixing,
         )
-        names = sorted(self.messages.slot_names(link))
-        outgoing.slots = {name: self.rows(senders, name) for name in names}
-        received = self.messages.apply(self.rows(senders), outgoing, reference)
+        names = self.messages.state_names(link)
+        outgoing.slots = {name: self.rows(senders, held) for name, held in names}
+        sent = self.rows(senders) if values is None else values
+        received = self.messages.apply(sent, outgoing, reference)
         self._wait(
             [
-                (i, self.actors[i].write.remote(part, state[positions], name))
-                for name in names
+                (i, self.actors[i].write.remote(part, state[positions], held))
+                for name, held in names
                 for state in [outgoing.slots[name].numpy()]
                 for i, part in self._split(senders)
                 for positions in [_positions(senders, part)]
@@ -342,10 +346,18 @@ class RayBackend:
             if group.uploads_updates(self.num_nodes):
                 averages.append(self._updates_here(group, round_idx))
                 continue
+            if group.payload == "params" and self.messages.on(link) and link == "downlink":
+                model = one_each(group, self.rows(group.sources))
+                received = self._sent(group.targets, link, round_idx, values=model.clone())
+                averages.append(received.numpy())
+                self._write_rows(group.targets, received.numpy(), DOWNLOADED)
+                continue
             if group.payload == "params" and self.messages.on(link):
                 reference = None
-                if link == "uplink" and len(group.targets) == 1:
+                if link == "uplink" and len(group.targets) == 1:  # updates from what they hold
                     reference = self.rows(group.targets)
+                    if self.messages.on("downlink"):
+                        reference = self.rows(group.sources, DOWNLOADED)
                 sources = self._sent(group.sources, link, round_idx, reference)
                 averages.append(self._combined_here(group, sources))
                 continue
@@ -395,11 +407,24 @@ class RayBackend:
             ]
         for group, average in zip(groups, averages, strict=True):
             if group.base is not None and not group.uploads_updates(self.num_nodes):
-                calls += [  # what each client starts from
-                    (i, self.actors[i].write.remote(part, average, group.base))
-                    for i, part in self._split(group.targets)
+                targets = np.asarray(group.targets)
+                calls += [  # what each client starts from (its own, from a compressed downlink)
+                    (i, self.actors[i].write.remote(part, rows, group.base))
+                    for i, part in self._split(targets)
+                    for rows in [_own_rows(average, targets, part)]
                 ]
         self._wait(calls)
+
+    def _write_rows(self, targets: np.ndarray, rows: np.ndarray, slot: str) -> None:
+        """Write ``rows`` (one per target) into the targets' ``slot`` on their shards."""
+        targets = np.asarray(targets)
+        self.bytes_between_actors += len(targets) * self.row_bytes
+        self._wait(
+            [
+                (i, self.actors[i].write.remote(part, rows[_positions(targets, part)], slot))
+                for i, part in self._split(targets)
+            ]
+        )
 
     def _updates_here(self, group: Average, round_idx: int) -> np.ndarray:
         """An upload of updates from the sources' ``base`` rows (fedsim.plans.Average),
@@ -629,3 +654,8 @@ def _order(num_rows: int, topology: Topology | None) -> np.ndarray:
 def _local_gpus() -> int:
     """CUDA devices of this machine (what a local Ray offers its actors)."""
     return torch.cuda.device_count()
+
+
+def _own_rows(average: np.ndarray, targets: np.ndarray, part: np.ndarray) -> np.ndarray:
+    """What the targets in ``part`` receive: the one average, or each its own row."""
+    return average if average.ndim == 1 else average[_positions(targets, part)]

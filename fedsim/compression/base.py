@@ -34,18 +34,29 @@ class Compressor(MessageTransform):
     The residual or the estimate is a per-row state, checkpointed with the run; one or the
     other, not both.
 
+    It acts on the FL uplink and on gossip; with ``downlink`` on the FL downlink too, where
+    the server sends each client its own message, keyed by the client (its randomness, and
+    the server's residual or estimate for it, kept apart from the client's uplink state).
+    A client's download is then ``C(x)``, the model itself compressed, or with ``ef21`` its
+    estimate moved towards x, ``g_i + C(x - g_i)``: what the client holds from its last
+    download (zero before its first).  Stateless clients with a compressed downlink
+    therefore start training from what they decoded.
+
     Reports ``compression_error``, the mean over messages of ``||C(u) - u||^2 / ||u||^2``
     (u what was encoded: ``v``, ``v + e`` or ``v - g``; messages of zeros left out), since
     the last evaluation: the compressor's own loss, whichever feedback surrounds it.
     """
 
-    def __init__(self, error_feedback: bool = False, ef21: bool = False) -> None:
+    def __init__(
+        self, error_feedback: bool = False, ef21: bool = False, downlink: bool = False
+    ) -> None:
         check(
             not (error_feedback and ef21),
             "compression.error_feedback=true and compression.ef21=true are two error "
             "feedbacks; set at most one of them true",
         )
         self.error_feedback, self.ef21 = error_feedback, ef21
+        self.links = ("uplink", "d2d", "downlink") if downlink else ("uplink", "d2d")
         self.slots = ("residual",) if error_feedback else ("estimate",) if ef21 else ()
         self.error_sum, self.error_count = 0.0, 0
 

@@ -28,12 +28,13 @@ class LowPrecision(Compressor):
         dtype: Literal["float16", "bfloat16", "int8"] = "float16",
         error_feedback: bool = False,
         ef21: bool = False,
+        downlink: bool = False,
     ) -> None:
         check(
             dtype in ("float16", "bfloat16", "int8"),
             f"compression.dtype={dtype} is not one of: float16, bfloat16, int8",
         )
-        super().__init__(error_feedback, ef21)
+        super().__init__(error_feedback, ef21, downlink)
         self.dtype = dtype
 
     def compress(self, values: torch.Tensor, outgoing: Outgoing) -> torch.Tensor:

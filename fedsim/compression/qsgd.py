@@ -44,13 +44,14 @@ class QSGD(Compressor):
         biased_scaling: bool = False,
         error_feedback: bool = False,
         ef21: bool = False,
+        downlink: bool = False,
     ) -> None:
         check(levels >= 1, f"compression.levels={levels} must be >= 1")
         check(
             bucket_size is None or bucket_size >= 1,
             f"compression.bucket_size={bucket_size} must be >= 1, or null for the whole message",
         )
-        super().__init__(error_feedback, ef21)
+        super().__init__(error_feedback, ef21, downlink)
         self.levels, self.bucket_size, self.biased_scaling = levels, bucket_size, biased_scaling
 
     def compress(self, values: torch.Tensor, outgoing: Outgoing) -> torch.Tensor:

@@ -28,9 +28,10 @@ class RandomK(Compressor):
         unbiased: bool = False,
         error_feedback: bool = False,
         ef21: bool = False,
+        downlink: bool = False,
     ) -> None:
         check_sparsity("randomk", ratio, k)
-        super().__init__(error_feedback, ef21)
+        super().__init__(error_feedback, ef21, downlink)
         self.ratio, self.k, self.unbiased = ratio, k, unbiased
 
     def compress(self, values: torch.Tensor, outgoing: Outgoing) -> torch.Tensor:

@@ -26,12 +26,13 @@ class Sign(Compressor):
         scale: Literal["l1_mean", "none"] = "l1_mean",
         error_feedback: bool = False,
         ef21: bool = False,
+        downlink: bool = False,
     ) -> None:
         check(
             scale in ("l1_mean", "none"),
             f"compression.scale={scale} is not one of: l1_mean, none",
         )
-        super().__init__(error_feedback, ef21)
+        super().__init__(error_feedback, ef21, downlink)
         self.scale = scale
 
     def compress(self, values: torch.Tensor, outgoing: Outgoing) -> torch.Tensor:

@@ -36,13 +36,14 @@ class TopK(Compressor):
         indices: Literal["int32", "packed", "bitmap", "best"] = "int32",
         error_feedback: bool = False,
         ef21: bool = False,
+        downlink: bool = False,
     ) -> None:
         check_sparsity("topk", ratio, k)
         check(
             indices in INDEX_FORMS,
             f"compression.indices={indices} is not one of: {', '.join(INDEX_FORMS)}",
         )
-        super().__init__(error_feedback, ef21)
+        super().__init__(error_feedback, ef21, downlink)
         self.ratio, self.k, self.indices = ratio, k, indices
 
     def compress(self, values: torch.Tensor, outgoing: Outgoing) -> torch.Tensor:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from fedsim.plans import RoundPlan
 
 LINKS = ("uplink", "downlink", "d2d")
+DOWNLOADED = "message/downloaded"  # what each client decoded of its last compressed download
 STEP_SHIFT = 16  # a step's position keys its randomness above the streams (fedsim.rng)
 
 
@@ -160,8 +161,22 @@ class MessageTransforms:
     def slot_names(self, link: str | None = None) -> set[str]:
         """Every per-row state the chain (or its transforms on ``link``) keeps, by the
         backend's names."""
-        chain = self.chain if link is None else self.on(link)
-        return {transform.slot(name) for transform in chain for name in transform.slots}
+        links = LINKS if link is None else (link,)
+        names = {held for one in links for _, held in self.state_names(one)}
+        if self.on("downlink") and link in (None, "downlink"):
+            names.add(DOWNLOADED)
+        return names
+
+    def state_names(self, link: str) -> list[tuple[str, str]]:
+        """The states of the transforms on ``link``, as (the transform's name, the backend's
+        name) pairs: on the downlink the server keeps its state for each client apart from
+        the client's own uplink state in the same row."""
+        suffix = "@downlink" if link == "downlink" else ""
+        return [
+            (transform.slot(name), transform.slot(name) + suffix)
+            for transform in self.on(link)
+            for name in transform.slots
+        ]
 
     def wire_bytes(self, link: str, dense_bytes: int, num_parameters: int) -> int:
         """Bytes of one model message on ``link``: the last encoding's size plus the header
@@ -190,14 +205,14 @@ class MessageTransforms:
         chain = self.on(outgoing.link)
         if not chain:
             return sent
-        names = self.slot_names(outgoing.link)
+        names = self.state_names(outgoing.link)
         rows = torch.as_tensor(outgoing.senders, device=sent.device)
         if states is not None:
-            outgoing.slots = {name: states[name][rows] for name in names}
+            outgoing.slots = {name: states[held][rows] for name, held in names}
         values = sent if reference is None else sent - reference
         for transform in chain:
             values = transform(values, outgoing)
         if states is not None:
-            for name in names:
-                states[name][rows] = outgoing.slots[name]
+            for name, held in names:
+                states[held][rows] = outgoing.slots[name]
         return values if reference is None else reference + values

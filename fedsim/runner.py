@@ -401,7 +401,7 @@ def _print_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     """The run's final metrics as a table that fits the terminal; a sweep's job: one line."""
     console = _console()
     if _sweep_job():
-        console.print(_job_line(summary), markup=False, highlight=False, no_wrap=True)
+        console.print(job_line(summary), markup=False, highlight=False, no_wrap=True)
         return
     title = f"fedsim run: {' '.join(summary['overrides']) or 'defaults'}"
     console.print(title, markup=False, highlight=False)
@@ -477,7 +477,7 @@ def _sweep_job() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def _job_line(summary: dict[str, Any]) -> str:
+def job_line(summary: dict[str, Any]) -> str:
     """``job 3  strategy=dpsgd seed=1  accuracy 0.8123  12.3 s`` (and the status if not
     completed)."""
     hydra_config = HydraConfig.get()

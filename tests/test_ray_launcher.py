@@ -33,7 +33,13 @@ def test_a_sweep_runs_its_jobs_as_ray_tasks_on_a_loopback_only_ray(tmp_path):
             assert process.wait(timeout=1) == 0, (tmp_path / "output").read_text()[-2000:]
         finally:
             process.kill()  # only if the sweep ran past its deadline
-    assert "Launching 2 jobs on Ray" in (tmp_path / "output").read_text()
+    output = (tmp_path / "output").read_text()
+    assert "Launching 2 jobs on Ray" in output
+    assert "pid=" not in output and "\x1b" not in output  # no worker prefixes, no colour codes
+    assert {line.split("  ")[0] for line in output.splitlines() if line.startswith("job ")} == {
+        "job 0",
+        "job 1",
+    }  # one line per job, printed by the driver
     assert len(addresses) >= 4  # GCS, raylet (2), the driver, and the workers of the jobs
     assert exposed(addresses) == set()
     for job in ("0", "1"):

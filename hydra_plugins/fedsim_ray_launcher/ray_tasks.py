@@ -6,16 +6,19 @@ hydra/launcher=fedsim_ray ...`` starts a local Ray that listens on 127.0.0.1 onl
 (:func:`fedsim.backends.ray_local.init_local_ray`, dashboard off) with
 ``hydra.launcher.num_cpus`` CPUs, or joins ``hydra.launcher.address``; each job takes
 ``hydra.launcher.cpus_per_job`` CPUs, so that many jobs run at once.  Every job writes its
-run directory under ``hydra.sweep.dir`` as with the basic launcher.
+run directory under ``hydra.sweep.dir`` as with the basic launcher.  The workers' own output is
+not forwarded (Ray would prefix each line with its process and colour codes): the driver
+prints each job's one line as the job ends.
 """
 
 # No ``from __future__ import annotations``: Hydra scans plugins with a loader under which
 # dataclasses cannot resolve string annotations.
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
@@ -40,8 +43,12 @@ ConfigStore.instance().store(
 )
 
 
-def _run(hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> Any:
-    """One job inside a Ray worker, as Hydra's basic launcher runs it."""
+def _run(
+    hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+) -> tuple[JobReturn, str]:
+    """One job inside a Ray worker, as Hydra's basic launcher runs it, and its one line."""
+    from fedsim.runner import SUMMARY, job_line  # not at Hydra's plugin scan
+
     setup_globals()
     HydraConfig.instance().set_config(config)
     result = run_job(
@@ -52,7 +59,10 @@ def _run(hydra_context: HydraContext, task_function: TaskFunction, config: DictC
         job_subdir_key="hydra.sweep.subdir",
     )
     _ = result.return_value  # re-raises a job's exception in the worker
-    return result
+    summary = Path(result.hydra_cfg.hydra.runtime.output_dir) / SUMMARY
+    if not summary.exists():  # a job that failed before it started its run
+        return result, f"job {config.hydra.job.num}  failed before it started"
+    return result, job_line(json.loads(summary.read_text()))
 
 
 class RayTasksLauncher(Launcher):
@@ -78,13 +88,13 @@ class RayTasksLauncher(Launcher):
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         owns_ray = not ray.is_initialized()
         if owns_ray and self.address is None:
-            init_local_ray(self.num_cpus, log_to_driver=True)
+            init_local_ray(self.num_cpus)
         elif owns_ray:
             ray.init(
                 address=self.address,
                 include_dashboard=False,
                 logging_level=logging.ERROR,
-                log_to_driver=True,
+                log_to_driver=False,
             )
         remote = ray.remote(num_cpus=self.cpus_per_job)(_run)
         log.info(f"Launching {len(job_overrides)} jobs on Ray")
@@ -100,7 +110,11 @@ class RayTasksLauncher(Launcher):
                 sweep_config.hydra.job.num = index
             futures.append(remote.remote(self.hydra_context, self.task_function, sweep_config))
         try:
-            return ray.get(futures)
+            pending = list(futures)
+            while pending:  # each job's line as it ends
+                done, pending = ray.wait(pending, num_returns=1)
+                print(ray.get(done[0])[1], flush=True)
+            return [result for result, _ in ray.get(futures)]
         finally:
             if owns_ray:
                 ray.shutdown()

@@ -15,8 +15,9 @@ from fedsim.errors import ConfigError, RunError
 
 USAGE = """usage: fedsim run [-m] [key=value ...]   run a simulation (Hydra overrides; -m sweeps)
        fedsim resume RUN_DIR [rounds=N]  continue a run from its last checkpoint (or extend it)
-       fedsim report PATH [--out DIR] [--target ACCURACY]
-                                         summarise a run or a sweep: tables, CSV, figures
+       fedsim report PATH [PATH ...] [--out DIR] [--target ACCURACY] [--metric NAME]
+                     [--x round|local_steps|bytes|sim_time_s] [--logx | --no-logx]
+                                         summarise runs and sweeps: tables, CSV, figures
        fedsim list [--markdown]          config groups, their options and settings"""
 
 

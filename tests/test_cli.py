@@ -231,22 +231,24 @@ def test_an_unknown_key_suggests_the_setting_of_that_name_in_any_group(override,
 
 
 @pytest.mark.slow
-def test_resume_with_more_rounds_extends_a_completed_run_as_if_run_at_once(tmp_path, capsys):
-    from fedsim.cli import main
-
+def test_resume_with_more_rounds_extends_a_completed_run_as_if_run_at_once(tmp_path):
     tiny = ["num_nodes=6", "eval_every=1", "progress=false", "strategy.sample_size=3"]
-    assert main(["run", *tiny, "rounds=1", f"hydra.run.dir={tmp_path / 'extended'}"]) == 0
-    assert main(["resume", str(tmp_path / "extended"), "rounds=2"]) == 0
-    assert main(["run", *tiny, "rounds=2", f"hydra.run.dir={tmp_path / 'at_once'}"]) == 0
-    assert main(["resume", str(tmp_path / "extended"), "rounds=1"]) == 2  # not shorter
-    assert "the checkpoint is at round 2, outside this run's 0..1" in capsys.readouterr().err
-    runs = [
-        pd.read_parquet(tmp_path / name / "metrics.parquet") for name in ("extended", "at_once")
-    ]
+    extended, at_once = tmp_path / "extended", tmp_path / "at_once"
+    assert (
+        fedsim("run", *tiny, "rounds=1", f"hydra.run.dir={extended}", cwd=tmp_path).returncode == 0
+    )
+    assert fedsim("resume", str(extended), "rounds=2", cwd=tmp_path).returncode == 0
+    assert (
+        fedsim("run", *tiny, "rounds=2", f"hydra.run.dir={at_once}", cwd=tmp_path).returncode == 0
+    )
+    shorter = fedsim("resume", str(extended), "rounds=1", cwd=tmp_path)
+    assert shorter.returncode == 2  # not shorter
+    assert "the checkpoint is at round 2, outside this run's 0..1" in shorter.stderr
+    runs = [pd.read_parquet(run / "metrics.parquet") for run in (extended, at_once)]
     accuracy = [run[run.metric.isin(["accuracy", "loss"])].reset_index(drop=True) for run in runs]
     pd.testing.assert_frame_equal(*accuracy)
     assert accuracy[0]["round"].max() == 2
-    summary = json.loads((tmp_path / "extended" / "summary.json").read_text())
+    summary = json.loads((extended / "summary.json").read_text())
     assert (summary["status"], summary["rounds_completed"]) == ("completed", 2)
 
 

@@ -171,8 +171,9 @@ def test_topology_metadata_and_label_histograms_are_reported(tmp_path: Path) -> 
 
 
 def test_cli_report_with_target_prints_and_writes_both_tables(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # a wide table, whatever the terminal
     sweep, out_dir = two_strategy_sweep(tmp_path / "sweep"), tmp_path / "out"
 
     assert main(["report", str(sweep), "--out", str(out_dir), "--target", "0.6"]) == 0
@@ -281,8 +282,9 @@ def test_unreadable_label_histograms_leave_the_rest_of_the_report(tmp_path: Path
 
 
 def test_two_sweeps_make_one_table_and_one_set_of_figures(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # a wide table, whatever the terminal
     first, second = write_sweep(tmp_path / "a"), two_strategy_sweep(tmp_path / "b")
     out_dir = tmp_path / "out"
 

@@ -1,11 +1,25 @@
 """What ``fedsim run`` prints: a summary of this run's metrics, one line per sweep job."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
-from fedsim.cli import main
 from fedsim.runner import number, printed_metrics
 
 TINY = ["num_nodes=6", "rounds=1", "eval_every=1", "progress=false", "data.tile=1"]
+
+
+def printed(*args: str, columns: int, cwd) -> str:
+    """What ``fedsim`` prints on stdout in a terminal ``columns`` wide (a real subprocess)."""
+    environment = {**os.environ, "COLUMNS": str(columns)}
+    done = subprocess.run(
+        [sys.executable, "-m", "fedsim.cli", *args],
+        cwd=cwd, capture_output=True, text=True, env=environment, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
 
 
 def test_numbers_share_one_format():
@@ -21,25 +35,21 @@ def test_counters_that_stayed_zero_are_not_printed():
 
 
 @pytest.mark.slow
-def test_a_fedavg_summary_lists_no_gossip_or_modest_counters(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "60")
+def test_a_fedavg_summary_lists_no_gossip_or_modest_counters(tmp_path):
     run = ["run", *TINY, "strategy.sample_size=3", f"hydra.run.dir={tmp_path / 'run'}"]
-    assert main(run) == 0
-    printed = capsys.readouterr().out
-    assert "bytes_sent_total" in printed and "accuracy" in printed
+    out = printed(*run, columns=60, cwd=tmp_path)
+    assert "bytes_sent_total" in out and "accuracy" in out
     for counter in ("bytes_control_total", "aggregations_max_node", "bytes_d2d_total"):
-        assert counter not in printed
-    assert "e+" not in printed  # one number format
-    assert max(len(line) for line in printed.splitlines()) <= 60
+        assert counter not in out
+    assert "e+" not in out  # one number format
+    assert max(len(line) for line in out.splitlines()) <= 60
 
 
 @pytest.mark.slow
-def test_a_sweep_prints_a_line_per_job_then_one_table(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "100")
+def test_a_sweep_prints_a_line_per_job_then_one_table(tmp_path):
     sweep = tmp_path / "sweep"
     run = ["run", "-m", *TINY, "strategy.sample_size=3", "seed=0,1", f"hydra.sweep.dir={sweep}"]
-    assert main(run) == 0
-    lines = capsys.readouterr().out.splitlines()
+    lines = printed(*run, columns=100, cwd=tmp_path).splitlines()
     assert lines[0].startswith("job 0  seed=0  accuracy ") and lines[0].endswith(" s")
     assert lines[1].startswith("job 1  seed=1  accuracy ")
     assert "fedsim sweep: 2 jobs" in lines[2]

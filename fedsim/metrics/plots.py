@@ -70,6 +70,7 @@ STRATEGY_COLOURS = {
     "fedbuff": "#637939",
     "fedasync": "#7b4173",
     "fl_fixed_server": "#9c9ede",
+    "dfedsam": "#b5cf6b",
 }
 """A fixed colour per strategy, the same in every figure and report."""
 PALETTE = tuple(dict.fromkeys(STRATEGY_COLOURS.values()))

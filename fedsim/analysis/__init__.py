@@ -1,0 +1,1 @@
+"""Analyses of recorded or replayed runs (data influence in decentralized learning, ...)."""

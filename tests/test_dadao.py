@@ -23,6 +23,7 @@ from fedsim.strategies.dadao import (
     Z,
     catch_up,
     chi1,
+    chi2,
     edge_exchange,
 )
 from fedsim.topology import Topology, metropolis_hastings
@@ -74,6 +75,17 @@ def test_the_constants_are_the_official_codes():
     np.testing.assert_allclose(CONSTANTS.ode_matrix(), spec_matrix().numpy())
     assert chi1(nx.path_graph(3)) == pytest.approx(2.0)
     assert chi1(nx.complete_graph(4)) == pytest.approx(6 / 4)  # K4: lambda_2 = 4, 6 edges
+    # Effective resistances of L / |E|: |E| times those of L, halved: path 2 * 1 / 2, K4
+    # 6 * (2 / 4) / 2.
+    assert chi2(nx.path_graph(3)) == pytest.approx(1.0)
+    assert chi2(nx.complete_graph(4)) == pytest.approx(1.5)
+
+
+def test_the_default_communication_rate_is_the_official_codes():
+    federation = path_federation(zero_logreg_task())
+    constants, rate = DADAO(strong_convexity=0.5, smoothness=2.0).constants(federation)
+    assert rate == pytest.approx(np.sqrt(2 * 2.0 * 1.0))  # sqrt(2 chi1 chi2)
+    assert constants.chi1_star == pytest.approx(2.0 / rate)
 
 
 def test_the_catch_up_is_the_matrix_exponential():

@@ -185,11 +185,24 @@ class GradientJump(GradientTransform):
         slots[Y_TILDE].add_(constants.delta_sum * step)
 
 
+def edge_laplacian(graph: nx.Graph) -> np.ndarray:
+    """The graph's Laplacian divided by its edge count: weighted by uniform edge probabilities."""
+    laplacian = nx.laplacian_matrix(graph, nodelist=range(len(graph))).toarray().astype(float)
+    return laplacian / graph.number_of_edges()
+
+
 def chi1(graph: nx.Graph) -> float:
-    """chi1 = 1 / lambda_2 of the graph's Laplacian divided by its edge count (the Laplacian
-    weighted by uniform edge probabilities, the official code's ``compute_spectral_quantities``)."""
-    laplacian = nx.laplacian_matrix(graph, nodelist=sorted(graph)).toarray().astype(float)
-    return float(1 / np.linalg.eigvalsh(laplacian / graph.number_of_edges())[1])
+    """chi1 = 1 / lambda_2 of :func:`edge_laplacian` (the official code's
+    ``compute_spectral_quantities``)."""
+    return float(1 / np.linalg.eigvalsh(edge_laplacian(graph))[1])
+
+
+def chi2(graph: nx.Graph) -> float:
+    """chi2 = max over edges (i, j) of (e_i - e_j)^T L^+ (e_i - e_j) / 2, L the
+    :func:`edge_laplacian` (the official code's ``compute_graph_resistance``)."""
+    inverse = np.linalg.pinv(edge_laplacian(graph))
+    diagonal = np.diag(inverse)
+    return float(max((diagonal[i] + diagonal[j] - 2 * inverse[i, j]) / 2 for i, j in graph.edges()))
 
 
 class DADAO(Strategy):
@@ -200,17 +213,18 @@ class DADAO(Strategy):
     Each node keeps X (its model), X~, Y, Y~, Z, Z~ (per-row slots, zero at first).  Gradient
     events come as a Poisson process of rate ``gradient_rate`` (default: one per node per
     unit of time), each at a node drawn uniformly; communication events as an independent one
-    of rate ``communication_rate``, each on an edge of the graph drawn uniformly.  Between its
-    events a node's six vectors follow a linear ODE, applied lazily (exp(M dt), at its next
-    event and at the end of every round, so evaluation sees every node at the round's end);
-    a gradient event takes one local gradient (:class:`GradientJump`), an edge event sends
-    Y + Z each way (2 d floats) and moves Z, Z~.  Sum_i Z_i and sum_i Z~_i stay 0.
+    of rate ``communication_rate`` (default sqrt(2 chi1 chi2), the official code's choice:
+    well below it the iterates can diverge), each on an edge of the graph drawn uniformly.
+    Between its events a node's six vectors follow a linear ODE, applied lazily (exp(M dt),
+    at its next event and at the end of every round, so evaluation sees every node at the
+    round's end); a gradient event takes one local gradient (:class:`GradientJump`), an edge
+    event sends Y + Z each way (2 d floats) and moves Z, Z~.  Sum_i Z_i and sum_i Z~_i stay 0.
 
     ``strong_convexity`` and ``smoothness`` (mu, L) are those of f_i plus the ``l2`` ridge
-    term; chi1 is taken from the graph (over one period of a time-varying one).  A round is
-    ``period`` units of simulated time.  DADAO is a method for strongly convex problems
-    (logistic or ridge regression), with full local gradients (a batch size at least each
-    node's data: two gradient events of a node in one round draw the same mini-batch).
+    term; chi1 and chi2 are taken from the graph (over one period of a time-varying one).  A
+    round is ``period`` units of simulated time.  DADAO is a method for strongly convex
+    problems (logistic or ridge regression), with full local gradients (a batch size at least
+    each node's data: two gradient events of a node in one round draw the same mini-batch).
     """
 
     uses_topology = True
@@ -223,7 +237,7 @@ class DADAO(Strategy):
         smoothness: float = 1.0,
         l2: float = 0.0,
         gradient_rate: float | None = None,
-        communication_rate: float = 1.0,
+        communication_rate: float | None = None,
         period: float = 1.0,
     ) -> None:
         check(
@@ -248,7 +262,7 @@ class DADAO(Strategy):
             period,
         )
         self.counts = {"gradient_events": 0, "communication_events": 0}
-        self._constants: Constants | None = None
+        self._constants: tuple[Constants, float] | None = None
 
     def validate(self, federation: Federation) -> None:
         check(
@@ -262,12 +276,15 @@ class DADAO(Strategy):
         )
         federation.topology.require("strategy=dadao", connected=True)
 
-    def constants(self, federation: Federation) -> Constants:
-        """The constants, with chi1 of the (union over one period of the) graph."""
+    def constants(self, federation: Federation) -> tuple[Constants, float]:
+        """The constants and the communication rate (default sqrt(2 chi1 chi2), as the
+        official ``main.py`` sets it), chi1 and chi2 of the (union over one period of the)
+        graph."""
         if self._constants is None:
-            graph = federation.topology.connectivity_graph().to_undirected()
-            graph.remove_edges_from(nx.selfloop_edges(graph))
-            self._constants = Constants(self.mu, self.L, chi1(graph) / self.communication_rate)
+            graph = nx.Graph(federation.topology.connectivity_graph())
+            graph.remove_edges_from(list(nx.selfloop_edges(graph)))
+            rate = self.communication_rate or float(np.sqrt(2 * chi1(graph) * chi2(graph)))
+            self._constants = (Constants(self.mu, self.L, chi1(graph) / rate), rate)
         return self._constants
 
     def events(
@@ -278,8 +295,9 @@ class DADAO(Strategy):
         num_nodes, start = federation.num_nodes, round_idx * self.period
         generator = rng.generator(federation.seed, rng.SAMPLING, round_idx)
         gradient_rate = self.gradient_rate or float(num_nodes)
+        communication_rate = self.constants(federation)[1]
         gradients = generator.poisson(gradient_rate * self.period)
-        communications = generator.poisson(self.communication_rate * self.period)
+        communications = generator.poisson(communication_rate * self.period)
         times = start + generator.uniform(0, self.period, gradients + communications)
         ends = np.full((gradients + communications, 2), -1, dtype=np.int64)
         ends[:gradients, 0] = generator.integers(0, num_nodes, gradients)
@@ -296,7 +314,7 @@ class DADAO(Strategy):
             "strategy=dadao sends Y + Z, not the model, which no compressor encodes; "
             "use compression=none",
         )
-        constants = self.constants(federation)
+        constants = self.constants(federation)[0]
         matrix, jump = constants.ode_matrix(), GradientJump(constants, self.l2)
         start = round_idx * self.period
         last = np.full(federation.num_nodes, start)  # every node caught up at a round's end

@@ -295,16 +295,19 @@ class DADAO(Strategy):
         num_nodes, start = federation.num_nodes, round_idx * self.period
         generator = rng.generator(federation.seed, rng.SAMPLING, round_idx)
         gradient_rate = self.gradient_rate or float(num_nodes)
-        communication_rate = self.constants(federation)[1]
+        communication_rate = self.communication_rate or self.constants(federation)[1]
         gradients = generator.poisson(gradient_rate * self.period)
         communications = generator.poisson(communication_rate * self.period)
         times = start + generator.uniform(0, self.period, gradients + communications)
         ends = np.full((gradients + communications, 2), -1, dtype=np.int64)
         ends[:gradients, 0] = generator.integers(0, num_nodes, gradients)
         graph = federation.topology.graph(round_idx)
-        edges = np.array(sorted((min(e), max(e)) for e in graph.edges() if e[0] != e[1]))
-        ends[gradients:] = edges[generator.integers(0, len(edges), communications)]
+        edges = sorted((min(e), max(e)) for e in graph.edges() if e[0] != e[1])
         is_gradient = np.arange(gradients + communications) < gradients
+        if edges:
+            ends[gradients:] = np.array(edges)[generator.integers(0, len(edges), communications)]
+        else:  # a time-varying graph without edges this round: nobody can gossip
+            times, ends, is_gradient = times[:gradients], ends[:gradients], is_gradient[:gradients]
         order = np.argsort(times, kind="stable")
         return times[order], is_gradient[order], ends[order]
 

@@ -225,6 +225,9 @@ class DADAO(Strategy):
     round is ``period`` units of simulated time.  DADAO is a method for strongly convex
     problems (logistic or ridge regression), with full local gradients (a batch size at least
     each node's data: two gradient events of a node in one round draw the same mini-batch).
+    Message transforms act on models, not on Y + Z: a compressor is refused, and an attack
+    (which fedsim cannot show a strategy) would rewrite its nodes' local reads of X instead
+    of their messages, so DADAO is not meant to run with one.
     """
 
     uses_topology = True

@@ -71,6 +71,7 @@ class LoopTrainer:
         group = self.optimizer.param_groups[0]
         group["lr"] = self.base_lr
         per_example = rewrite is not None and rewrite.per_example is not None
+        zeroth_order = rewrite is not None and rewrite.zeroth_order is not None
         for node, node_counts in enumerate(counts):
             self.flat.copy_(params[node])
             self._load_state(state, node)
@@ -78,7 +79,15 @@ class LoopTrainer:
                 if count == 0:
                     continue
                 indices = batches.indices[node, step, :count]
-                if per_example:
+                if zeroth_order:
+                    x, y = train_x[indices], train_y[indices]
+
+                    def loss_at(points: torch.Tensor) -> torch.Tensor:
+                        return self._loss_at(points[0], x, y)[None]  # noqa: B023
+
+                    estimate = rewrite.estimate(self.flat[None], loss_at, step, node)
+                    self._set_gradient(estimate[0])
+                elif per_example:
                     self._per_example_gradient(rewrite, batches, train_x, train_y, node, step)
                 else:
                     self._backward(train_x[indices], train_y[indices])
@@ -133,6 +142,16 @@ class LoopTrainer:
         """The model's gradients of its mean loss on ``x``, ``y``."""
         self.optimizer.zero_grad()
         F.cross_entropy(self.model(x), y).backward()
+
+    @torch.no_grad()
+    def _loss_at(self, point: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The mean loss on ``x``, ``y`` at the flat ``point``, a forward pass alone; the
+        model's parameters are left as they were."""
+        here = self.flat.clone()
+        self.flat.copy_(point)
+        loss = F.cross_entropy(self.model(x), y)
+        self.flat.copy_(here)
+        return loss
 
     def _gradient_at(self, point: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The flat gradient of the mean loss on ``x``, ``y`` at the flat ``point``; the

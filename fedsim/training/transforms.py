@@ -15,6 +15,7 @@ from fedsim.errors import check
 
 Slots = dict[str, torch.Tensor]
 GradientAt = Callable[[torch.Tensor], torch.Tensor]
+LossAt = Callable[[torch.Tensor], torch.Tensor]
 
 
 class GradientTransform:
@@ -28,6 +29,7 @@ class GradientTransform:
     slots: ClassVar[tuple[str, ...]] = ()
     per_example: ClassVar[bool] = False
     reevaluates: ClassVar[bool] = False  # takes gradients at other points (reevaluate)
+    zeroth_order: ClassVar[bool] = False  # estimates the gradient from losses (estimate)
 
     def __call__(
         self, grads: torch.Tensor, params: torch.Tensor, start: torch.Tensor, slots: Slots
@@ -56,6 +58,34 @@ class GradientTransform:
         """After training, with ``steps`` (nodes,) the local steps each node took at
         learning rate ``lr`` (the round's scheduled rate, or (nodes,) each node's mean rate
         when it changed from step to step): update ``slots`` in place (nothing by default)."""
+
+
+class ZerothOrderTransform(GradientTransform):
+    """A transform that estimates each step's gradient from losses alone, forward passes at
+    points of its choosing, in place of the backward pass (SPSA).  It comes first in a
+    chain; the trainer then takes no gradient of the loss at all."""
+
+    zeroth_order: ClassVar[bool] = True
+
+    def estimate(
+        self,
+        params: torch.Tensor,
+        start: torch.Tensor,
+        loss_at: LossAt,
+        nodes: torch.Tensor,
+        round_idx: int,
+        step: int,
+    ) -> torch.Tensor:
+        """The (nodes, d) gradient estimates of local step ``step`` of round ``round_idx``:
+        ``params`` the rows now, ``start`` at the start of training, ``loss_at(points)`` the
+        (nodes,) mean losses of the step's mini-batches at (nodes, d) points, ``nodes`` the
+        rows' global ids."""
+        raise NotImplementedError
+
+    def __call__(
+        self, grads: torch.Tensor, params: torch.Tensor, start: torch.Tensor, slots: Slots
+    ) -> torch.Tensor:
+        return grads  # its work was done in estimate
 
 
 class PerExampleTransform(GradientTransform):
@@ -99,6 +129,8 @@ class Rewrite:
     def __post_init__(self) -> None:
         later = [transform for transform in self.transforms[1:] if transform.per_example]
         check(not later, f"a per-example gradient transform must come first, not {later}")
+        later = [transform for transform in self.transforms[1:] if transform.zeroth_order]
+        check(not later, f"a zeroth-order gradient transform must come first, not {later}")
         check(
             self.per_example is None or not any(t.reevaluates for t in self.transforms),
             "a per-example gradient transform (privacy) cannot be chained with one that "
@@ -110,6 +142,23 @@ class Rewrite:
         """The chain's per-example transform, if it has one."""
         first = self.transforms[0] if self.transforms else None
         return first if isinstance(first, PerExampleTransform) else None
+
+    @property
+    def zeroth_order(self) -> ZerothOrderTransform | None:
+        """The chain's zeroth-order transform, if it has one."""
+        first = self.transforms[0] if self.transforms else None
+        return first if isinstance(first, ZerothOrderTransform) else None
+
+    def estimate(
+        self, params: torch.Tensor, loss_at: LossAt, step: int, node: int | None = None
+    ) -> torch.Tensor:
+        """The zeroth-order transform's gradient estimates at local ``step``, for the whole
+        chunk or for its ``node`` alone."""
+        transform, nodes, start = self.zeroth_order, self.nodes, self.start
+        check(transform is not None and nodes is not None, "no zeroth-order transform")
+        if node is not None:
+            nodes, start = nodes[node : node + 1], start[node : node + 1]
+        return transform.estimate(params, start, loss_at, nodes, self.round_idx, step)
 
     def reduce(
         self, per_example: torch.Tensor, weight: torch.Tensor, step: int, node: int | None = None

@@ -71,10 +71,18 @@ class VectorisedTrainer:
             )
         lr = lr.to(params.device)
         per_example = rewrite is not None and rewrite.per_example is not None
+        zeroth_order = rewrite is not None and rewrite.zeroth_order is not None
         for step in range(batches.num_steps):
             indices = batches.indices[:, step]
             x, y, weight = train_x[indices], train_y[indices], batches.mask[:, step]
-            if per_example:
+            if zeroth_order:
+
+                def loss_at(points: torch.Tensor) -> torch.Tensor:
+                    with torch.no_grad():
+                        return self._losses(points, x, y, weight)  # noqa: B023 (called now)
+
+                grads = rewrite.estimate(params, loss_at, step)
+            elif per_example:
                 grads = rewrite.reduce(self.per_example(params, x, y), weight, step)
             else:
                 grads = self.gradients(params, x, y, weight)

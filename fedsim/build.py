@@ -35,6 +35,7 @@ from fedsim.plans import RoundPlan
 from fedsim.privacy import Privacy
 from fedsim.simulated.churn import Churn
 from fedsim.strategies.base import Strategy
+from fedsim.strategies.fedavg import FedAvg
 from fedsim.task import Task
 from fedsim.topology.base import Topology
 from fedsim.training.schedule import NodeData
@@ -77,6 +78,7 @@ def build_simulation(cfg: DictConfig) -> Simulation:
     messages = _message_transforms(cfg, cfg.num_nodes)
     trained, trained_shards = _training_data(messages, dataset, shards)
     node_data = NodeData.from_shards(trained_shards, device)
+    histograms = label_histograms(dataset.train_y.numpy(), shards, dataset.num_classes)
     federation = Federation(
         cfg.num_nodes,
         cfg.seed,
@@ -86,9 +88,18 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         churn=_churn(cfg, strategy),
         batch_size=optimizer.batch_size,
         momentum=optimizer.momentum,
+        label_histograms=histograms,
     )
     strategy.validate(federation)
     aggregator = instantiate(cfg.aggregator)
+    if aggregator.weighs_clients:
+        check(
+            isinstance(strategy, FedAvg),
+            f"aggregator={_choice(cfg.aggregator)} sets the client weights of a server's "
+            "synchronous average: use strategy=fedavg, fedprox, fednova, scaffold, fedavgm, "
+            f"fedadagrad, fedadam or fedyogi, not strategy={_choice(cfg.strategy)}",
+        )
+        strategy.reweighting = aggregator
     check(
         not (aggregator.combines_rows and strategy.buffers_messages),
         f"aggregator={_choice(cfg.aggregator)} combines the received models themselves, but "
@@ -164,7 +175,7 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         eval_nodes=cfg.eval_nodes,
         checkpoint_every=cfg.checkpoint_every,
         on_divergence=cfg.on_divergence,
-        label_histograms=label_histograms(dataset.train_y.numpy(), shards, dataset.num_classes),
+        label_histograms=histograms,
         privacy=privacy,
     )
     check_memory(estimate, device)

@@ -27,7 +27,9 @@ class Federation:
     false) unless the partition needs it, so it costs nothing to build otherwise.
     ``message_bytes`` is the size of one model message (:func:`message_bytes`), and
     ``link_bytes`` its size on the links where a compressor encodes it; ``batch_size`` the
-    local mini-batch and ``momentum`` the local optimizer's.
+    local mini-batch and ``momentum`` the local optimizer's.  ``label_histograms`` (n, C)
+    counts each node's training examples per class (None where the builder gave none), what
+    a server that weighs clients by their label skew learns of them (aggregator=feddisco).
     """
 
     num_nodes: int
@@ -40,6 +42,7 @@ class Federation:
     batch_size: int = 1
     momentum: float = 0.0
     link_bytes: Mapping[str, int] = field(default_factory=dict)
+    label_histograms: np.ndarray | None = None
 
     def bytes_on(self, link: str | None) -> int:
         """The size of one model message on ``link`` (d2d, uplink or downlink)."""

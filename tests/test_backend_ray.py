@@ -114,13 +114,17 @@ def test_every_strategy_gives_the_same_metrics_on_ray_and_local(strategy, tmp_pa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("aggregator", [name for name in options("aggregator") if name != "mean"])
-@pytest.mark.parametrize("strategy", ["fedavg", "dpsgd"])
+@pytest.mark.parametrize(
+    "aggregator, strategy",
+    [(name, strategy) for name in options("aggregator") if name != "mean"
+     for strategy in tried_strategies(ray_settings("aggregator", name), ["fedavg", "dpsgd"])],
+)  # fmt: skip
 def test_every_aggregator_gives_the_same_metrics_on_ray_and_local(
     aggregator, strategy, tmp_path, local_ray
 ):
     """Every option of the aggregator group (the mean is every strategy's above), at an FL
-    server and in gossip, with its YAML's ``# ray:`` (else ``# smoke:``) line."""
+    server and in gossip (or in the one its settings name), with its YAML's ``# ray:``
+    (else ``# smoke:``) line."""
     settings = [f"aggregator={aggregator}", *ray_settings("aggregator", aggregator)]
     assert_same_on_ray(tmp_path, f"strategy={strategy}", "rounds=2", *settings)
 

@@ -12,6 +12,7 @@ class Mean:
 
     corrects = False
     combines_rows = False  # it finishes a weighted sum; it never sees the models
+    weighs_clients = False  # it keeps the strategy's client weights (FedDisco sets its own)
 
     def corrects_on(self, link: str | None) -> bool:
         """Whether it finishes the averages received over ``link`` (d2d, uplink, downlink)."""

@@ -31,6 +31,7 @@ class VarianceCorrected:
 
     corrects = True
     combines_rows = False  # it finishes a weighted sum; it never sees the models
+    weighs_clients = False
 
     def __init__(
         self,

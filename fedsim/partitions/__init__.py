@@ -17,6 +17,7 @@ from fedsim.partitions.natural import natural
 from fedsim.partitions.pathological import pathological
 from fedsim.partitions.quantity_skew import quantity_skew
 from fedsim.partitions.shards import shards
+from fedsim.partitions.two_class_and_iid import two_class_and_iid
 
 __all__ = [
     "by_component",
@@ -30,4 +31,5 @@ __all__ = [
     "pathological",
     "quantity_skew",
     "shards",
+    "two_class_and_iid",
 ]

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fedsim import rng
-from fedsim.errors import check
+from fedsim.errors import ConfigError, check
 from fedsim.plans import Average, RoundPlan, Train
 from fedsim.server_optimizers import ServerOptimizer
 from fedsim.simulated.clock import Clock
 from fedsim.strategies.base import Federation, SampleSize, Strategy, local_work
+
+if TYPE_CHECKING:
+    from fedsim.aggregators.feddisco import FedDisco
 
 
 class FedAvg(Strategy):
@@ -34,12 +37,16 @@ class FedAvg(Strategy):
     but their work is dropped, and ``updates_applied`` / ``updates_dropped`` count both.
 
     Variants override :meth:`local_training` (FedProx, FedNova), :meth:`aggregation`
-    (FedNova) or set ``server_optimizer`` (FedAvgM, FedAdam, ...).
+    (FedNova) or set ``server_optimizer`` (FedAvgM, FedAdam, ...).  An aggregator that
+    weighs the clients itself (``aggregator=feddisco``) becomes the ``reweighting`` of
+    :meth:`client_weights`, and what it has each upload carry is counted
+    (:meth:`side_bytes`).
     """
 
     num_servers = 1
     server_holds_global_model = True
     server_optimizer: ServerOptimizer | None = None  # None: the average becomes the model
+    reweighting: FedDisco | None = None  # set by fedsim.build for aggregator=feddisco
 
     def __init__(
         self,
@@ -153,10 +160,21 @@ class FedAvg(Strategy):
         """The server's average of the clients' models, applied by its server optimizer."""
         server = np.array([federation.num_nodes])
         weights = self.client_weights(sampled, federation)
-        return Average(sampled, server, weights, update=self.server_optimizer)
+        update, side_bytes = self.server_optimizer, self.side_bytes()
+        return Average(sampled, server, weights, update=update, side_bytes=side_bytes)
 
     def client_weights(self, sampled: np.ndarray, federation: Federation) -> np.ndarray:
-        """Each sampled client's weight in the average (they sum to one)."""
-        if self.weighting == "num_examples" and federation.num_examples[sampled].sum() > 0:
-            return federation.num_examples[sampled] / federation.num_examples[sampled].sum()
-        return np.full(len(sampled), 1.0 / len(sampled))
+        """Each sampled client's weight in the average (they sum to one): by examples or
+        uniform, or as the ``reweighting`` sets them from those."""
+        sizes = federation.num_examples[sampled]
+        if self.weighting != "num_examples" or sizes.sum() == 0:
+            sizes = np.ones(len(sampled))
+        if self.reweighting is None:
+            return sizes / sizes.sum()
+        if federation.label_histograms is None:
+            raise ConfigError("aggregator=feddisco needs the clients' label histograms")
+        return self.reweighting.client_weights(sizes, federation.label_histograms[sampled])
+
+    def side_bytes(self) -> int:
+        """What each upload carries besides the model (the ``reweighting``'s d_k)."""
+        return 0 if self.reweighting is None else self.reweighting.side_bytes

@@ -87,9 +87,10 @@ class FedNova(FedAvg):
         server = np.array([federation.num_nodes])
         weights = self.client_weights(sampled, federation)
         norms = self.step_weights(sampled, round_idx, federation)
+        side_bytes = NORM_BYTES + self.side_bytes()
         if np.all(norms == norms[0]):  # equal work: FedAvg's average
-            return Average(sampled, server, weights, side_bytes=NORM_BYTES)
+            return Average(sampled, server, weights, side_bytes=side_bytes)
         tau_eff = float(weights @ norms)
         scaled = np.divide(tau_eff * weights, norms, out=np.zeros_like(weights), where=norms > 0)
         sources, kept = np.append(sampled, server), np.append(scaled, 1.0 - scaled.sum())
-        return Average(sources, server, kept, side_bytes=NORM_BYTES)
+        return Average(sources, server, kept, side_bytes=side_bytes)

@@ -71,6 +71,9 @@ STRATEGY_COLOURS = {
     "fedasync": "#7b4173",
     "fl_fixed_server": "#9c9ede",
     "dfedsam": "#b5cf6b",
+    "dadao": "#5254a3",
+    "fedfix": "#bd9e39",
+    "shared_seed_spsa": "#d6616b",
 }
 """A fixed colour per strategy, the same in every figure and report."""
 PALETTE = tuple(dict.fromkeys(STRATEGY_COLOURS.values()))

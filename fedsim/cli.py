@@ -51,6 +51,7 @@ def run(args: list[str]) -> int:
     from fedsim.runner import (
         claim,
         hydra_main,
+        launch,
         precheck,
         print_sweep,
         settings_of_swept_groups_per_job,
@@ -59,7 +60,8 @@ def run(args: list[str]) -> int:
 
     multirun = any(arg in ("-m", "--multirun") for arg in args)
     held = directory = None
-    if not any(arg.startswith("-") and arg not in ("-m", "--multirun") for arg in args):
+    hydras_flags = any(arg.startswith("-") and arg not in ("-m", "--multirun") for arg in args)
+    if not hydras_flags:
         directory, resuming = precheck(args)
         held = claim(directory, multirun, resuming)
         args = [*args, f"hydra.{'sweep' if multirun else 'run'}.dir={directory}"]
@@ -68,7 +70,10 @@ def run(args: list[str]) -> int:
     sys.argv = ["fedsim run", *args]
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        hydra_main()
+        if hydras_flags:
+            hydra_main()
+        else:
+            launch([arg for arg in args if arg not in ("-m", "--multirun")], multirun)
     except SystemExit as exit_:
         return int(exit_.code or 0)
     except KeyboardInterrupt as stop:

@@ -109,6 +109,9 @@ def precheck(args: list[str]) -> tuple[Path, bool]:
             if cfg.resume:
                 resumed = checkpoint.load(directory, job_config(cfg), EXTENDABLE)
                 simulation.check_resumable(resumed)
+    _prebuilt.clear()
+    if not multirun and (key := _settings_key(cfg)) is not None:
+        _prebuilt[key] = simulation  # the job takes it, not built twice
     if (warning := mixed_units_warning(units)) is not None:
         print(f"fedsim: warning: {warning}", file=sys.stderr)
     return directory, bool(cfg.resume)
@@ -240,8 +243,45 @@ def _check_free(directory: Path, multirun: bool) -> None:
         )
 
 
-@hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
-def hydra_main(cfg: DictConfig) -> None:
+# The single run that precheck built, by its settings: the job runs it rather than build it
+# again (a build reads and partitions the data, and may solve a privacy mechanism's program).
+_prebuilt: dict[str, Any] = {}
+
+
+def _settings_key(cfg: DictConfig) -> str | None:
+    """A job's settings, resolved, as text; None where they resolve only inside a Hydra job."""
+    try:
+        return json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True, default=str)
+    except OmegaConfBaseException:
+        return None
+
+
+def launch(overrides: list[str], multirun: bool) -> None:
+    """Run the checked overrides' job (or sweep) as ``@hydra.main`` would, less the config it
+    composes only to read ``hydra.mode``, which fedsim's configs never set: one compose less."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import _run_app, create_automatic_config_search_path, run_and_report
+    from hydra.core.global_hydra import GlobalHydra
+
+    search_path = create_automatic_config_search_path(None, None, str(config_dir()))
+    hydra_ = run_and_report(
+        lambda: Hydra.create_main_hydra2(task_name="fedsim", config_search_path=search_path)
+    )
+    try:
+        _run_app(
+            run=not multirun,
+            multirun=multirun,
+            mode=None,
+            hydra=hydra_,
+            config_name="config",
+            task_function=job,
+            overrides=list(overrides),
+        )
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def job(cfg: DictConfig) -> None:
     """One job: build, run, record; config errors become one line and exit status 2."""
     try:
         run_job(cfg, Path(HydraConfig.get().runtime.output_dir))
@@ -253,6 +293,12 @@ def hydra_main(cfg: DictConfig) -> None:
         sys.exit(1)
 
 
+# Hydra's own command line, for what fedsim passes on to it (--help, --cfg job, --info).
+hydra_main = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(
+    job
+)
+
+
 def run_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Run the simulation described by ``cfg`` in ``run_dir``; returns the summary it writes.
 
@@ -260,7 +306,8 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     run's; a full disk ends the run in one line, its last checkpoint kept.
     """
     started = time.perf_counter()
-    simulation = build_simulation(cfg)
+    key = _settings_key(cfg)
+    simulation = _prebuilt.pop(key) if key in _prebuilt else build_simulation(cfg)
     config = job_config(cfg)
     resume = checkpoint.load(run_dir, config, EXTENDABLE) if cfg.resume else None
     if resume is None:

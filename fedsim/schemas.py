@@ -104,7 +104,12 @@ def schema_path(group: str, target_name: str) -> str:
 def targets(group: str) -> list[str]:
     """The ``_target_`` names of a group's YAML options."""
     files = (config_dir() / group / f"{option}.yaml" for option in options(group))
-    return sorted({yaml.safe_load(path.read_text())["_target_"] for path in files})
+    return sorted({yaml.load(path.read_text(), Loader=_LOADER)["_target_"] for path in files})
+
+
+# libyaml's parser where PyYAML was built with it: ten times the pure-Python one, which made
+# reading every option's YAML here a good part of a run's start-up.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _camel(name: str) -> str:

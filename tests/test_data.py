@@ -1,3 +1,7 @@
+import subprocess
+import sys
+
+import numpy as np
 import pytest
 import torch
 from conftest import compose_config
@@ -15,6 +19,38 @@ def test_digits_is_scaled_and_split_the_same_way_every_time():
     assert len(data.test_y) == 360
     assert torch.equal(digits().test_x, data.test_x)
     assert set(data.test_y.tolist()) == set(range(10))
+
+
+@pytest.mark.parametrize("test_fraction", [0.2, 0.3])
+def test_digits_are_scikit_learns_split_as_train_test_split_draws_it(test_fraction):
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    features, labels = load_digits(return_X_y=True)
+    train_x, test_x, train_y, test_y = train_test_split(
+        features / 16.0, labels, test_size=test_fraction, stratify=labels, random_state=0
+    )
+    data = digits(test_fraction=test_fraction)
+    assert np.array_equal(data.train_x.numpy(), train_x.astype(np.float32))
+    assert np.array_equal(data.test_x.numpy(), test_x.astype(np.float32))
+    assert np.array_equal(data.train_y.numpy(), train_y)
+    assert np.array_equal(data.test_y.numpy(), test_y)
+
+
+def test_a_default_run_imports_nothing_it_does_not_use(tmp_path):
+    """scikit-learn, Ray, cvxpy, matplotlib: each costs a run's start-up a second or so."""
+    script = (
+        "import sys\n"
+        "from fedsim.cli import main\n"
+        f"assert main(['run', 'rounds=1', 'progress=false', 'hydra.run.dir={tmp_path}/run']) == 0\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules}"
+        " & {'sklearn', 'ray', 'cvxpy', 'matplotlib', 'dp_accounting', 'torchvision'}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
 
 
 def test_tiling_repeats_the_train_split():

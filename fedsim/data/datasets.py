@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import gzip
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -56,9 +59,6 @@ def digits(test_fraction: float = 0.2, tile: int = 1, image_size: int | None = N
     8x8 (so that models for 28x28 inputs can run on a bundled data set); otherwise they are
     64 flat features.
     """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
     check(
         0.01 <= test_fraction <= 0.9,
         f"data.test_fraction={test_fraction} must lie in [0.01, 0.9] "
@@ -69,11 +69,11 @@ def digits(test_fraction: float = 0.2, tile: int = 1, image_size: int | None = N
         image_size is None or image_size >= 1,
         f"data.image_size={image_size} must be null (64 flat features) or an integer >= 1",
     )
-    features, labels = load_digits(return_X_y=True)
-    train_x, test_x, train_y, test_y = train_test_split(
-        features / 16.0, labels, test_size=test_fraction, stratify=labels, random_state=0
-    )
-    train_x, train_y = np.tile(train_x, (tile, 1)), np.tile(train_y, tile)
+    features, labels = _digits_arrays()
+    train, test = _digits_split(labels, test_fraction)
+    features = features / 16.0
+    train_x, train_y = np.tile(features[train], (tile, 1)), np.tile(labels[train], tile)
+    test_x, test_y = features[test], labels[test]
     return Dataset(
         name="digits",
         train_x=_as_images(torch.as_tensor(train_x, dtype=torch.float32), image_size),
@@ -81,6 +81,36 @@ def digits(test_fraction: float = 0.2, tile: int = 1, image_size: int | None = N
         test_x=_as_images(torch.as_tensor(test_x, dtype=torch.float32), image_size),
         test_y=torch.as_tensor(test_y, dtype=torch.int64),
         num_classes=10,
+    )
+
+
+# The default split, drawn by scikit-learn as below and stored: importing scikit-learn costs a
+# run more than a second, more than all else it does before its first round but torch.
+_DEFAULT_SPLIT = Path(__file__).with_name("digits_split.npz")
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """``load_digits(return_X_y=True)``, read from scikit-learn's file without importing it."""
+    spec = importlib.util.find_spec("sklearn")
+    csv = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+    if not csv.is_file():  # another layout of scikit-learn: ask it
+        from sklearn.datasets import load_digits
+
+        return load_digits(return_X_y=True)
+    with gzip.open(csv, mode="rt", encoding="utf-8") as lines:
+        data = np.loadtxt(lines, delimiter=",")
+    return data[:, :-1], data[:, -1].astype(int)
+
+
+def _digits_split(labels: np.ndarray, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test indices: ``train_test_split(..., stratify=labels, random_state=0)``."""
+    if test_fraction == 0.2:
+        with np.load(_DEFAULT_SPLIT) as split:
+            return split["train"].astype(np.int64), split["test"].astype(np.int64)
+    from sklearn.model_selection import train_test_split
+
+    return train_test_split(
+        np.arange(len(labels)), test_size=test_fraction, stratify=labels, random_state=0
     )
 
 

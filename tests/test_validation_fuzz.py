@@ -136,7 +136,7 @@ def _assert_one_line(error: ConfigError) -> None:
     assert message and "\n" not in message, repr(message)
 
 
-@settings(max_examples=examples(100))
+@settings(max_examples=examples(50))
 @given(fuzzed_overrides())
 def test_fuzzed_overrides_build_or_name_the_problem(case):
     choices, overrides = case
@@ -242,7 +242,7 @@ FEDSIM = [sys.executable, "-m", "fedsim.cli", "run"]
 
 
 @pytest.mark.slow
-@settings(max_examples=examples(15))
+@settings(max_examples=examples(8))
 @given(fuzzed_overrides(values=SMALL + WRONG, keys_per_example=2))
 def test_fuzzed_command_lines_run_or_stop_with_one_line(case):
     _, overrides = case

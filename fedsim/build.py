@@ -35,7 +35,6 @@ from fedsim.plans import RoundPlan
 from fedsim.privacy import Privacy
 from fedsim.simulated.churn import Churn
 from fedsim.strategies.base import Strategy
-from fedsim.strategies.fedavg import FedAvg
 from fedsim.task import Task
 from fedsim.topology.base import Topology
 from fedsim.training.schedule import NodeData
@@ -94,7 +93,7 @@ def build_simulation(cfg: DictConfig) -> Simulation:
     aggregator = instantiate(cfg.aggregator)
     if aggregator.weighs_clients:
         check(
-            isinstance(strategy, FedAvg),
+            strategy.weighs_clients,
             f"aggregator={_choice(cfg.aggregator)} sets the client weights of a server's "
             "synchronous average: use strategy=fedavg, fedprox, fednova, scaffold, fedavgm, "
             f"fedadagrad, fedadam or fedyogi, not strategy={_choice(cfg.strategy)}",

@@ -22,7 +22,9 @@ class Strategy(ABC):
     the configured graph), ``barrier`` (every round ends when the slowest node is done, as
     in synchronous D-PSGD), ``handles_churn`` (the protocol copes with nodes that crash, leave
     and join), ``buffers_messages`` (nodes keep only the weighted sum of the models they
-    receive, so no aggregator can combine the models themselves), ``round_unit`` (what one
+    receive, so no aggregator can combine the models themselves), ``weighs_clients`` (a
+    server's synchronous average over clients, whose weights an aggregator may set, as
+    ``aggregator=feddisco`` does, through ``reweighting``), ``round_unit`` (what one
     of its rounds is, in reports and summaries: ``round``, or ``tick`` of an event-driven
     protocol, ...) and implement
     :meth:`plan`.  Stateful protocols also implement :meth:`state` and :meth:`restore` so
@@ -35,6 +37,7 @@ class Strategy(ABC):
     barrier: ClassVar[bool] = False
     handles_churn: ClassVar[bool] = False
     buffers_messages: ClassVar[bool] = False
+    weighs_clients: ClassVar[bool] = False  # a server average an aggregator may reweigh
     round_unit: ClassVar[str] = "round"
 
     def validate(self, federation: Federation) -> None:

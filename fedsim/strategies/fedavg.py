@@ -45,6 +45,7 @@ class FedAvg(Strategy):
 
     num_servers = 1
     server_holds_global_model = True
+    weighs_clients = True
     server_optimizer: ServerOptimizer | None = None  # None: the average becomes the model
     reweighting: FedDisco | None = None  # set by fedsim.build for aggregator=feddisco
 

@@ -74,6 +74,7 @@ STRATEGY_COLOURS = {
     "dadao": "#5254a3",
     "fedfix": "#bd9e39",
     "shared_seed_spsa": "#d6616b",
+    "fedamd": "#31a354",
 }
 """A fixed colour per strategy, the same in every figure and report."""
 PALETTE = tuple(dict.fromkeys(STRATEGY_COLOURS.values()))

@@ -31,7 +31,7 @@ CURRENT_GRADIENT = "current_gradient"  # a miner's grad f(y_k; xi_k)
 SCHEDULES = ("constant", "periodic", "opta", "optb", "optc", "sequential")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FullGradient(PerExampleTransform):
     """An anchor's bullseye: the gradient of its mean loss over all its examples at x_t,
     summed from one epoch of mini-batches (per-example gradients over the node's example
@@ -39,7 +39,7 @@ class FullGradient(PerExampleTransform):
     stay at x_t (plain SGD without weight decay); :meth:`finish` makes the sum the new
     bullseye and keeps its change for the upload."""
 
-    examples: tuple[int, ...]  # each node's number of examples, by global id
+    examples: np.ndarray  # each node's number of examples (int64), by global id
     slots = (GRADIENT_SUM, BULLSEYE, BULLSEYE_CHANGE)
 
     def reduce(
@@ -50,9 +50,9 @@ class FullGradient(PerExampleTransform):
         round_idx: int,
         step: int,
     ) -> torch.Tensor:
-        counts = torch.tensor(self.examples, dtype=per_example.dtype, device=per_example.device)
+        counts = torch.as_tensor(self.examples)[nodes.cpu()].clamp_min(1)
         summed = (per_example * weight[..., None]).sum(dim=1)
-        return summed / counts[nodes].clamp_min(1)[:, None]
+        return summed / counts.to(summed)[:, None]
 
     def __call__(
         self, grads: torch.Tensor, params: torch.Tensor, start: torch.Tensor, slots: Slots
@@ -268,7 +268,7 @@ class FedAMD(FedAvg):
         if not len(clients):
             return []
         server = np.array([federation.num_nodes])
-        examples = tuple(int(count) for count in federation.num_examples)
+        examples = np.asarray(federation.num_examples, dtype=np.int64)
         everyone = np.full(len(clients), 1 / federation.num_nodes)
         upload = Average(clients, server, everyone, Accumulate(), BULLSEYE_CHANGE, TARGET)
         train = Train(clients, epochs=1, transforms=(FullGradient(examples),))

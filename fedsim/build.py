@@ -74,7 +74,8 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         topology = Topology(graphs, rule, name=f"topology={_choice(cfg.topology)}")
     if shards is None:
         shards = partition(**_partition_inputs(partition, dataset, topology, cfg))
-    messages = _message_transforms(cfg, cfg.num_nodes)
+    privacy = instantiate(cfg.privacy)
+    messages = _message_transforms(cfg, cfg.num_nodes, privacy)
     trained, trained_shards = _training_data(messages, dataset, shards)
     node_data = NodeData.from_shards(trained_shards, device)
     histograms = label_histograms(dataset.train_y.numpy(), shards, dataset.num_classes)
@@ -147,7 +148,6 @@ def build_simulation(cfg: DictConfig) -> Simulation:
     if fewest:
         aggregator.check_received(fewest)
     _check_tolerance(cfg, plan, aggregator, messages.byzantine_nodes(), federation.num_nodes)
-    privacy = instantiate(cfg.privacy)
     if privacy is not None:
         privacy.prepare(plan, federation, cfg.rounds, type(strategy).__name__)
     estimate = _memory_estimate(
@@ -229,9 +229,13 @@ def _check_tolerance(
     )
 
 
-def _message_transforms(cfg: DictConfig, num_nodes: int) -> MessageTransforms:
-    """The chain of what happens to a message on its way: the attack, then the compression."""
-    messages = MessageTransforms.of([instantiate(cfg.attack), instantiate(cfg.compression)])
+def _message_transforms(cfg: DictConfig, num_nodes: int, privacy: Any) -> MessageTransforms:
+    """The chain of what happens to a message on its way: the attack, a privacy mechanism's
+    encoding of the messages (``privacy=rqm``), then the compression."""
+    encoding = getattr(privacy, "message_transform", None)
+    messages = MessageTransforms.of(
+        [instantiate(cfg.attack), encoding, instantiate(cfg.compression)]
+    )
     for transform in messages.chain:
         transform.prepare(num_nodes, cfg.seed)
     return messages
@@ -283,7 +287,7 @@ def _memory_estimate(
         aggregator=aggregator,
         rounds=cfg.rounds,
         eval_nodes=cfg.eval_nodes,
-        private=privacy is not None,
+        private=isinstance(privacy, Privacy),  # per-example gradients (privacy=rqm has none)
         messages=messages,
         vectorise=cfg.backend.get("vectorise", True),
         chunk_size=configured if isinstance(configured, int) else None,

@@ -50,7 +50,7 @@ def option_overrides(group: str, option: str, tmp_path) -> list[str]:
         return ["data=synthetic", "data.num_users=24", "data.dimension=8"]
     if option == "by_component":
         return ["topology=components"]
-    if group == "privacy" and option != "none":  # noise before gossip: D-PSGD's rounds
+    if group == "privacy" and option not in ("none", "rqm"):  # noise before gossip: D-PSGD's
         return ["strategy=dpsgd", "topology=ring"]
     if group == "model" and option not in ("mlp", "logreg"):
         return ["data.image_size=32"]

@@ -53,9 +53,10 @@ Made of tensors as large as the federation's, given back when freed; the largest
   MiB, which the estimate puts at 0.97 to 1.28 times that; on the loop path (one node at a
   time, a few MiB) it is part of ``training``.
 - ``communication`` (from the plan of round 0): the rows of working memory of the most
-  demanding step, as each step counts them (``working_rows`` in fedsim.plans): a gossip
-  step ``W X`` makes two (nodes, d) tensors (torch's sparse product and its sum with a
-  zero result, measured), and with a variance-corrected aggregator three more (the
+  demanding step, as each step counts them (``working_rows`` in fedsim.plans), and with
+  a gossip step the backend's spare (rows, d) buffer that ``W X`` is written into (held
+  from the first gossip on; the product itself makes nothing more, measured); a gossip
+  step with a variance-corrected aggregator makes three more (the
   receivers' rows, their corrected copy, each tensor's centred block: 4.7 in all,
   measured); an average gathers its sources and makes its average (and its corrected
   copy); a push gathers the pushed rows and weights them (two rows per message, three
@@ -123,7 +124,7 @@ from torch import nn
 from fedsim.backends.local import FINITE_CHUNK, MIXING_CACHE
 from fedsim.errors import ConfigError
 from fedsim.messages import MessageTransforms
-from fedsim.plans import Combining, RoundPlan, Train
+from fedsim.plans import SPARE_ROWS, Combining, RoundPlan, Train
 from fedsim.training.evaluate import Evaluator
 
 if TYPE_CHECKING:
@@ -313,7 +314,7 @@ def estimate_memory(
     estimate = MemoryEstimate(
         **held,
         **_small_parts(task, trains, vectorised, private, evaluated),
-        communication=_communication_bytes(task, plan, num_nodes, aggregator, messages),
+        communication=_communication_bytes(task, plan, num_nodes, num_rows, aggregator, messages),
         evaluation_rows=_evaluation_rows_bytes(task, evaluated, num_nodes),
         **_end_of_round_parts(held, num_rows * task.layout.size, rounds),
         data=_data_bytes(task),
@@ -458,12 +459,20 @@ def _mixing_bytes(plan: RoundPlan, topology: Topology | None, rounds: int) -> in
 
 
 def _communication_bytes(
-    task: Task, plan: RoundPlan, num_nodes: int, aggregator: Aggregator, messages: MessageTransforms
+    task: Task,
+    plan: RoundPlan,
+    num_nodes: int,
+    num_rows: int,
+    aggregator: Aggregator,
+    messages: MessageTransforms,
 ) -> int:
     """The rows that the plan's most demanding step makes (each step says how many), and
-    with message transforms, ``MESSAGE_ROWS`` per sender of the step with most senders."""
+    with message transforms, ``MESSAGE_ROWS`` per sender of the step with most senders;
+    with a gossip step, the backend's spare buffer for ``W X`` (every row) besides."""
     combining = Combining(aggregator.corrects, aggregator.combines_rows)
     rows = max([step.working_rows(num_nodes, combining) for step in plan.steps], default=0)
+    if any(step.mixing_matrices() for step in plan.steps):  # held through every later step
+        rows += SPARE_ROWS * num_rows
     if messages:
         senders = [len(np.unique(step.messages(num_nodes).senders)) for step in plan.steps]
         rows += MESSAGE_ROWS * max(senders, default=0)

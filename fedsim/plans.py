@@ -70,7 +70,7 @@ NO_MESSAGES = _messages(np.empty(0), np.empty(0), np.empty(0), None)
 
 # Working memory a backend makes executing a step, in rows of the federation (the memory
 # estimate's ``communication`` part, fedsim.memory): each step's ``working_rows``.
-GOSSIP_ROWS = 2  # (nodes, d) tensors a gossip step makes, measured
+SPARE_ROWS = 1  # the backend's buffer that W X is written into, held from a first gossip on
 CORRECTED_GOSSIP_ROWS = 3  # more with a variance-corrected aggregator, measured 2.7
 MERGE_ROWS = 4  # rows per merging node at once (LocalBackend.merge), counted
 REPLICA_ROWS = 2  # a replicated or stepped gossip's change of the replicas and W S - S
@@ -195,15 +195,16 @@ class Gossip(PlanStep):
         return _messages(senders, receivers, combiners, "d2d", models)
 
     def working_rows(self, num_nodes: int, combining: Combining) -> int:
-        """The sparse product and its sum with zeros; more when the aggregator corrects, or
-        every received model gathered when it combines them; the replicas' change and the
-        step's difference besides."""
+        """Nothing for the product itself (it is written into the backend's spare buffer,
+        ``SPARE_ROWS``, measured: no growth); more when the aggregator corrects, or every
+        received model gathered when it combines them; the replicas' change and the step's
+        difference besides."""
         replicas = REPLICA_ROWS * num_nodes if self.replicas or self.step_size else 0
         if self.payload != "params":  # a state: mixed by plain W
-            return GOSSIP_ROWS * num_nodes
+            return 0
         if combining.combines_rows:
             return COMBINE_ROWS * int(self.messages(num_nodes).fan_in.sum()) + num_nodes
-        return (GOSSIP_ROWS + combining.corrects * CORRECTED_GOSSIP_ROWS) * num_nodes + replicas
+        return combining.corrects * CORRECTED_GOSSIP_ROWS * num_nodes + replicas
 
     def mixing_matrices(self) -> tuple[sp.csr_array, ...]:
         return (self.weights,)

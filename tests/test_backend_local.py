@@ -142,3 +142,32 @@ def test_a_gossip_of_a_state_beside_a_robust_aggregator_is_refused():
         ConfigError, match="gossip of 'tracker' is mixed by plain W.*aggregator=mean"
     ):
         backend.execute(RoundPlan((Gossip(mixing, payload="tracker"),)), round_idx=0)
+
+
+def test_gossip_writes_w_x_into_a_spare_buffer_that_trades_places_with_the_models():
+    task = zero_logreg_task()
+    mixing = path_federation(task).topology.mixing(0)
+    backend = started_backend(task, num_rows=3)
+    backend.params.copy_(torch.arange(18.0).reshape(3, 6))
+    first = backend.params
+    expected = torch.as_tensor(mixing.toarray(), dtype=torch.float32) @ first
+    backend.execute(RoundPlan((Gossip(mixing),)), round_idx=0)
+    torch.testing.assert_close(backend.params, expected)
+    second = backend.params
+    backend.execute(RoundPlan((Gossip(mixing),)), round_idx=1)
+    torch.testing.assert_close(backend.params, torch.as_tensor(mixing.toarray()).float() @ expected)
+    # no fresh (rows, d) tensor per round: the two buffers alternate
+    assert second is not first and backend.params is first and backend._spare is second
+
+
+def test_consecutive_nodes_train_in_place_as_nodes_in_any_order_do():
+    from fedsim.plans import Train
+
+    def trained(nodes):
+        backend = started_backend(task(nn.Sequential(nn.Linear(64, 10))), 3, chunk_size=2)
+        backend.execute(RoundPlan((Train(np.array(nodes), steps=2),)), round_idx=0)
+        return backend.params
+
+    in_place, gathered = trained([0, 1, 2]), trained([2, 0, 1])
+    torch.testing.assert_close(in_place, gathered, rtol=0, atol=0)
+    assert not torch.equal(in_place, trained([]))

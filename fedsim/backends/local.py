@@ -103,6 +103,7 @@ class LocalBackend:
             else LoopTrainer(task.model, task.layout, task.optimizer)
         )
         self._mixing: dict[int, tuple[sp.csr_array, torch.Tensor]] = {}
+        self._spare: torch.Tensor | None = None  # a (rows, d) buffer for W @ X
 
     @property
     def momentum(self) -> torch.Tensor | None:
@@ -255,7 +256,34 @@ class LocalBackend:
         elif self.messages:
             sent = own.clone()
             sent[index] = self.sent(own[index], senders, "d2d", round_idx, mixing=step.weights)
-        self.params[:num_nodes] = self.mix(step.weights, own, num_nodes, sent, step.step_size)
+        self._set_params(self.mix(step.weights, own, num_nodes, sent, step.step_size))
+
+    def _product(self, weights: sp.csr_array, stacked: torch.Tensor) -> torch.Tensor:
+        """``W @ stacked``, written into the spare (rows, d) buffer where it fits: a fresh
+        result of that size would cost as much in page faults as the product itself."""
+        matrix = self._sparse(weights)
+        spare = self._spare
+        if spare is None or spare.shape[1:] != stacked.shape[1:] or spare.dtype != stacked.dtype:
+            spare = self._spare = torch.empty_like(self.params)
+        if weights.shape[0] > len(spare) or spare.shape[1:] != stacked.shape[1:]:
+            return torch.mm(matrix, stacked)
+        if spare.data_ptr() == stacked.data_ptr():  # the spare holds rows being mixed
+            return torch.mm(matrix, stacked)
+        out = spare[: weights.shape[0]]
+        return torch.addmm(out, matrix, stacked, beta=0, out=out)
+
+    def _set_params(self, mixed: torch.Tensor) -> None:
+        """The first ``len(mixed)`` rows become ``mixed``; the spare buffer and the parameters
+        trade places when the spare holds every row of the result."""
+        spare = self._spare
+        if (
+            spare is not None
+            and mixed.data_ptr() == spare.data_ptr()
+            and mixed.shape == self.params.shape
+        ):
+            self.params, self._spare = spare, self.params
+        else:
+            self.params[: len(mixed)] = mixed
 
     def mix(
         self,
@@ -275,7 +303,7 @@ class LocalBackend:
         ``gamma (W S - S)`` instead, S the rows as sent (the plain mean only).  ``plain``:
         just ``W @ stacked``, no aggregator (a per-row state, not models)."""
         if plain:
-            return torch.sparse.mm(self._sparse(weights), stacked)
+            return self._product(weights, stacked)
         if step_size is not None:
             check(
                 not (self.aggregator.combines_rows or self.aggregator.corrects),
@@ -283,15 +311,15 @@ class LocalBackend:
                 "receives; use aggregator=mean",
             )
             received = stacked if sent is None else sent
-            change = torch.sparse.mm(self._sparse(weights), received) - received[:num_rows]
+            change = self._product(weights, received) - received[:num_rows]
             return stacked[:num_rows] + step_size * change
         if self.aggregator.combines_rows:
             return self.combine_received(weights, stacked, num_rows, sent)
         if sent is None:
-            mixed = torch.sparse.mm(self._sparse(weights), stacked)
+            mixed = self._product(weights, stacked)
         else:
             own = self._tensor(weights.diagonal())[:, None]
-            mixed = torch.sparse.mm(self._sparse(weights), sent)
+            mixed = self._product(weights, sent)
             mixed += own * (stacked[:num_rows] - sent[:num_rows])
             stacked = sent  # the received models, for the corrected aggregator below
         if self.aggregator.corrects:
@@ -417,14 +445,18 @@ class LocalBackend:
         task, optimizer, schedule = self.task, self.task.optimizer, self.task.lr_schedule
         nodes = torch.as_tensor(step.nodes, dtype=torch.int64, device=self.params.device)
         size = max(1, len(nodes) if self.chunk_size == "auto" else self.chunk_size)
+        consecutive = len(step.nodes) > 1 and bool(np.all(np.diff(step.nodes) == 1))
         for start in range(0, len(nodes), size):
             chunk = nodes[start : start + size]
             work = step.only(slice(start, start + size))
-            params = self.params[chunk]
+            # consecutive rows train in place, as views; others as gathered copies
+            first = int(step.nodes[start])
+            rows = slice(first, first + len(chunk)) if consecutive else chunk
+            params = self.params[rows]
             state = (
                 optimizer.init(params)
                 if step.fresh_optimizer
-                else {name: rows[chunk] for name, rows in self.optimizer_state.items()}
+                else {name: held[rows] for name, held in self.optimizer_state.items()}
             )
             ids = chunk if self.node_ids is None else self.node_ids[chunk]
             batches = local_batches(
@@ -441,7 +473,7 @@ class LocalBackend:
             names = slot_names(step.transforms)
             rewrite = None
             if step.transforms:
-                slots = {name: self.slot(name)[chunk] for name in names}
+                slots = {name: self.slot(name)[rows] for name in names}
                 rewrite = Rewrite(step.transforms, params.clone(), slots, ids, round_idx)
             self.trainer.train(
                 params,
@@ -457,10 +489,10 @@ class LocalBackend:
                 used = schedule.mean_rate(optimizer.lr, round_idx, rates, batches.active)
                 rewrite.finish(params, taken, used)
                 for name in names:
-                    self.slot(name)[chunk] = rewrite.slots[name]
-            self.params[chunk] = params
-            for name, rows in state.items():
-                self.optimizer_state[name][chunk] = rows
+                    _put(self.slot(name), rows, rewrite.slots[name])
+            _put(self.params, rows, params)
+            for name, held in state.items():
+                _put(self.optimizer_state[name], rows, held)
             if self.local_steps is not None:
                 self.local_steps[chunk] += taken
 
@@ -482,7 +514,10 @@ class LocalBackend:
             matrix = torch.sparse_coo_tensor(
                 indices, coo.data, coo.shape, dtype=self.params.dtype, check_invariants=True
             )
-            self._mixing[key] = (weights, matrix.coalesce().to(self.params.device))
+            with warnings.catch_warnings():  # "sparse CSR support is in beta state"
+                warnings.simplefilter("ignore", UserWarning)
+                matrix = matrix.coalesce().to_sparse_csr()  # row-parallel, into a buffer
+            self._mixing[key] = (weights, matrix.to(self.params.device))
         return self._mixing[key][1]
 
     def state(self) -> dict[str, Any]:
@@ -561,6 +596,15 @@ class LocalBackend:
         shifted = rows - rows[0]
         shifted -= shifted.mean(dim=0)
         return float(shifted.square_().sum(dim=1).mean())
+
+
+def _put(target: torch.Tensor, rows: slice | torch.Tensor, values: torch.Tensor) -> None:
+    """``target[rows] = values``, unless ``values`` already is that view of ``target``."""
+    if isinstance(rows, slice):
+        view = target[rows]
+        if values.data_ptr() == view.data_ptr() and values.stride() == view.stride():
+            return
+    target[rows] = values
 
 
 def _copy(tensors: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:

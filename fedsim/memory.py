@@ -14,8 +14,10 @@ Held from when they are made to the end of the run:
 - ``buffers``: when the plan of round 0 pushes models (push-and-merge gossip), each row's
   merge buffer: a row, a weight and the variances of the tensors the aggregator corrects.
 - ``mixing``: the gossip matrices the backend converts to torch (20 bytes per non-zero:
-  two int64 indices and a value) and caches, up to ``MIXING_CACHE``; a matrix planned
-  afresh every round also keeps its scipy copy alive (16 bytes per non-zero).
+  two int64 indices and a value, at their conversion) and caches, up to ``MIXING_CACHE``;
+  a matrix planned afresh every round also keeps its scipy copy alive (16 bytes per
+  non-zero); and the spare (rows, d) buffer that the backend writes ``W X`` into, held
+  from the first gossip on (the product itself makes nothing more, measured).
 - ``initialisation``: with ``init=independent``, the list of per-row models that is
   stacked into the rows, and per row its generators and tensor objects
   (``INIT_ROW_BYTES``, measured): blocks this small stay in the allocator's heap.
@@ -53,17 +55,15 @@ Made of tensors as large as the federation's, given back when freed; the largest
   MiB, which the estimate puts at 0.97 to 1.28 times that; on the loop path (one node at a
   time, a few MiB) it is part of ``training``.
 - ``communication`` (from the plan of round 0): the rows of working memory of the most
-  demanding step, as each step counts them (``working_rows`` in fedsim.plans), and with
-  a gossip step the backend's spare (rows, d) buffer that ``W X`` is written into (held
-  from the first gossip on; the product itself makes nothing more, measured); a gossip
-  step with a variance-corrected aggregator makes three more (the
-  receivers' rows, their corrected copy, each tensor's centred block: 4.7 in all,
-  measured); an average gathers its sources and makes its average (and its corrected
-  copy); a push gathers the pushed rows and weights them (two rows per message, three
-  when the variances of what is sent are taken); a merge makes at most three rows per
-  merging node at once, four with a corrected aggregator (``MERGE_ROWS``); an aggregator
-  that combines the models themselves (median, Krum) works on ``COMBINE_ROWS`` rows per
-  model received.
+  demanding step, as each step counts them (``working_rows`` in fedsim.plans): a gossip
+  step writes ``W X`` into the spare buffer (``mixing``) and makes nothing more, but with
+  a variance-corrected aggregator three rows (the receivers' rows, their corrected copy,
+  each tensor's centred block: 2.7 measured besides the product); an average gathers
+  its sources and makes its average (and its corrected copy); a push gathers the pushed
+  rows and weights them (two rows per message, three when the variances of what is sent
+  are taken); a merge makes at most three rows per merging node at once, four with a
+  corrected aggregator (``MERGE_ROWS``); an aggregator that combines the models
+  themselves (median, Krum) works on ``COMBINE_ROWS`` rows per model received.
 - ``evaluation rows``: the copy of the evaluated rows, the copy of every node row that
   the consensus distance takes, and the recorder's rows of per-node metrics
   (``RECORDER_ROW_BYTES`` each as Python lists and their arrow table: measured 480 bytes
@@ -311,10 +311,12 @@ def estimate_memory(
     held["slots"] = _slot_bytes(task, plan, num_rows, messages)
     held["buffers"] = _buffer_bytes(task, plan, num_rows, aggregator)
     held["mixing"] = _mixing_bytes(plan, federation.topology, rounds)
+    if held["mixing"]:  # the spare rows that W X is written into, from the first gossip on
+        held["mixing"] += SPARE_ROWS * num_rows * task.layout.size * FLOAT_BYTES
     estimate = MemoryEstimate(
         **held,
         **_small_parts(task, trains, vectorised, private, evaluated),
-        communication=_communication_bytes(task, plan, num_nodes, num_rows, aggregator, messages),
+        communication=_communication_bytes(task, plan, num_nodes, aggregator, messages),
         evaluation_rows=_evaluation_rows_bytes(task, evaluated, num_nodes),
         **_end_of_round_parts(held, num_rows * task.layout.size, rounds),
         data=_data_bytes(task),
@@ -459,20 +461,12 @@ def _mixing_bytes(plan: RoundPlan, topology: Topology | None, rounds: int) -> in
 
 
 def _communication_bytes(
-    task: Task,
-    plan: RoundPlan,
-    num_nodes: int,
-    num_rows: int,
-    aggregator: Aggregator,
-    messages: MessageTransforms,
+    task: Task, plan: RoundPlan, num_nodes: int, aggregator: Aggregator, messages: MessageTransforms
 ) -> int:
     """The rows that the plan's most demanding step makes (each step says how many), and
-    with message transforms, ``MESSAGE_ROWS`` per sender of the step with most senders;
-    with a gossip step, the backend's spare buffer for ``W X`` (every row) besides."""
+    with message transforms, ``MESSAGE_ROWS`` per sender of the step with most senders."""
     combining = Combining(aggregator.corrects, aggregator.combines_rows)
     rows = max([step.working_rows(num_nodes, combining) for step in plan.steps], default=0)
-    if any(step.mixing_matrices() for step in plan.steps):  # held through every later step
-        rows += SPARE_ROWS * num_rows
     if messages:
         senders = [len(np.unique(step.messages(num_nodes).senders)) for step in plan.steps]
         rows += MESSAGE_ROWS * max(senders, default=0)

@@ -114,6 +114,21 @@ GRID: list[tuple[str, list[str]]] = [
     ("fedadam mlp 20k", ["strategy=fedadam", "num_nodes=20000", "data.tile=15"]),
     ("dpsgd mlp 5k", ["strategy=dpsgd", "topology=regular", "num_nodes=5000", "data.tile=4"]),
     (
+        "dpsgd mlp 100k",
+        ["strategy=dpsgd", "topology=regular", "num_nodes=100000", "data.tile=70"],
+    ),
+    (
+        "dpsgd logreg 1m",
+        [
+            "strategy=dpsgd",
+            "topology=regular",
+            "num_nodes=1000000",
+            "data.tile=700",
+            "model=logreg",
+            "backend.chunk_size=4096",
+        ],
+    ),
+    (
         "dpsgd mlp 5k topk error feedback",
         [
             "strategy=dpsgd",

@@ -66,3 +66,14 @@ def test_requirements_are_checked_for_later_rounds_too():
     ):
         topology.require("strategy=dpsgd", connected=True)
     assert topology.components() == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_the_spectral_gap_of_a_graph_beyond_the_limit_is_left_out_of_the_summary(monkeypatch):
+    import fedsim.topology.base
+
+    topology = Topology(nx.cycle_graph(12), metropolis_hastings)
+    gap = topology.summary()["spectral_gap"]
+    assert gap == pytest.approx(1 - (1 + 2 * np.cos(2 * np.pi / 12)) / 3)  # MH on a ring
+    monkeypatch.setattr(fedsim.topology.base, "SPECTRAL_GAP_NODES", 11)
+    summary = topology.summary()
+    assert summary["spectral_gap"] is None and summary["num_edges"] == 12

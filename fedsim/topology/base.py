@@ -16,6 +16,7 @@ from fedsim.topology.time_varying import GraphSequence
 
 MixingRule = Callable[[nx.Graph], sp.csr_array]
 DENSE_LIMIT = 2000  # largest n whose spectrum is computed densely; above, ARPACK
+SPECTRAL_GAP_NODES = 50_000  # larger graphs' run metadata skips the spectral gap
 
 
 class Topology:
@@ -86,9 +87,12 @@ class Topology:
         return sorted(sorted(component) for component in nx.connected_components(graph))
 
     def summary(self) -> dict[str, Any]:
-        """Degrees, edges, components and spectral gap (1 - |lambda_2| of W), for run metadata."""
+        """Degrees, edges, components and spectral gap (1 - |lambda_2| of W), for run metadata;
+        the gap is None above ``SPECTRAL_GAP_NODES`` nodes (measured on random 6-regular
+        graphs, ARPACK: 1 s at 20,000 nodes, 13 s at 100,000, 78 s at 200,000)."""
         graph = self.graph(0)
         degrees = np.array([degree for _, degree in graph.degree()])
+        small = graph.number_of_nodes() <= SPECTRAL_GAP_NODES
         summary: dict[str, Any] = {
             "time_varying": self.time_varying,
             "num_edges": graph.number_of_edges(),
@@ -96,9 +100,9 @@ class Topology:
             "degree_min": int(degrees.min()),
             "degree_max": int(degrees.max()),
             "num_components": len(self.components()),
-            "spectral_gap": spectral_gap(self.mixing(0)),
+            "spectral_gap": spectral_gap(self.mixing(0)) if small else None,
         }
-        if self.time_varying and self.graphs.period:
+        if self.time_varying and self.graphs.period and small:
             period_product = self.mixing(0)
             for round_idx in range(1, self.graphs.period):
                 period_product = self.mixing(round_idx) @ period_product

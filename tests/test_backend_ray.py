@@ -176,6 +176,19 @@ def test_private_dpsgd_draws_the_same_noise_on_ray_and_local(tmp_path, local_ray
 
 
 @pytest.mark.slow
+def test_rqm_uplinks_draw_the_same_coins_on_ray_and_local(tmp_path, local_ray):
+    """Each client's own quantisation coins, the bytes of its quantised uploads and the
+    epsilon spent, on two actors as on the local backend."""
+    settings = ["strategy=fedavg", "strategy.sample_size=6", "privacy=rqm", "rounds=3"]
+    local = metrics(tmp_path, "local", *settings)
+    on_ray = metrics(tmp_path, "ray", *settings, "backend=ray", "backend.num_actors=2")
+    on_ray = on_ray[on_ray.metric != "bytes_between_actors_total"].reset_index(drop=True)
+    assert {"privacy_epsilon_spent", "bytes_uplink_total"} <= set(local.metric)
+    pd.testing.assert_frame_equal(local.drop(columns="value"), on_ray.drop(columns="value"))
+    assert np.allclose(local.value, on_ray.value, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
 def test_non_finite_parameters_on_a_shard_end_the_run_as_diverged(tmp_path, local_ray):
     settings = [
         "num_nodes=6", "rounds=8", "eval_every=4", "strategy.sample_size=3",

@@ -25,7 +25,7 @@ def test_a_gossip_of_a_state_is_counted_as_one_of_models_and_names_its_slot():
     assert pairs(trackers.messages(3)) == pairs(models.messages(3))
     assert trackers.messages(3).aggregations(3).tolist() == [1, 1, 1]
     assert trackers.slot_names() == {"tracker"} and models.slot_names() == set()
-    assert trackers.working_rows(3, Combining(combines_rows=True)) == 0  # plain W, into the spare rows
+    assert trackers.working_rows(3, Combining(combines_rows=True)) == 0  # plain W, spare rows
     with pytest.raises(ConfigError, match="gossip of 'tracker' mixes it by plain W"):
         Gossip(weights, step_size=0.5, payload="tracker")
 

@@ -229,10 +229,12 @@ def _check_tolerance(
     )
 
 
-def _message_transforms(cfg: DictConfig, num_nodes: int, privacy: Any) -> MessageTransforms:
+def _message_transforms(
+    cfg: DictConfig, num_nodes: int, privacy: Privacy | None
+) -> MessageTransforms:
     """The chain of what happens to a message on its way: the attack, a privacy mechanism's
     encoding of the messages (``privacy=rqm``), then the compression."""
-    encoding = getattr(privacy, "message_transform", None)
+    encoding = None if privacy is None else privacy.message_transform
     messages = MessageTransforms.of(
         [instantiate(cfg.attack), encoding, instantiate(cfg.compression)]
     )
@@ -287,7 +289,7 @@ def _memory_estimate(
         aggregator=aggregator,
         rounds=cfg.rounds,
         eval_nodes=cfg.eval_nodes,
-        private=isinstance(privacy, Privacy),  # per-example gradients (privacy=rqm has none)
+        private=privacy is not None and privacy.per_example_gradients,
         messages=messages,
         vectorise=cfg.backend.get("vectorise", True),
         chunk_size=configured if isinstance(configured, int) else None,

@@ -63,7 +63,7 @@ TICKS = {"gossip-10k": 30}  # the event gossip trains every 8-12 ticks: time 30 
 RATES_FLOATS = 10**8  # floats in each tensor of the streaming test: far beyond the caches
 
 CHILD = r"""
-import json, math, sys, time
+import json, resource, sys, time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, {tests!r})

@@ -262,12 +262,11 @@ class LocalBackend:
         """``W @ stacked``, written into the spare (rows, d) buffer where it fits: a fresh
         result of that size would cost as much in page faults as the product itself."""
         matrix = self._sparse(weights)
+        if self._spare is None or self._spare.shape != self.params.shape:
+            self._spare = torch.empty_like(self.params)
         spare = self._spare
-        if spare is None or spare.shape[1:] != stacked.shape[1:] or spare.dtype != stacked.dtype:
-            spare = self._spare = torch.empty_like(self.params)
-        if weights.shape[0] > len(spare) or spare.shape[1:] != stacked.shape[1:]:
-            return torch.mm(matrix, stacked)
-        if spare.data_ptr() == stacked.data_ptr():  # the spare holds rows being mixed
+        fits = weights.shape[0] <= len(spare) and spare.shape[1:] == stacked.shape[1:]
+        if not fits or spare.data_ptr() == stacked.data_ptr():  # or it holds the rows mixed
             return torch.mm(matrix, stacked)
         out = spare[: weights.shape[0]]
         return torch.addmm(out, matrix, stacked, beta=0, out=out)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from fedsim.plans import RoundPlan, Train
 from fedsim.privacy import accounting
 from fedsim.privacy.covariance import NoiseCovariance, covariance, max_inverse_diagonal
 from fedsim.privacy.noise import SAMPLERS, NoisyStep
+
+if TYPE_CHECKING:
+    from fedsim.messages import MessageTransform
 
 CACHE = 64  # covariances kept (more than any period of a time-varying topology in use)
 CURIOUS_MAX_NODES = 200  # one (n-1) x (n-1) eigendecomposition per node above this is slow
@@ -68,6 +71,12 @@ class Privacy:
     moves by at most 2 ``clip``), or a node's whole data, a ``user`` (by at most 2 B ``clip``
     with B the batch size: B^2 times the noise variance).
     """
+
+    # What a privacy option needs from the run besides its plan: DP-SGD clips and noises
+    # per-example gradients and leaves the messages alone; a mechanism that encodes the
+    # messages instead (privacy=rqm) names its transform and takes no per-example gradients.
+    message_transform: MessageTransform | None = None
+    per_example_gradients = True
 
     def __init__(
         self,

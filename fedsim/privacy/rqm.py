@@ -172,6 +172,8 @@ class RandomizedQuantization:
     delta).  Records ``privacy_epsilon_spent``: the worst client's, over its uploads so far.
     """
 
+    per_example_gradients = False  # it encodes the uploads (message_transform), not gradients
+
     def __init__(
         self,
         levels: int = 4,

@@ -19,13 +19,13 @@ class VectorisedTrainer:
     The forward pass is ``vmap`` of ``functional_call`` over the stacked (nodes, d)
     parameters, split into one leaf per named parameter; one reverse pass of the summed
     node losses then gives every node's gradient at once, since node k's loss depends on
-    row k alone.  (Leaves per parameter rather than slices of one flat leaf: the backward
-    of a slice writes a zero-filled (nodes, d) tensor per parameter, which cost half the
-    pass.)  (This is the same
-    gradient as ``vmap(grad(loss))``, a little faster, and it avoids the second-long
-    import that ``torch.func.grad`` triggers on first use.)  Each node's loss is the mean
-    cross-entropy over the real examples of its mini-batch (padding slots weigh zero), so
-    the result equals the per-node loop of :class:`fedsim.training.loop.LoopTrainer`.
+    row k alone.  This is the same gradient as ``vmap(grad(loss))``, a little faster, and
+    it avoids the second-long import that ``torch.func.grad`` triggers on first use.
+    (Leaves per parameter, not slices of one flat leaf: a slice's backward writes a
+    zero-filled (nodes, d) tensor per parameter, which cost half the pass.)  Each node's
+    loss is the mean cross-entropy over the real examples of its mini-batch (padding slots
+    weigh zero), so the result equals the per-node loop of
+    :class:`fedsim.training.loop.LoopTrainer`.
     """
 
     def __init__(

@@ -169,5 +169,5 @@ def test_consecutive_nodes_train_in_place_as_nodes_in_any_order_do():
         return backend.params
 
     in_place, gathered = trained([0, 1, 2]), trained([2, 0, 1])
-    torch.testing.assert_close(in_place, gathered, rtol=0, atol=0)
+    torch.testing.assert_close(in_place, gathered)  # chunks of other sizes: BLAS may round
     assert not torch.equal(in_place, trained([]))

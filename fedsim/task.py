@@ -7,6 +7,7 @@ import copy
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -67,15 +68,18 @@ class Task:
 
     def initial_rows(self, num_rows: int) -> torch.Tensor:
         """The initial model of every row, shape (num_rows, d)."""
+        return self.initial_models(np.arange(num_rows))
+
+    def initial_models(self, rows: np.ndarray) -> torch.Tensor:
+        """The initial models of global ``rows``, shape (len(rows), d): the same one for all
+        (``init="same"``) or each row's own, drawn from (seed, row)."""
         if self.init == "same":
-            return (
-                self._initial_model(rng.generator(self.seed, rng.INIT)).expand(num_rows, -1).clone()
-            )
+            same = self._initial_model(rng.generator(self.seed, rng.INIT))
+            return same.expand(len(rows), -1).clone()
+        if not len(rows):
+            return torch.empty(0, self.layout.size, device=self.device)
         return torch.stack(
-            [
-                self._initial_model(rng.generator(self.seed, rng.INIT, row))
-                for row in range(num_rows)
-            ]
+            [self._initial_model(rng.generator(self.seed, rng.INIT, int(row))) for row in rows]
         )
 
     def _initial_model(self, source) -> torch.Tensor:

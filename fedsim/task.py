@@ -58,12 +58,11 @@ class Task:
         device = torch.device(device)
         if device == self.device:
             return self
-        data = self.node_data
         return replace(
             self,
             model=copy.deepcopy(self.model).to(device),
             dataset=self.dataset.to(device),
-            node_data=type(data)(data.table.to(device), data.counts.to(device)),
+            node_data=self.node_data.to(device),
         )
 
     def initial_rows(self, num_rows: int) -> torch.Tensor:

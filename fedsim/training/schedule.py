@@ -9,11 +9,43 @@ epoch, position), so they do not depend on which other nodes are trained alongsi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from fedsim import rng
+
+
+class ExampleIndices(Protocol):
+    """What local training reads of the nodes' data: :class:`NodeData`, or a population whose
+    rows are derived on demand (:class:`fedsim.partitions.population.PopulationData`)."""
+
+    counts: torch.Tensor  # (num_nodes,) examples per node, an integer tensor
+
+    @property
+    def width(self) -> int:
+        """Columns of :meth:`indices`: at least the most examples any node holds."""
+        ...
+
+    @property
+    def num_examples(self) -> np.ndarray:
+        """Examples per node."""
+        ...
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the data hold in memory."""
+        ...
+
+    def indices(self, nodes: torch.Tensor) -> torch.Tensor:
+        """The ``(len(nodes), width)`` train-set indices of ``nodes``: row k's first
+        ``counts[nodes[k]]`` entries are node ``nodes[k]``'s examples, the rest padding (0)."""
+        ...
+
+    def to(self, device: torch.device | str) -> ExampleIndices:
+        """The same data on ``device``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -40,6 +72,24 @@ class NodeData:
         """Examples per node."""
         return self.counts.cpu().numpy()
 
+    @property
+    def width(self) -> int:
+        """Columns of the table: the most examples a node holds (at least 1)."""
+        return self.table.shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the table and the counts."""
+        return sum(t.nelement() * t.element_size() for t in (self.table, self.counts))
+
+    def indices(self, nodes: torch.Tensor) -> torch.Tensor:
+        """The table's rows of ``nodes``."""
+        return self.table[nodes]
+
+    def to(self, device: torch.device | str) -> NodeData:
+        """The same table and counts on ``device``."""
+        return type(self)(self.table.to(device), self.counts.to(device))
+
 
 @dataclass(frozen=True)
 class Batches:
@@ -63,7 +113,7 @@ class Batches:
 
 
 def local_batches(
-    data: NodeData,
+    data: ExampleIndices,
     nodes: torch.Tensor,
     *,
     seed: int,
@@ -78,7 +128,7 @@ def local_batches(
     mini-batch steps per node, reshuffling at each epoch boundary) is given: one number for
     all nodes, or a tensor of one per node.
     """
-    counts = data.counts[nodes]
+    counts = data.counts[nodes].to(torch.int64)
     steps_per_epoch = (counts + batch_size - 1) // batch_size
     if epochs is not None:
         total_steps = epochs * steps_per_epoch
@@ -88,7 +138,7 @@ def local_batches(
     epochs_needed = (
         int((total_steps / steps_per_epoch.clamp_min(1)).ceil().max()) if num_steps else 0
     )
-    width = data.table.shape[1]
+    width = data.width
 
     position = torch.arange(width, device=nodes.device)
     epoch = torch.arange(epochs_needed, device=nodes.device)
@@ -106,7 +156,7 @@ def local_batches(
         1, step_epoch.clamp(max=max(epochs_needed - 1, 0))[..., None].expand(-1, -1, width)
     )
     local = epoch_order.gather(2, slot)
-    indices = data.table[nodes][:, None, :].expand(-1, num_steps, -1).gather(2, local)
+    indices = data.indices(nodes)[:, None, :].expand(-1, num_steps, -1).gather(2, local)
     return Batches(indices=indices, mask=valid.to(torch.float32))
 
 

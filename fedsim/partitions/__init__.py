@@ -15,6 +15,11 @@ from fedsim.partitions.iid import iid
 from fedsim.partitions.labels_per_node import labels_per_node
 from fedsim.partitions.natural import natural
 from fedsim.partitions.pathological import pathological
+from fedsim.partitions.population import (
+    population_classes,
+    population_dirichlet,
+    population_iid,
+)
 from fedsim.partitions.quantity_skew import quantity_skew
 from fedsim.partitions.shards import shards
 from fedsim.partitions.two_class_and_iid import two_class_and_iid
@@ -29,6 +34,9 @@ __all__ = [
     "labels_per_node",
     "natural",
     "pathological",
+    "population_classes",
+    "population_dirichlet",
+    "population_iid",
     "quantity_skew",
     "shards",
     "two_class_and_iid",

@@ -25,7 +25,9 @@ class ExampleIndices(Protocol):
 
     @property
     def width(self) -> int:
-        """Columns of :meth:`indices`: at least the most examples any node holds."""
+        """Columns of :meth:`indices`: at least the most examples any node holds, the same
+        for every group of nodes (argsort orders tied shuffle keys differently at another
+        width, so a per-group width would make a node's batches depend on its companions)."""
         ...
 
     @property

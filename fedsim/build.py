@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fedsim.aggregators import Aggregator
 from fedsim.attacks import Attack
+from fedsim.backends.pool import rows_used
 from fedsim.config import check_config
 from fedsim.data.datasets import Dataset
 from fedsim.engine import Simulation
@@ -91,6 +92,11 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         label_histograms=histograms,
     )
     strategy.validate(federation)
+    check(
+        cfg.backend.get("rows", "all") == "all" or cfg.evaluate == "average",
+        "evaluate=individual scores every node's own model, which backend.rows=on_demand "
+        "does not keep between rounds: use evaluate=average or backend.rows=all",
+    )
     aggregator = instantiate(cfg.aggregator)
     if aggregator.weighs_clients:
         check(
@@ -281,6 +287,8 @@ def _memory_estimate(
     backend.chunk_size=auto, in the largest chunks whose run fits in memory (all the nodes
     a round trains where the free memory is unknown)."""
     configured = cfg.backend.get("chunk_size")
+    on_demand = _rows_on_demand(strategy, federation)
+    chosen = cfg.backend.get("rows", "all") == "on_demand"
     estimate = estimate_memory(
         task,
         federation,
@@ -293,12 +301,27 @@ def _memory_estimate(
         messages=messages,
         vectorise=cfg.backend.get("vectorise", True),
         chunk_size=configured if isinstance(configured, int) else None,
+        held_rows=on_demand if chosen else None,
+        rows_on_demand=None if chosen else on_demand,
     )
     estimate = with_resident_memory(estimate, device)
     budget = memory_budget(device) if configured == "auto" else None
     if budget is not None:
         estimate = estimate.with_chunk_size(choose_chunk_size(estimate, budget))
     return estimate
+
+
+def _rows_on_demand(strategy: Strategy, federation: Federation) -> int | None:
+    """The rows a backend with ``backend.rows=on_demand`` holds at once: round 0's and the
+    nodes the strategy keeps after it, and the servers' (None: the strategy keeps every
+    node's row)."""
+    planner = copy.deepcopy(strategy)
+    if planner.held_nodes() is None:
+        return None
+    used = rows_used(planner.plan(0, federation))
+    kept = planner.held_nodes()
+    nodes = np.union1d(used[used < federation.num_nodes], kept)
+    return len(nodes) + strategy.num_servers
 
 
 def _partition_inputs(

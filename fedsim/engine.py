@@ -174,7 +174,12 @@ class Simulation:
     def _start(self) -> None:
         """Give the backend its rows and set up the reporter, the counters and the clock."""
         self.backend.start(
-            self.task, self.num_rows, self.aggregator, self.federation.topology, self.messages
+            self.task,
+            self.num_rows,
+            self.aggregator,
+            self.federation.topology,
+            self.messages,
+            held=self.strategy.held_nodes(),
         )
         self.reporter = Reporter(
             self.task, self.federation, self.eval_nodes, self.honest, self.evaluate
@@ -204,6 +209,7 @@ class Simulation:
         if self.privacy is not None:
             plan = self.privacy.apply(plan, round_idx)
         self.backend.execute(plan, round_idx)
+        self.backend.keep(self.strategy.held_nodes())
         self.traffic.account(plan)
         self.local_steps.account(plan)
         self.clock.advance(
@@ -287,8 +293,10 @@ class Simulation:
 
     def check_resumable(self, state: dict[str, Any]) -> None:
         """Refuse, in one line, a saved :meth:`state` that this run cannot continue from."""
-        params = state.get("backend", {}).get("params") if isinstance(state, dict) else None
-        shape = (self.num_rows, self.task.layout.size)
+        saved = state.get("backend", {}) if isinstance(state, dict) else {}
+        params, pool = saved.get("params"), saved.get("pool")
+        rows = self.num_rows if pool is None else pool["capacity"] + self.strategy.num_servers
+        shape = (rows, self.task.layout.size)
         check(
             isinstance(params, torch.Tensor) and tuple(params.shape) == shape,
             f"the checkpoint holds no {shape[0]} x {shape[1]} parameters (this run's)",

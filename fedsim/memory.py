@@ -189,6 +189,7 @@ class MemoryEstimate:
     num_nodes: int
     num_rows: int
     num_parameters: int
+    rows_on_demand: int | None = None  # rows held with backend.rows=on_demand, where it would
     resident: int = dataclasses.field(default=0, compare=False)
 
     @property
@@ -290,6 +291,8 @@ def estimate_memory(
     vectorise: bool | str,
     chunk_size: int | None = None,
     messages: MessageTransforms | None = None,
+    held_rows: int | None = None,
+    rows_on_demand: int | None = None,
 ) -> MemoryEstimate:
     """The memory a run will need, trained in chunks of ``chunk_size`` nodes (None: all the
     nodes a round trains at once).
@@ -298,33 +301,38 @@ def estimate_memory(
     (``plan``, :func:`fedsim.build.first_plan`: who trains and how models are combined), the
     strategy's ``num_servers`` (rows after the nodes), the ``aggregator``, the number of
     ``rounds``, the ``eval_nodes`` setting, whether training is ``private``, the
-    backend's ``vectorise`` setting and the ``messages`` transforms.  Cheap: one forward
-    pass of one example.  What the process holds already is measured apart
+    backend's ``vectorise`` setting and the ``messages`` transforms; ``held_rows`` the
+    rows a backend with rows on demand holds at once (None: every row), and
+    ``rows_on_demand`` what it would hold where the strategy allows it (for advice).
+    Cheap: one forward pass of one example.  What the process holds already is measured apart
     (:func:`with_resident_memory`).
     """
     num_nodes, num_rows = federation.num_nodes, federation.num_nodes + num_servers
-    evaluated = min(eval_nodes, num_nodes)
+    rows = num_rows if held_rows is None else held_rows
+    evaluated = min(eval_nodes, num_nodes, rows)
     trains = [training for step in plan.steps if (training := step.training()) is not None]
     vectorised = task.prefers_vectorised() if vectorise == "auto" else bool(vectorise)
-    held = _held_parts(task, num_rows, vectorised)
+    held = _held_parts(task, rows, vectorised)
+    held["bookkeeping"] = num_rows * BOOKKEEPING_PER_NODE  # every node's, held or not
     messages = messages or MessageTransforms()
-    held["slots"] = _slot_bytes(task, plan, num_rows, messages)
-    held["buffers"] = _buffer_bytes(task, plan, num_rows, aggregator)
+    held["slots"] = _slot_bytes(task, plan, rows, messages)
+    held["buffers"] = _buffer_bytes(task, plan, rows, aggregator)
     held["mixing"] = _mixing_bytes(plan, federation.topology, rounds)
     if held["mixing"]:  # the spare rows that W X is written into, from the first gossip on
-        held["mixing"] += SPARE_ROWS * num_rows * task.layout.size * FLOAT_BYTES
+        held["mixing"] += SPARE_ROWS * rows * task.layout.size * FLOAT_BYTES
     estimate = MemoryEstimate(
         **held,
         **_small_parts(task, trains, vectorised, private, evaluated),
         communication=_communication_bytes(task, plan, num_nodes, aggregator, messages),
-        evaluation_rows=_evaluation_rows_bytes(task, evaluated, num_nodes),
-        **_end_of_round_parts(held, num_rows * task.layout.size, rounds),
+        evaluation_rows=_evaluation_rows_bytes(task, evaluated, min(num_nodes, rows)),
+        **_end_of_round_parts(held, rows * task.layout.size, rounds),
         data=_data_bytes(task),
         chunk_size=1,
         max_chunk_size=max([len(step.nodes) for step in trains], default=0) or num_nodes,
         num_nodes=num_nodes,
-        num_rows=num_rows,
+        num_rows=rows,
         num_parameters=task.layout.size,
+        rows_on_demand=rows_on_demand,
     )
     return estimate.with_chunk_size(estimate.max_chunk_size if chunk_size is None else chunk_size)
 
@@ -600,6 +608,11 @@ def check_memory(estimate: MemoryEstimate, device: torch.device) -> None:
     chunk_size = choose_chunk_size(estimate, budget)
     if estimate.with_chunk_size(chunk_size).to_allocate <= budget:
         advice.append(f"set backend.chunk_size={chunk_size} (now {estimate.chunk_size})")
+    if estimate.rows_on_demand is not None:
+        advice.append(
+            f"set backend.rows=on_demand (this strategy's clients hold nothing between rounds: "
+            f"{estimate.rows_on_demand:,} rows held, not {estimate.num_rows:,})"
+        )
     advice += [
         f"use fewer nodes than num_nodes={estimate.num_nodes}",
         "a smaller model or a device with more memory",

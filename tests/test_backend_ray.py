@@ -2,6 +2,7 @@
 listens on loopback only, a resumed run counts what an uninterrupted one does, and a dead
 actor stops the run with one line naming its shard."""
 
+import copy
 import ipaddress
 import os
 import shutil
@@ -264,6 +265,41 @@ def test_a_resumed_run_records_what_an_uninterrupted_one_does(tmp_path, local_ra
     assert crossed.value.is_monotonic_increasing
     assert "correction_factor_1.weight" in set(resumed.metric)
     pd.testing.assert_frame_equal(resumed, whole)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["fedavg", "fedbuff"])
+def test_rows_on_demand_give_the_same_metrics_on_ray_and_local(strategy, tmp_path, local_ray):
+    assert_same_on_ray(tmp_path, f"strategy={strategy}", "backend.rows=on_demand")
+
+
+def recorded(path, overrides, resume=None):
+    """The metrics (after round 3, not the wall clock or the simulator's own traffic) and
+    the checkpoints of a run, resumed from ``resume`` where given."""
+    simulation, states = build_simulation(compose_config(*overrides)), []
+    recorder = Recorder(path)
+    simulation.run(recorder, progress=False, checkpoint=states.append, resume=resume)
+    recorder.close()
+    simulation.backend.close()
+    rows = pd.read_parquet(path).query("round > 3 and metric != 'wall_time_s'")
+    rows = rows[~rows.metric.str.startswith("bytes_between")]
+    return rows.reset_index(drop=True), states
+
+
+@pytest.mark.slow
+def test_rows_on_demand_resume_from_the_shards_held_rows_on_ray_or_locally(tmp_path, local_ray):
+    """A checkpoint of the shards' held rows (clients in flight among them) resumes on Ray
+    and on the local backend, recording what the uninterrupted run does."""
+    settings = ["num_nodes=12", "strategy=fedbuff", "backend.rows=on_demand", "rounds=6",
+                "eval_every=2", "checkpoint_every=3"]  # fmt: skip
+    on_ray = ["backend=ray", "backend.num_actors=2"]
+    whole, states = recorded(tmp_path / "whole.parquet", [*settings, *on_ray])
+    saved = states[0]
+    assert saved["rounds_completed"] == 3 and len(saved["backend"]["pool"]["kept"])
+    for backend in (on_ray, []):
+        resume = copy.deepcopy(saved)  # a run empties the state it resumes from
+        resumed, _ = recorded(tmp_path / f"{len(backend)}.parquet", [*settings, *backend], resume)
+        pd.testing.assert_frame_equal(resumed, whole, rtol=1e-4)
 
 
 @pytest.mark.slow

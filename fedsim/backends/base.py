@@ -29,12 +29,21 @@ class Backend(Protocol):
         aggregator: Aggregator | None = None,
         topology: Topology | None = None,
         messages: MessageTransforms | None = None,
+        held: np.ndarray | None = None,
     ) -> None:
         """Give every row the task's initial model; ``aggregator`` combines what a row
-        receives, ``messages`` rewrite what the rows send."""
+        receives, ``messages`` rewrite what the rows send; ``held``: the nodes the strategy
+        holds before its first round (None: every node has a row from the start)."""
 
     def execute(self, plan: RoundPlan, round_idx: int) -> None:
         """Run the plan's steps in order."""
+
+    def keep(self, nodes: np.ndarray | None) -> None:
+        """The nodes whose rows the strategy keeps after this round (None: all); with rows
+        on demand the others' rows are released when the next plan does not use them."""
+
+    def held_nodes(self) -> np.ndarray | None:
+        """The nodes that have rows now (None: every node)."""
 
     def rows(self, rows: np.ndarray | slice) -> torch.Tensor:
         """Copies of ``rows``' parameters."""

@@ -11,6 +11,7 @@ import torch
 
 from fedsim.aggregators import Aggregator, Mean
 from fedsim.backends.base import combined_average, one_each, rebased
+from fedsim.backends.pool import RowPool, check_rows_setting, resized, rows_used
 from fedsim.errors import check
 from fedsim.messages import DOWNLOADED, MessageTransforms, Outgoing
 from fedsim.plans import Aggregate, Average, Gossip, Merge, Push, RoundPlan, Step, Train
@@ -59,11 +60,19 @@ class LocalBackend:
     vectorise:
         ``"auto"`` (vmap unless the model is convolutional on CPU), ``True`` or ``False``
         (the plain per-node loop).
+    rows:
+        ``"all"`` (a row for every node) or ``"on_demand"``: for a strategy whose clients
+        hold nothing between rounds (``Strategy.held_nodes``), only the rows a round uses
+        and the ones the strategy keeps (:class:`~fedsim.backends.pool.RowPool`); plans
+        still name global rows.
     """
 
-    def __init__(self, chunk_size: int | str = 256, vectorise: bool | str = "auto") -> None:
+    def __init__(
+        self, chunk_size: int | str = 256, vectorise: bool | str = "auto", rows: str = "all"
+    ) -> None:
         check_training_settings(chunk_size, vectorise)
-        self.chunk_size, self.vectorise = chunk_size, vectorise
+        check_rows_setting(rows)
+        self.chunk_size, self.vectorise, self.on_demand = chunk_size, vectorise, rows
 
     def start(
         self,
@@ -72,10 +81,15 @@ class LocalBackend:
         aggregator: Aggregator | None = None,
         topology: Topology | None = None,
         messages: MessageTransforms | None = None,
+        held: np.ndarray | None = None,
+        row_ids: np.ndarray | None = None,
     ) -> None:
         """Give every row the task's initial model and set up the trainer; ``aggregator``
         combines what a row receives (the plain mean by default), ``messages`` rewrite what
-        the rows send.  The topology matters only to backends that shard the rows."""
+        the rows send.  The topology matters only to backends that shard the rows.
+        ``held``: the nodes the strategy holds before its first round, None where every
+        node keeps its row (then all rows exist, whatever ``rows`` says).  ``row_ids``: the
+        global ids of the rows, when they are a shard's."""
         self.task = task
         self.aggregator = aggregator or Mean()
         self.messages = messages or MessageTransforms()
@@ -87,8 +101,23 @@ class LocalBackend:
         self.buffer: dict[str, torch.Tensor] | None = None
         self.server_states: dict[str, dict[str, torch.Tensor]] = {}
         self.slots: dict[str, torch.Tensor] = {}  # per-row states beside the parameters
-        self.node_ids: torch.Tensor | None = None  # global node of each row, when a shard
-        self.params = task.initial_rows(num_rows)
+        self.row_ids = None if row_ids is None else np.asarray(row_ids)  # None: row i is row i
+        self.node_ids: torch.Tensor | None = (  # global node of each row, when a shard
+            None if row_ids is None else torch.as_tensor(row_ids, device=task.device)
+        )
+        self.num_rows = num_rows
+        node_rows = (
+            min(self.num_nodes, num_rows)
+            if self.row_ids is None
+            else int(np.count_nonzero(self.row_ids < self.num_nodes))
+        )
+        self.pool = (
+            RowPool(node_rows, num_rows - node_rows)
+            if self.on_demand == "on_demand" and held is not None
+            else None
+        )
+        first = 0 if self.pool is None else node_rows
+        self.params = task.initial_models(self._global(np.arange(first, num_rows)))
         self.optimizer_state = task.optimizer.init(self.params)  # per-row, beside params
         # Each row's local steps since the run began, for a schedule by local step.
         self.local_steps = (
@@ -115,7 +144,8 @@ class LocalBackend:
         trainer = VectorisedTrainer(task.model, task.layout, task.optimizer)
         x, y = task.dataset.train_x[:1], task.dataset.train_y[:1]
         try:
-            trainer.gradients(self.params[:1], x[None], y[None], torch.ones(1, 1, device=x.device))
+            row = self.params[:1] if len(self.params) else task.initial_models(np.zeros(1, int))
+            trainer.gradients(row, x[None], y[None], torch.ones(1, 1, device=x.device))
         except RuntimeError as error:
             warnings.warn(
                 f"the model cannot be trained under vmap ({str(error).splitlines()[0]}); "
@@ -127,6 +157,8 @@ class LocalBackend:
 
     def execute(self, plan: RoundPlan, round_idx: int) -> None:
         """Run the plan's steps in order."""
+        if self.pool is not None:
+            self.admit(rows_used(plan))
         for index, step in enumerate(plan.steps):
             self.step_index = index  # keys the randomness of the step's messages
             self._execute(step, round_idx)
@@ -154,11 +186,11 @@ class LocalBackend:
         aggregator that combines the models themselves, what it makes of them.  The models
         arrive as the message transforms make them, uploads as updates of the one server's
         model that the clients downloaded, or of each one's ``base`` where the step has one."""
-        sources = self.slot(step.payload)[self._index(step.sources)]
+        sources = self.slot(step.payload)[self.where(step.sources)]
         link = step.link(self.num_nodes)
         if step.uploads_updates(self.num_nodes):
-            own = self.params[self._index(step.targets)]
-            bases = self.slot(step.base)[self._index(step.sources)]
+            own = self.params[self.where(step.targets)]
+            bases = self.slot(step.base)[self.where(step.sources)]
             if self.messages:
                 sources = self.sent(sources, step.sources, link, round_idx, bases)
             step, models, total = rebased(step, own, sources - bases)
@@ -167,14 +199,14 @@ class LocalBackend:
             return own[0] + total * (self._combined(step, models) - own[0])
         if step.payload == "params" and self.messages.on(link) and link == "downlink":
             received = self.sent(one_each(step, sources), step.targets, link, round_idx)
-            self.slot(DOWNLOADED)[self._index(step.targets)] = received
+            self.slot(DOWNLOADED)[self.where(step.targets)] = received
             return received
         if step.payload == "params" and self.messages:
             reference = None
             if link == "uplink" and len(step.targets) == 1:  # an update from what they hold
-                reference = self.params[self._index(step.targets)]
+                reference = self.params[self.where(step.targets)]
                 if self.messages.on("downlink"):
-                    reference = self.slot(DOWNLOADED)[self._index(step.sources)]
+                    reference = self.slot(DOWNLOADED)[self.where(step.sources)]
             sources = self.sent(sources, step.sources, link, round_idx, reference)
         return self._combined(step, sources)
 
@@ -183,7 +215,7 @@ class LocalBackend:
         aggregator where it averages several models."""
 
         def own() -> torch.Tensor:
-            return self.params[self._index(step.targets)]
+            return self.params[self.where(step.targets)]
 
         layout, num_nodes, finish = self.task.layout, self.num_nodes, self._finish
         return combined_average(step, sources, own, self.aggregator, layout, num_nodes, finish)
@@ -194,7 +226,7 @@ class LocalBackend:
 
     def _write(self, step: Average, average: torch.Tensor) -> None:
         """The targets become the average, or move towards it by the step's server update."""
-        targets, rows = self._index(step.targets), self.slot(step.written)
+        targets, rows = self.where(step.targets), self.slot(step.written)
         if step.update is not None:
             average = server_step(
                 step.update, rows[targets], average, self.server_states, step.written
@@ -365,7 +397,7 @@ class LocalBackend:
         return combined
 
     def _push(self, step: Push, round_idx: int) -> None:
-        sent = self.params[self._index(step.sources)]
+        sent = self.params[self.where(step.sources)]
         if self.messages:
             sent = self.sent(sent, step.sources, "d2d", round_idx)
         self.buffer_rows(sent, step.targets, step.weights)
@@ -379,7 +411,7 @@ class LocalBackend:
                 "weight": self.params.new_zeros(num_rows),
                 "variance": self.params.new_zeros(num_rows, len(self.corrected)),
             }
-        weights, targets = self._tensor(weights), self._index(targets)
+        weights, targets = self._tensor(weights), self.where(targets)
         self.buffer["sum"].index_add_(0, targets, sent * weights[:, None])
         self.buffer["weight"].index_add_(0, targets, weights)
         if self.aggregator.corrects:
@@ -392,7 +424,7 @@ class LocalBackend:
             "a Merge step keeps only the weighted sum of what a node received, which an "
             "aggregator that combines the models themselves cannot use",
         )
-        nodes, buffer = self._index(step.nodes), self.buffer
+        nodes, buffer = self.where(step.nodes), self.buffer
         check(
             buffer is not None and bool((buffer["weight"][nodes] > 0).all()),
             "a Merge step names a node whose buffer is empty",
@@ -435,6 +467,57 @@ class LocalBackend:
     def _index(self, rows: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(rows, dtype=torch.int64, device=self.params.device)
 
+    def where(self, rows: np.ndarray) -> torch.Tensor:
+        """Where the rows ``rows`` lie in the tensors: there, unless rows are on demand."""
+        return self._index(rows if self.pool is None else self.pool.physical(rows))
+
+    def admit(self, rows: np.ndarray) -> None:
+        """With rows on demand, hold ``rows`` (releasing the rows neither used nor kept): new
+        ones start as the full layout's would, with their initial models and zero states."""
+        capacity = self.pool.capacity
+        new, slots = self.pool.admit(rows)
+        if self.pool.capacity != capacity:
+            self._resize(capacity, self.pool.capacity)
+        if not len(new):
+            return
+        index = self._index(slots)
+        self.params[index] = self.task.initial_models(self._global(new))
+        rows_held = [*self.optimizer_state.values(), *self.slots.values()]
+        for held in rows_held + list((self.buffer or {}).values()):
+            held[index] = 0
+
+    def keep(self, nodes: np.ndarray | None) -> None:
+        """The nodes whose rows the strategy keeps after this round (rows on demand only;
+        of a shard, those among its rows)."""
+        if self.pool is None or nodes is None:
+            return
+        nodes = np.asarray(nodes, dtype=np.int64)
+        if self.row_ids is not None:
+            position = np.searchsorted(self.row_ids, nodes).clip(max=len(self.row_ids) - 1)
+            nodes = position[self.row_ids[position] == nodes]
+        self.pool.keep(nodes)
+
+    def held_nodes(self) -> np.ndarray | None:
+        """The nodes that have rows now (None: every node)."""
+        return None if self.pool is None else self._global(self.pool.nodes)
+
+    def _global(self, rows: np.ndarray) -> np.ndarray:
+        """The global ids of rows of this backend (a shard's are its ``row_ids``)."""
+        return rows if self.row_ids is None else self.row_ids[rows]
+
+    def _resize(self, capacity: int, grown: int) -> None:
+        """Give the tensors of rows ``grown`` node slots instead of ``capacity``."""
+        self.params = resized(self.params, capacity, grown)
+        self.optimizer_state = {
+            n: resized(r, capacity, grown) for n, r in self.optimizer_state.items()
+        }
+        self.slots = {name: resized(rows, capacity, grown) for name, rows in self.slots.items()}
+        if self.buffer is not None:
+            self.buffer = {
+                name: resized(rows, capacity, grown) for name, rows in self.buffer.items()
+            }
+        self._spare = None
+
     def _tensor(self, values: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(values, dtype=self.params.dtype, device=self.params.device)
 
@@ -443,14 +526,19 @@ class LocalBackend:
         keeps (or a fresh one) at the rates of the learning-rate schedule."""
         task, optimizer, schedule = self.task, self.task.optimizer, self.task.lr_schedule
         nodes = torch.as_tensor(step.nodes, dtype=torch.int64, device=self.params.device)
+        physical = step.nodes if self.pool is None else self.pool.physical(step.nodes)
         size = max(1, len(nodes) if self.chunk_size == "auto" else self.chunk_size)
-        consecutive = len(step.nodes) > 1 and bool(np.all(np.diff(step.nodes) == 1))
+        consecutive = len(physical) > 1 and bool(np.all(np.diff(physical) == 1))
         for start in range(0, len(nodes), size):
             chunk = nodes[start : start + size]
             work = step.only(slice(start, start + size))
             # consecutive rows train in place, as views; others as gathered copies
-            first = int(step.nodes[start])
-            rows = slice(first, first + len(chunk)) if consecutive else chunk
+            first = int(physical[start])
+            rows = (
+                slice(first, first + len(chunk))
+                if consecutive
+                else self._index(physical[start : start + size])
+            )
             params = self.params[rows]
             state = (
                 optimizer.init(params)
@@ -533,10 +621,15 @@ class LocalBackend:
             "slots": _copy(self.slots),
             "factor_sum": self.factor_sum.numpy().copy(),
             "factor_count": self.factor_count,
+            "pool": None if self.pool is None else self.pool.state(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from a :meth:`state`."""
+        if self.pool is not None and state.get("pool") is not None:
+            capacity = self.pool.capacity
+            self.pool.restore(state["pool"])
+            self._resize(capacity, self.pool.capacity)
         self.params.copy_(state["params"])
         self.factor_sum.copy_(torch.from_numpy(np.asarray(state["factor_sum"])))
         self.factor_count = int(state["factor_count"])
@@ -566,15 +659,23 @@ class LocalBackend:
 
     def rows(self, rows: np.ndarray | slice) -> torch.Tensor:
         """A copy of the given rows of the parameter tensor."""
-        return self.params[rows].clone()
+        if self.pool is None:
+            return self.params[rows].clone()
+        if isinstance(rows, slice):
+            rows = np.arange(self.num_rows)[rows]
+        return self.params[self.where(rows)]
 
     def node_mean(self, num_nodes: int, nodes: np.ndarray | None = None) -> torch.Tensor:
         """The average of the node rows (the consensus model), or of ``nodes``' rows."""
         return self._nodes(num_nodes, nodes).mean(dim=0)
 
     def _nodes(self, num_nodes: int, nodes: np.ndarray | None) -> torch.Tensor:
-        """The first ``num_nodes`` rows (a view), or a copy of ``nodes``' rows."""
-        return self.params[:num_nodes] if nodes is None else self.params[self._index(nodes)]
+        """The first ``num_nodes`` rows (a view; with rows on demand, a copy of the held ones),
+        or a copy of ``nodes``' rows."""
+        if self.pool is not None:
+            held = self.pool.nodes[self.pool.nodes < num_nodes]
+            nodes = held if nodes is None else np.intersect1d(nodes, held)
+        return self.params[:num_nodes] if nodes is None else self.params[self.where(nodes)]
 
     def all_finite(self) -> bool:
         """Whether every parameter is finite: a finite sum says so in one pass without a copy

@@ -20,6 +20,7 @@ import torch
 from fedsim.aggregators import Aggregator, Mean
 from fedsim.backends.base import combined_average, one_each, rebased
 from fedsim.backends.local import check_plain_gossip, check_training_settings
+from fedsim.backends.pool import check_rows_setting, rows_used
 from fedsim.backends.ray_local import init_local_ray
 from fedsim.backends.shard import Shard, average_of, package_directory
 from fedsim.errors import RunError, check
@@ -46,8 +47,9 @@ class RayBackend:
     address:
         None starts a local Ray that listens on 127.0.0.1 only (dashboard off, quiet);
         ``auto`` or ``ray://host:port`` joins an existing cluster.
-    chunk_size, vectorise:
-        As for the local backend, inside each actor.
+    chunk_size, vectorise, rows:
+        As for the local backend, inside each actor (with rows on demand each shard holds
+        the rows its nodes use).
 
     Message transforms (attack, compression) run here, in the driver, as in the local
     backend: a step's sent rows and their senders' states are gathered from the shards,
@@ -62,7 +64,10 @@ class RayBackend:
         address: str | None = None,
         chunk_size: int | str = 256,
         vectorise: bool | str = "auto",
+        rows: str = "all",
     ) -> None:
+        check_rows_setting(rows)
+        self.on_demand = rows
         check(num_actors >= 1, f"backend.num_actors={num_actors} must be >= 1")
         check(cpus_per_actor > 0, f"backend.cpus_per_actor={cpus_per_actor} must be > 0")
         check(gpus_per_actor >= 0, f"backend.gpus_per_actor={gpus_per_actor} must be >= 0")
@@ -86,8 +91,10 @@ class RayBackend:
         aggregator: Aggregator | None = None,
         topology: Topology | None = None,
         messages: MessageTransforms | None = None,
+        held: np.ndarray | None = None,
     ) -> None:
-        """Start Ray if needed, cut the rows into shards and give each actor its rows."""
+        """Start Ray if needed, cut the rows into shards and give each actor its rows (with
+        rows on demand, only the servers' at first: ``held`` as for the local backend)."""
         import ray
 
         self._ray = ray
@@ -124,14 +131,15 @@ class RayBackend:
             self.owner[rows] = index
         actor = ray.remote(num_cpus=self.cpus_per_actor, num_gpus=self.gpus_per_actor)(Shard)
         threads = max(1, int(self.cpus_per_actor))
-        self.actors = [actor.remote(self.chunk_size, self.vectorise, threads) for _ in self.shards]
+        self.pooled = self.on_demand == "on_demand" and held is not None
+        options = (self.chunk_size, self.vectorise, threads, self.on_demand)
+        self.actors = [actor.remote(*options) for _ in self.shards]
         if self.address is None:
             self._check_same_code()
-        initial = task.initial_rows(num_rows).cpu().numpy()
         device = "cuda" if self.gpus_per_actor > 0 else "cpu"  # the actor's, not the driver's
         self._wait(
             [
-                (i, a.start.remote(task.to("cpu"), rows, initial[rows], self.aggregator, device))
+                (i, a.start.remote(task.to("cpu"), rows, self.aggregator, device, held))
                 for i, (a, rows) in enumerate(zip(self.actors, self.shards, strict=True))
             ]
         )
@@ -185,6 +193,11 @@ class RayBackend:
 
     def execute(self, plan: RoundPlan, round_idx: int) -> None:
         """Run the plan's steps in order, each on all shards at once."""
+        if self.pooled:  # every shard: its rows the plan uses, releasing the others
+            used = rows_used(plan)
+            owners = self.owner[used]
+            admit = [a.admit.remote(used[owners == i]) for i, a in enumerate(self.actors)]
+            self._wait(list(enumerate(admit)))
         for index, step in enumerate(plan.steps):
             self.step_index = index  # keys the randomness of the step's messages
             self._execute(step, round_idx)
@@ -488,6 +501,25 @@ class RayBackend:
             calls.append((index, push))
         self._wait(calls)
 
+    def keep(self, nodes: np.ndarray | None) -> None:
+        """The nodes whose rows the strategy keeps (rows on demand: each shard its own)."""
+        if self.pooled:
+            self._wait([(i, a.keep.remote(nodes)) for i, a in enumerate(self.actors)])
+
+    def held_nodes(self) -> np.ndarray | None:
+        """The nodes that have rows now, on any shard (None: every node)."""
+        if not self.pooled:
+            return None
+        parts = self._wait([(i, a.held_nodes.remote()) for i, a in enumerate(self.actors)])
+        return np.sort(np.concatenate(parts))
+
+    def _nodes(self, num_nodes: int, nodes: np.ndarray | None) -> np.ndarray:
+        """``nodes``, or every node; with rows on demand, of those the nodes held."""
+        held = self.held_nodes()
+        if held is None:
+            return np.arange(num_nodes) if nodes is None else nodes
+        return held if nodes is None else np.intersect1d(nodes, held)
+
     # --- reading rows --------------------------------------------------------------------
 
     def rows(self, rows: np.ndarray | slice, slot: str = "params") -> torch.Tensor:
@@ -503,7 +535,7 @@ class RayBackend:
 
     def node_mean(self, num_nodes: int, nodes: np.ndarray | None = None) -> torch.Tensor:
         """The average of the node rows, or of ``nodes``' rows."""
-        nodes = np.arange(num_nodes) if nodes is None else nodes
+        nodes = self._nodes(num_nodes, nodes)
         return torch.from_numpy(self._mean_offset(nodes, None))
 
     def _mean_offset(self, nodes: np.ndarray, shift: np.ndarray | None) -> np.ndarray:
@@ -522,7 +554,7 @@ class RayBackend:
 
         The average is taken about the first one's model, so that equal models give exactly 0.
         """
-        nodes = np.arange(num_nodes) if nodes is None else nodes
+        nodes = self._nodes(num_nodes, nodes)
         reference = self.rows(nodes[:1])[0].numpy()
         mean = reference + self._mean_offset(nodes, reference)
         parts = self._wait(
@@ -565,6 +597,9 @@ class RayBackend:
             "shard_factor_sums": [state["factor_sum"] for state in states],
             "shard_factor_counts": [int(state["factor_count"]) for state in states],
         }
+        if self.pooled:
+            merged["local_steps"] = self._gather([state["local_steps"] for state in states])
+            return {**merged, **self._pooled_state(states)}
         for key in ("params", "local_steps"):
             merged[key] = self._gather([state[key] for state in states])
         merged["optimizer"] = self._gather_named([state["optimizer"] for state in states])
@@ -574,6 +609,74 @@ class RayBackend:
         )
         merged["slots"] = self._gather_named([state["slots"] for state in states])
         return merged
+
+    def _pooled_state(self, states: list[dict[str, Any]]) -> dict[str, Any]:
+        """The shards' held rows as the local backend holds rows on demand (so either backend
+        resumes from it): the held nodes, sorted, in slots 0, 1, ..., then the servers."""
+        nodes, servers, node_slots, server_slots, kept = [], [], [], [], []
+        for rows, state in zip(self.shards, states, strict=True):
+            pool, node_rows = state["pool"], int(np.count_nonzero(rows < self.num_nodes))
+            nodes.append(rows[pool["nodes"]])
+            kept.append(rows[pool["kept"]])
+            servers.append(rows[node_rows:])
+            node_slots.append(torch.as_tensor(pool["slots"]))
+            server_slots.append(pool["capacity"] + torch.arange(len(rows) - node_rows))
+        by_node = torch.as_tensor(np.argsort(np.concatenate(nodes)))
+        by_server = torch.as_tensor(np.argsort(np.concatenate(servers)))
+
+        def gather(parts: list[torch.Tensor]) -> torch.Tensor:
+            held = torch.cat([part[at] for part, at in zip(parts, node_slots, strict=True)])
+            serving = torch.cat([part[at] for part, at in zip(parts, server_slots, strict=True)])
+            return torch.cat([held[by_node], serving[by_server]])
+
+        def gather_named(key: str) -> dict[str, torch.Tensor] | None:
+            parts = [state[key] or {} for state in states]
+            shapes = {name: value.shape[1:] for part in parts for name, value in part.items()}
+            if key == "buffer" and not shapes:
+                return None
+            return {
+                name: gather(
+                    [
+                        part.get(name, torch.zeros(len(state["params"]), *shape))
+                        for part, state in zip(parts, states, strict=True)
+                    ]
+                )
+                for name, shape in shapes.items()
+            }
+
+        held = len(by_node)
+        return {
+            "params": gather([state["params"] for state in states]),
+            "optimizer": gather_named("optimizer"),
+            "buffer": gather_named("buffer"),
+            "slots": gather_named("slots"),
+            "pool": {
+                "nodes": np.sort(np.concatenate(nodes)),
+                "slots": np.arange(held),
+                "kept": np.sort(np.concatenate(kept)),
+                "capacity": held,
+            },
+        }
+
+    def _pooled_part(
+        self, pool: dict[str, Any], index: int, rows: np.ndarray
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Shard ``index``'s part of a saved state with rows on demand (:meth:`_pooled_state`):
+        where its held nodes' and servers' rows lie there, and its own pool."""
+        nodes, kept = np.asarray(pool["nodes"]), np.asarray(pool["kept"])
+        mine = self.owner[nodes] == index
+        servers = rows[rows >= self.num_nodes]
+        physical = np.concatenate(
+            [np.asarray(pool["slots"])[mine], pool["capacity"] + servers - self.num_nodes]
+        )
+        held = int(mine.sum())
+        own = {
+            "nodes": np.searchsorted(rows, nodes[mine]),
+            "slots": np.arange(held),
+            "kept": np.searchsorted(rows, kept[self.owner[kept] == index]),
+            "capacity": held,
+        }
+        return torch.as_tensor(physical), own
 
     def _gather_named(self, parts: list[dict[str, torch.Tensor] | None]) -> dict[str, Any]:
         """Named tensors gathered from the shards, zero where a shard has none of a name."""
@@ -617,19 +720,21 @@ class RayBackend:
             optimizer = {} if momentum is None else {"momentum": momentum}
         calls = []
         for index, rows in enumerate(self.shards):
-            index_rows = torch.as_tensor(rows)
+            index_rows, pool = torch.as_tensor(rows), None
+            at = index_rows  # where the shard's rows lie in the saved tensors
+            if state.get("pool") is not None:
+                at, pool = self._pooled_part(state["pool"], index, rows)
             part = {
-                "params": state["params"][index_rows],
-                "optimizer": {name: value[index_rows] for name, value in optimizer.items()},
+                "params": state["params"][at],
+                "optimizer": {name: value[at] for name, value in optimizer.items()},
                 "local_steps": None if local_steps is None else local_steps[index_rows],
                 "buffer": None
                 if state["buffer"] is None
-                else {name: value[index_rows] for name, value in state["buffer"].items()},
-                "slots": {
-                    name: value[index_rows] for name, value in state.get("slots", {}).items()
-                },
+                else {name: value[at] for name, value in state["buffer"].items()},
+                "slots": {name: value[at] for name, value in state.get("slots", {}).items()},
                 "factor_sum": sums[index],
                 "factor_count": counts[index],
+                "pool": pool,
             }
             calls.append((index, self.actors[index].restore.remote(part)))
         self._wait(calls)

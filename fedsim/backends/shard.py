@@ -22,24 +22,25 @@ from fedsim.task import Task
 class Shard:
     """The rows ``rows`` (global ids, sorted) of the federation, held by one actor."""
 
-    def __init__(self, chunk_size: int | str, vectorise: bool | str, threads: int) -> None:
+    def __init__(
+        self, chunk_size: int | str, vectorise: bool | str, threads: int, rows: str = "all"
+    ) -> None:
         torch.set_num_threads(threads)
-        self.backend = LocalBackend(chunk_size=chunk_size, vectorise=vectorise)
+        self.backend = LocalBackend(chunk_size=chunk_size, vectorise=vectorise, rows=rows)
 
     def start(
         self,
         task: Task,
         rows: np.ndarray,
-        initial: np.ndarray,
         aggregator: Aggregator,
         device: str = "cpu",
+        held: np.ndarray | None = None,
     ) -> None:
-        """Hold ``rows`` with their ``initial`` models on ``device`` ("cuda" is the GPU that
-        Ray gave this actor: it makes only that one visible)."""
+        """Hold ``rows`` with their initial models on ``device`` ("cuda" is the GPU that Ray
+        gave this actor: it makes only that one visible); ``held`` as for
+        :meth:`LocalBackend.start` (rows on demand where the strategy allows them)."""
         self.rows = rows
-        self.backend.start(task.to(device), len(rows), aggregator)
-        self.backend.params.copy_(torch.from_numpy(initial))
-        self.backend.node_ids = torch.as_tensor(rows, device=self.backend.params.device)
+        self.backend.start(task.to(device), len(rows), aggregator, held=held, row_ids=rows)
 
     def package(self) -> str:
         """Where this actor imported fedsim from."""
@@ -52,7 +53,7 @@ class Shard:
     def get(self, rows: np.ndarray, slot: str = "params") -> np.ndarray:
         """Copies of global ``rows`` (of ``slot``) as a float32 array (what other shards
         receive)."""
-        return self.backend.slot(slot)[torch.as_tensor(self.local(rows))].cpu().numpy()
+        return self.backend.slot(slot)[self.backend.where(self.local(rows))].cpu().numpy()
 
     def train(self, nodes: np.ndarray, step: Train, round_idx: int) -> None:
         self.backend.train(replace(step, nodes=self.local(nodes)), round_idx)
@@ -74,7 +75,7 @@ class Shard:
         send is their replicas (already written here).  ``step_size`` as for
         :meth:`LocalBackend.mix`; a ``payload`` other than the parameters (a per-row
         state) is mixed by plain W."""
-        index = torch.as_tensor(self.local(rows), device=self.backend.params.device)
+        index = self.backend.where(self.local(rows))
         own = self.backend.slot(payload)[index]
         received = [torch.from_numpy(part).to(own.device) for part in foreign]
         stacked, rewritten = torch.cat([own, *received]), None
@@ -100,7 +101,7 @@ class Shard:
     ) -> tuple[Any, Any]:
         """``sum_k w_k X[sources_k]`` (of ``payload``) over the sources held here, and the sum
         of their per-tensor variances (for a correcting aggregator, of models only)."""
-        rows = self.backend.slot(payload)[torch.as_tensor(self.local(sources))]
+        rows = self.backend.slot(payload)[self.backend.where(self.local(sources))]
         weighted = self.backend.weighted_sum(weights, rows).cpu().numpy()
         variances = None
         if self.backend.aggregator.corrects and payload == "params":
@@ -110,7 +111,7 @@ class Shard:
 
     def write(self, targets: np.ndarray, row: np.ndarray, slot: str = "params") -> None:
         rows = self.backend.slot(slot)
-        rows[torch.as_tensor(self.local(targets))] = torch.from_numpy(row).to(rows.device)
+        rows[self.backend.where(self.local(targets))] = torch.from_numpy(row).to(rows.device)
 
     def push(self, targets: np.ndarray, weights: np.ndarray, *parts: np.ndarray) -> None:
         """Buffer the pushed models (``parts`` concatenated, in message order) at ``targets``."""
@@ -121,14 +122,25 @@ class Shard:
         self.backend.merge(Merge(self.local(nodes), self_weights))
 
     def sums(self, rows: np.ndarray, shift: np.ndarray | None = None) -> tuple[np.ndarray, int]:
-        held = self.backend.params[torch.as_tensor(self.local(rows))]
+        held = self.backend.params[self.backend.where(self.local(rows))]
         if shift is not None:
             held -= torch.from_numpy(shift).to(held.device)  # held is a copy (indexed rows)
         return held.sum(dim=0).cpu().numpy(), len(held)
 
     def squared_distance(self, rows: np.ndarray, mean: np.ndarray) -> float:
-        held = self.backend.params[torch.as_tensor(self.local(rows))]
+        held = self.backend.params[self.backend.where(self.local(rows))]
         return float((held - torch.from_numpy(mean).to(held.device)).pow(2).sum())
+
+    def admit(self, rows: np.ndarray) -> None:
+        """With rows on demand: hold global ``rows`` (all of this shard's), releasing the
+        rows neither used nor kept."""
+        self.backend.admit(self.local(rows))
+
+    def keep(self, nodes: np.ndarray | None) -> None:
+        self.backend.keep(nodes)
+
+    def held_nodes(self) -> np.ndarray | None:
+        return self.backend.held_nodes()
 
     def all_finite(self) -> bool:
         return self.backend.all_finite()

@@ -47,6 +47,7 @@ class Reporter:
         dataset = task.dataset
         self.evaluator = Evaluator(task.model, task.layout, dataset.test_x, dataset.test_y)
         self.num_nodes, self.honest, self.evaluate = federation.num_nodes, honest, evaluate
+        self.seed, self.eval_nodes = federation.seed, eval_nodes
         self.nodes = evaluated_nodes(federation, eval_nodes, honest)
         self.components = evaluated_components(federation, self.nodes)
 
@@ -69,28 +70,33 @@ class Reporter:
         the run started at (for ``wall_time_s``); ``counters`` the strategy's.
         """
         accuracy, loss = self.evaluator.model(global_model)
-        node_scores = self.evaluator.scores(backend.rows(self.nodes))
+        nodes = self.held(backend.held_nodes(), round_idx)
+        node_scores = self.evaluator.scores(backend.rows(nodes))
         node_accuracy, node_loss = (score.cpu().numpy() for score in node_scores)
-        individual = {}
+        individual, node_metrics = {}, {}
         if self.evaluate == "individual":
             individual = {"global_accuracy": accuracy, "global_loss": loss}
             accuracy, loss = float(node_accuracy.mean()), float(node_loss.mean())
+        if len(nodes):
+            node_metrics = {
+                "node_accuracy_mean": float(node_accuracy.mean()),
+                "node_accuracy_min": float(node_accuracy.min()),
+                "node_accuracy_max": float(node_accuracy.max()),
+                "consensus_distance": backend.consensus_distance(self.num_nodes, self.honest),
+            }
         metrics = {
             "sim_time_s": sim_time_s,
             "accuracy": accuracy,
             "loss": loss,
             **individual,
-            "node_accuracy_mean": float(node_accuracy.mean()),
-            "node_accuracy_min": float(node_accuracy.min()),
-            "node_accuracy_max": float(node_accuracy.max()),
-            "consensus_distance": backend.consensus_distance(self.num_nodes, self.honest),
+            **node_metrics,
             **traffic.metrics(),
             **traffic.compression_ratio(),
             **(messages.metrics() if messages is not None else {}),
             **{
                 f"component_{index}_accuracy": float(node_accuracy[positions].mean())
                 for index, positions in enumerate(self.components)
-                if len(positions)
+                if len(positions) and nodes is self.nodes
             },
             **{
                 f"correction_factor_{name}": factor
@@ -98,7 +104,7 @@ class Reporter:
             },
             "wall_time_s": time.perf_counter() - run_started,
         }
-        if self.honest is not None:  # the same statistics, named for what they are under attack
+        if self.honest is not None and len(nodes):  # the same, named for what they are under attack
             metrics["honest_node_accuracy_mean"] = metrics["node_accuracy_mean"]
             metrics["honest_node_accuracy_min"] = metrics["node_accuracy_min"]
         if privacy is not None:
@@ -107,14 +113,27 @@ class Reporter:
         metrics.update(counters or {})
         for name, value in metrics.items():
             recorder.add(round_idx, name, value)
-        recorder.extend(round_idx, "node_accuracy", node_accuracy, nodes=self.nodes)
+        recorder.extend(round_idx, "node_accuracy", node_accuracy, nodes=nodes)
         if round_idx == 0 and self.honest is not None:
             byzantine = np.setdiff1d(np.arange(self.num_nodes), self.honest)
             recorder.extend(round_idx, "byzantine", np.ones(len(byzantine)), nodes=byzantine)
-        for name, values in traffic.node_metrics(self.nodes).items():
-            recorder.extend(round_idx, name, values, nodes=self.nodes)
+        for name, values in traffic.node_metrics(nodes).items():
+            recorder.extend(round_idx, name, values, nodes=nodes)
         recorder.flush()
         return metrics
+
+    def held(self, held: np.ndarray | None, round_idx: int) -> np.ndarray:
+        """The nodes whose own models are evaluated: the fixed sample where every node has a
+        row (``held`` None); with rows on demand, at most ``eval_nodes`` of the (honest)
+        nodes that hold one now, drawn from (seed, round)."""
+        if held is None:
+            return self.nodes
+        if self.honest is not None:
+            held = np.intersect1d(held, self.honest)
+        if len(held) <= self.eval_nodes:
+            return held
+        generator = rng.generator(self.seed, rng.EVALUATION, round_idx)
+        return np.sort(generator.choice(held, self.eval_nodes, replace=False))
 
 
 def evaluated_nodes(

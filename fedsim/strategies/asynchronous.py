@@ -152,6 +152,12 @@ class AsynchronousServer(Strategy):
         self.now = events.time
         return RoundPlan(tuple(steps), finished_at=events.time, stalled=events.stalled)
 
+    def held_nodes(self) -> np.ndarray | None:
+        """The clients training now (their models in flight), with a fresh optimizer each."""
+        if not self.fresh_optimizer:
+            return None
+        return np.array(sorted(task.client for task in self.tasks), dtype=np.int64)
+
     def local_training(self, clients: np.ndarray) -> Train:
         """What the clients do with the model they downloaded."""
         return Train(

@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
+
 from fedsim.errors import check
 from fedsim.federation import Federation
 from fedsim.plans import RoundPlan
@@ -51,6 +53,15 @@ class Strategy(ABC):
     def global_model_row(self, num_nodes: int) -> int | None:
         """The row that holds the model to evaluate, or None for the nodes' average."""
         return num_nodes if self.server_holds_global_model else None
+
+    def held_nodes(self) -> np.ndarray | None:
+        """The nodes whose rows (models and states) must outlive the round just planned, or
+        None where every node keeps its row between rounds, as decentralized nodes keep
+        their models (the default).  A strategy whose clients hold nothing between rounds
+        returns the ones still in flight (none, in synchronous FL); with
+        ``backend.rows=on_demand`` the backend then holds a row only for the nodes a round
+        uses and these (fedsim.backends.pool)."""
+        return None
 
     def counters(self) -> dict[str, float]:
         """What it counts of the run so far (recorded at each evaluation; none by default)."""

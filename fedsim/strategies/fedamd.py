@@ -212,6 +212,10 @@ class FedAMD(FedAvg):
         self.server_optimizer = None if server_lr == 1 else ServerMomentum(server_lr, 0.0)
         self.roles = {"anchors": 0.0, "miners": 0.0, "gradient_samples": 0.0}
 
+    def held_nodes(self) -> None:
+        """Every client keeps its last gradient (and a miner its SARAH state)."""
+        return None
+
     def validate(self, federation: Federation) -> None:
         super().validate(federation)
         check(

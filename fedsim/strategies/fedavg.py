@@ -132,6 +132,11 @@ class FedAvg(Strategy):
         self.updates["updates_dropped"] += len(sampled) - len(first)
         return np.sort(sampled[first])
 
+    def held_nodes(self) -> np.ndarray | None:
+        """None when clients keep their optimizer state; else a client holds nothing between
+        rounds: it starts from the downloaded model with a fresh optimizer."""
+        return np.empty(0, np.int64) if self.fresh_optimizer else None
+
     def counters(self) -> dict[str, float]:
         return dict(self.updates) if self.drops_stragglers else {}
 

@@ -106,6 +106,10 @@ class Scaffold(FedAvg):
         self.assumes_sgd = option == 2  # fedsim.build refuses other local optimizers
         self.server_optimizer = None if server_lr == 1 else ServerMomentum(server_lr, 0.0)
 
+    def held_nodes(self) -> None:
+        """Every client keeps its control variate between rounds."""
+        return None
+
     def validate(self, federation: Federation) -> None:
         super().validate(federation)
         check(

@@ -101,9 +101,9 @@ class LocalSteps:
     """
 
     def __init__(self, num_examples: np.ndarray, batch_size: int) -> None:
-        self.num_examples = np.asarray(num_examples, dtype=np.int64)
-        self.steps_per_epoch = -(-self.num_examples // batch_size)
-        self.steps = np.zeros(len(self.num_examples), dtype=np.int64)
+        self.num_examples, self.batch_size = np.asarray(num_examples), batch_size
+        self.steps = np.zeros(len(self.num_examples), dtype=np.int64)  # 8 bytes per node
+        self.total, self.most = 0, 0
 
     def account(self, plan: RoundPlan) -> None:
         """Count one round's training."""
@@ -112,20 +112,25 @@ class LocalSteps:
             if training is None:
                 continue
             nodes = np.asarray(training.nodes, dtype=np.int64)
+            examples = self.num_examples[nodes].astype(np.int64)
             if training.epochs is not None:
-                taken = np.asarray(training.epochs) * self.steps_per_epoch[nodes]
+                taken = np.asarray(training.epochs) * -(-examples // self.batch_size)
             else:
-                taken = np.where(self.num_examples[nodes] > 0, np.asarray(training.steps), 0)
-            np.add.at(self.steps, nodes, np.broadcast_to(taken, nodes.shape).astype(np.int64))
+                taken = np.where(examples > 0, np.asarray(training.steps), 0)
+            taken = np.broadcast_to(taken, nodes.shape).astype(np.int64)
+            np.add.at(self.steps, nodes, taken)
+            self.total += int(taken.sum())
+            if len(nodes):
+                self.most = max(self.most, int(self.steps[nodes].max()))
 
     @property
     def mean(self) -> float:
         """Steps per node: all nodes' steps over the number of nodes."""
-        return float(self.steps.mean()) if len(self.steps) else 0.0
+        return self.total / len(self.steps) if len(self.steps) else 0.0
 
     def metrics(self) -> dict[str, float]:
         """``local_steps`` (the mean per node) and ``local_steps_max_node``, cumulative."""
-        return {"local_steps": self.mean, "local_steps_max_node": float(self.steps.max())}
+        return {"local_steps": self.mean, "local_steps_max_node": float(self.most)}
 
     def state(self) -> dict[str, Any]:
         return {"local_steps": self.steps.copy()}
@@ -134,6 +139,7 @@ class LocalSteps:
         """Continue from a :meth:`state` (a checkpoint from before steps were counted: 0)."""
         saved = state.get("local_steps")
         self.steps = np.zeros_like(self.steps) if saved is None else np.asarray(saved).copy()
+        self.total, self.most = int(self.steps.sum()), int(self.steps.max(initial=0))
 
 
 def mixed_units_warning(jobs: Iterable[tuple[str, str, Budget]]) -> str | None:

@@ -32,6 +32,7 @@ from fedsim.memory import (
 )
 from fedsim.messages import LINKS, MessageTransforms
 from fedsim.partitions import label_histograms
+from fedsim.partitions.population import PopulationData
 from fedsim.plans import RoundPlan
 from fedsim.privacy import Privacy
 from fedsim.simulated.churn import Churn
@@ -59,9 +60,11 @@ def build_simulation(cfg: DictConfig) -> Simulation:
     dataset = instantiate(cfg.data)
     partition = instantiate(cfg.partition)
     check(
-        cfg.num_nodes <= len(dataset.train_y),
+        cfg.num_nodes <= len(dataset.train_y) or _choice(cfg.partition).startswith("population_"),
         f"num_nodes={cfg.num_nodes} exceeds the {len(dataset.train_y)} training examples of "
-        f"data={dataset.name}; lower num_nodes or raise data.tile",
+        f"data={dataset.name}; lower num_nodes, raise data.tile, or draw a population of "
+        "clients from the data set (partition=population_iid|population_dirichlet|"
+        "population_classes)",
     )
     needs_components = "components" in inspect.signature(partition).parameters
     # Partition first when it can: it refuses impossible node counts before a graph is built.
@@ -77,9 +80,13 @@ def build_simulation(cfg: DictConfig) -> Simulation:
         shards = partition(**_partition_inputs(partition, dataset, topology, cfg))
     privacy = instantiate(cfg.privacy)
     messages = _message_transforms(cfg, cfg.num_nodes, privacy)
-    trained, trained_shards = _training_data(messages, dataset, shards)
-    node_data = NodeData.from_shards(trained_shards, device)
-    histograms = label_histograms(dataset.train_y.numpy(), shards, dataset.num_classes)
+    if isinstance(shards, PopulationData):  # derived per client on demand, never unpacked
+        _check_population(cfg, messages)
+        trained, node_data, histograms = dataset, shards.to(device), None
+    else:
+        trained, trained_shards = _training_data(messages, dataset, shards)
+        node_data = NodeData.from_shards(trained_shards, device)
+        histograms = label_histograms(dataset.train_y.numpy(), shards, dataset.num_classes)
     federation = Federation(
         cfg.num_nodes,
         cfg.seed,
@@ -309,6 +316,22 @@ def _memory_estimate(
     if budget is not None:
         estimate = estimate.with_chunk_size(choose_chunk_size(estimate, budget))
     return estimate
+
+
+def _check_population(cfg: DictConfig, messages: MessageTransforms) -> None:
+    """A population's clients are derived on demand: nothing may read all of them."""
+    check(
+        not any(isinstance(step, Attack) and step.poisons_data for step in messages.chain),
+        f"attack={_choice(cfg.attack)} poisons its nodes' data, which a population "
+        f"(partition={_choice(cfg.partition)}) derives per client on demand; use a partition "
+        "that is not population_*",
+    )
+    check(
+        not instantiate(cfg.aggregator).weighs_clients,
+        f"aggregator={_choice(cfg.aggregator)} weighs clients by their label histograms, which "
+        f"a population (partition={_choice(cfg.partition)}) does not build; use a partition "
+        "that is not population_*",
+    )
 
 
 def _rows_on_demand(strategy: Strategy, federation: Federation) -> int | None:

@@ -400,7 +400,7 @@ def _training_bytes(
     state = optimizer.state_rows
     copies = 3 + 2 * vectorised + state + optimizer.step_temporaries
     activations = optimizer.batch_size * activations_per_example * FLOAT_BYTES
-    counts = [int(count) for count in task.node_data.num_examples]
+    counts = task.node_data.num_examples
     schedule = max(
         [schedule_bytes(counts, optimizer.batch_size, s.most_epochs, s.most_steps) for s in trains],
         default=0,
@@ -484,8 +484,7 @@ def _communication_bytes(
 def _data_bytes(task: Task) -> int:
     dataset, node_data = task.dataset, task.node_data
     tensors = [dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y]
-    tensors += [node_data.table, node_data.counts]
-    return sum(tensor.nelement() * tensor.element_size() for tensor in tensors)
+    return sum(tensor.nelement() * tensor.element_size() for tensor in tensors) + node_data.nbytes
 
 
 def resident_memory() -> int:
@@ -553,12 +552,12 @@ def schedule_bytes(
     ``counts`` are every node's numbers of examples: a chunk's schedule is as wide as its
     largest node, and in ``steps`` mode takes as many epochs as its smallest needs.
     """
-    counts = list(counts)
-    width = max(1, max(counts, default=1))
+    counts = np.asarray(list(counts) if not isinstance(counts, np.ndarray) else counts)
+    width = max(1, int(counts.max(initial=1)))
     if epochs is not None:
         num_epochs, num_steps = epochs, epochs * math.ceil(width / batch_size)
     else:
-        smallest = min((count for count in counts if count > 0), default=1)
+        smallest = int(counts[counts > 0].min(initial=width)) if len(counts) else 1
         num_steps = steps or 0
         num_epochs = math.ceil(num_steps / math.ceil(smallest / batch_size))
     return (

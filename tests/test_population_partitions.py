@@ -19,7 +19,7 @@ from fedsim.partitions import (
     population_dirichlet,
     population_iid,
 )
-from fedsim.partitions.population import _SIZE_CHUNK, _log_gamma, client_sizes
+from fedsim.partitions.population import _SIZE_CHUNK, PopulationData, _log_gamma, client_sizes
 from fedsim.task import Task
 from fedsim.training.schedule import NodeData, local_batches
 from fedsim.training.sgd import SGD
@@ -176,13 +176,29 @@ def test_a_cohorts_indices_cost_its_size_not_the_populations(scheme):
     assert huge.indices(far).shape == (2, 20) and len(huge[10**12 - 1]) == 20
 
 
-def test_the_build_trains_on_the_population_it_derives():
-    """Until the build takes a population as it is, it packs its clients like any partition."""
+def test_the_build_keeps_a_population_as_it_derives_it():
     simulation = build_simulation(
         compose_config("partition=population_dirichlet", "num_nodes=12", "seed=3")
     )
-    population = population_dirichlet(LABELS, num_nodes=12, seed=3)
-    assert torch.equal(simulation.task.node_data.table, population.indices(torch.arange(12)))
+    node_data, nodes = simulation.task.node_data, torch.arange(12)
+    assert isinstance(node_data, PopulationData)  # never unpacked into a table
+    expected = population_dirichlet(LABELS, num_nodes=12, seed=3).indices(nodes)
+    assert torch.equal(node_data.indices(nodes), expected)
+    assert simulation.federation.label_histograms is None
+
+
+def test_a_population_may_outnumber_the_base_sets_examples():
+    simulation = build_simulation(compose_config("partition=population_iid", "num_nodes=5000"))
+    assert simulation.federation.num_nodes == 5000 > len(simulation.task.dataset.train_y)
+
+
+@pytest.mark.parametrize(
+    "setting, named",
+    [("attack=label_flip", "attack=LabelFlip"), ("aggregator=feddisco", "aggregator=FedDisco")],
+)
+def test_what_reads_every_clients_data_is_refused_for_a_population(setting, named):
+    with pytest.raises(ConfigError, match=f"{named} .*population"):
+        build_simulation(compose_config("partition=population_iid", "num_nodes=12", setting))
 
 
 def test_data_moves_to_a_device_whole():

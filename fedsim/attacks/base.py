@@ -20,10 +20,11 @@ class Attack(MessageTransform):
     (explicit ids), else ``fraction`` of the nodes rounded down, drawn from the seed.
     Subclasses give :meth:`forge`; an ``omniscient`` one reads the honest messages of the
     same step (all of them, in the local backend) before it forges.  A data-poisoning attack
-    gives :meth:`poison` instead (and acts on no link).
+    gives :meth:`poison` instead (and acts on no link), and says so in ``poisons_data``.
     """
 
     omniscient = False
+    poisons_data = False
 
     def __init__(self, fraction: float = 0.2, nodes: Sequence[int] | None = None) -> None:
         check(0 <= fraction < 1, f"attack.fraction={fraction} must be in [0, 1)")

@@ -21,6 +21,7 @@ class LabelFlip(Attack):
     """
 
     links: tuple[str, ...] = ()
+    poisons_data = True
 
     def poison(
         self, dataset: Dataset, shards: list[np.ndarray]

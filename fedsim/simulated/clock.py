@@ -24,7 +24,12 @@ if TYPE_CHECKING:
 
 
 class Clock:
-    """Per-row ready times, advanced plan by plan; ``now`` is the latest of them."""
+    """Per-row ready times, advanced plan by plan; ``now`` is the latest of them.
+
+    A plan costs time in the rows it moves, not in the population: a barrier (or a
+    protocol's own finishing time) raises a ``floor`` that every row's time is at least,
+    and ``now`` grows with the times written (8 bytes per row).
+    """
 
     def __init__(
         self, network: Network, num_rows: int, node_data: NodeData | Federation, batch_size: int
@@ -32,14 +37,20 @@ class Clock:
         """``node_data`` (or the federation) gives each node's number of examples."""
         self.network = network
         self.num_nodes = network.num_nodes
-        self.ready = np.zeros(num_rows, dtype=np.float64)
-        self.num_examples = node_data.num_examples.astype(np.float64)
+        self._ready = np.zeros(num_rows, dtype=np.float64)
+        self.floor = self.now = 0.0
+        self.num_examples = node_data.num_examples
         self.batch_size = batch_size
-        self.server_latency = np.median(network.site_latency, axis=1)[network.node_site]
+        self.site_latency = np.median(network.site_latency, axis=1)  # to a server, per site
 
     @property
-    def now(self) -> float:
-        return float(self.ready.max())
+    def ready(self) -> np.ndarray:
+        """Every row's ready time (a copy: O(rows))."""
+        return np.maximum(self._ready, self.floor)
+
+    def _raise_floor(self, time: float) -> None:
+        """Every row is ready at ``time`` at the earliest."""
+        self.floor = self.now = max(self.now, time)
 
     def advance(
         self,
@@ -52,33 +63,39 @@ class Clock:
         ``link_bytes[link]`` where it travels encoded); returns the simulated time at which
         the round completed."""
         if plan.finished_at is not None:
-            self.ready[:] = max(self.now, plan.finished_at)
+            self._raise_floor(plan.finished_at)
             return self.now
         for step in plan.steps:
             self._step(step, message_bytes, link_bytes or {})
         if barrier:
-            self.ready[:] = self.now
+            self._raise_floor(self.now)
         return self.now
+
+    def _times(self, rows: np.ndarray) -> np.ndarray:
+        """The ready times of ``rows``."""
+        return np.maximum(self._ready[rows], self.floor)
 
     def _step(self, step: Step, message_bytes: int, link_bytes: Mapping[str, int]) -> None:
         training = step.training()
         if training is not None:
-            nodes = np.asarray(training.nodes)
-            self.ready[nodes] += self.training_times(nodes, training.epochs, training.steps)
+            nodes = np.asarray(training.nodes, dtype=np.int64)
+            done = self._times(nodes) + self.training_times(nodes, training.epochs, training.steps)
+            self._ready[nodes] = done
+            self.now = max(self.now, float(done.max(initial=0.0)))
             return
         messages = step.messages(self.num_nodes)
         senders, receivers = messages.senders, messages.receivers
         size = link_bytes.get(messages.link, message_bytes) + messages.side_bytes
-        arrival = self.ready[senders] + self._transfer_times(senders, receivers, size)
-        ready = self.ready.copy()
-        np.maximum.at(ready, receivers, arrival)
-        self.ready = ready
+        arrival = self._times(senders) + self._transfer_times(senders, receivers, size)
+        self._ready[receivers] = self._times(receivers)
+        np.maximum.at(self._ready, receivers, arrival)
+        self.now = max(self.now, float(arrival.max(initial=0.0)))
 
     def training_times(
         self, nodes: np.ndarray, epochs: int | np.ndarray | None, steps: int | np.ndarray | None
     ) -> np.ndarray:
         """Seconds each of ``nodes`` computes for ``epochs`` epochs or ``steps`` steps."""
-        examples = self.num_examples[nodes]
+        examples = self.num_examples[nodes].astype(np.float64)
         steps_per_epoch = np.ceil(examples / self.batch_size)
         if epochs is not None:
             samples, steps = epochs * examples, epochs * steps_per_epoch
@@ -121,13 +138,16 @@ class Clock:
         ):
             with_server = (node_end < self.num_nodes) & (other_end >= self.num_nodes)
             nodes = node_end[with_server]
-            share = np.bincount(nodes, minlength=self.num_nodes)[nodes]
-            latency = self.server_latency[nodes] + self.network.access_latency[nodes]
+            _, where, count = np.unique(nodes, return_inverse=True, return_counts=True)
+            share = count[where]
+            site_latency = self.site_latency[self.network.node_site[nodes]]
+            latency = site_latency + self.network.access_latency[nodes]
             times[with_server] = latency + num_bytes * share / bandwidth[nodes]
         return times
 
     def state(self) -> dict[str, Any]:
-        return {"ready": self.ready.copy()}
+        return {"ready": self.ready}
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.ready = state["ready"].copy()
+        self._ready = state["ready"].copy()
+        self.floor, self.now = 0.0, float(self._ready.max(initial=0.0))

@@ -566,8 +566,7 @@ class LocalBackend:
                 params,
                 state,
                 batches,
-                task.dataset.train_x,
-                task.dataset.train_y,
+                *task.node_data.examples(task.dataset, ids),
                 rewrite,
                 rates,
             )
@@ -662,7 +661,7 @@ class LocalBackend:
         if self.pool is None:
             return self.params[rows].clone()
         if isinstance(rows, slice):
-            rows = np.arange(self.num_rows)[rows]
+            rows = np.arange(*rows.indices(self.num_rows))
         return self.params[self.where(rows)]
 
     def node_mean(self, num_nodes: int, nodes: np.ndarray | None = None) -> torch.Tensor:

@@ -525,7 +525,9 @@ class RayBackend:
     def rows(self, rows: np.ndarray | slice, slot: str = "params") -> torch.Tensor:
         """A copy of the given rows (of ``slot``, gathered from their shards), in the order
         asked."""
-        rows = np.arange(self.num_rows)[rows] if isinstance(rows, slice) else np.asarray(rows)
+        if isinstance(rows, slice):
+            rows = np.arange(*rows.indices(self.num_rows))
+        rows = np.asarray(rows)
         owners = self.owner[rows]
         calls = [(i, self.actors[i].get.remote(rows[owners == i], slot)) for i in np.unique(owners)]
         result = np.empty((len(rows), self.task.layout.size), dtype=np.float32)

@@ -19,13 +19,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol, overload
+from typing import TYPE_CHECKING, Protocol, overload
 
 import numpy as np
 import torch
 
 from fedsim import rng
 from fedsim.errors import check
+
+if TYPE_CHECKING:
+    from fedsim.data.datasets import Dataset
 
 LOGNORMAL = "lognormal"
 # Keys of fedsim.rng.uniform (its round slot) that keep a client's draws apart.
@@ -182,6 +185,10 @@ class PopulationData(Sequence):
         """The same population with its sizes and base set on ``device``."""
         base = self.scheme.base.to(device)
         return replace(self, counts=self.counts.to(device), scheme=replace(self.scheme, base=base))
+
+    def examples(self, dataset: Dataset, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The base set (the data set's train split), which the indices point into."""
+        return dataset.train_x, dataset.train_y
 
     def materialise(self) -> list[np.ndarray]:
         """One sorted int64 index array per client, as a materialised partitioner returns."""

@@ -9,12 +9,15 @@ epoch, position), so they do not depend on which other nodes are trained alongsi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 
 from fedsim import rng
+
+if TYPE_CHECKING:
+    from fedsim.data.datasets import Dataset
 
 
 class ExampleIndices(Protocol):
@@ -47,6 +50,12 @@ class ExampleIndices(Protocol):
 
     def to(self, device: torch.device | str) -> ExampleIndices:
         """The same data on ``device``."""
+        ...
+
+    def examples(self, dataset: Dataset, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The inputs and labels that :meth:`indices` of ``nodes`` point into: the data set's
+        train split, or the examples a population that generates its clients' data makes
+        for ``nodes``."""
         ...
 
 
@@ -91,6 +100,10 @@ class NodeData:
     def to(self, device: torch.device | str) -> NodeData:
         """The same table and counts on ``device``."""
         return type(self)(self.table.to(device), self.counts.to(device))
+
+    def examples(self, dataset: Dataset, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The data set's train split, which the indices point into."""
+        return dataset.train_x, dataset.train_y
 
 
 @dataclass(frozen=True)

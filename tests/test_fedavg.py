@@ -9,8 +9,10 @@ from helpers import (
     started_backend,
     zero_logreg_task,
 )
+from scipy import stats
 
 from fedsim.errors import ConfigError
+from fedsim.federation import Federation
 from fedsim.plans import Average, Train
 from fedsim.strategies import FedAvg
 
@@ -50,6 +52,18 @@ def test_sampling_is_uniform_without_replacement_and_seeded():
     counts = np.bincount(np.concatenate(samples), minlength=3) / 300
     np.testing.assert_allclose(counts, 2 / 3, atol=0.08)
     assert samples == [tuple(strategy.plan(r, federation).steps[1].nodes) for r in range(300)]
+
+
+def test_a_population_is_sampled_uniformly_in_time_of_the_cohort():
+    """Chi-square over 4,000 rounds of 5 of 40 clients; a billion clients sample as fast
+    (an O(population) draw would need gigabytes)."""
+    strategy, small = FedAvg(sample_size=5), Federation(40, 7, None, np.zeros(40))
+    drawn = np.concatenate([strategy.sample(r, small) for r in range(4000)])
+    assert stats.chisquare(np.bincount(drawn, minlength=40)).pvalue > 0.01
+    huge = Federation(10**9, 7, None, np.zeros(0))
+    cohort = strategy.sample(3, huge)
+    assert len(np.unique(cohort)) == 5 and cohort.max() < 10**9
+    assert np.array_equal(cohort, strategy.sample(3, huge))  # from (seed, round) alone
 
 
 def test_fraction_picks_a_share_of_nodes():

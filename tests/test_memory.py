@@ -73,8 +73,9 @@ def test_tiny_mlp_estimate_is_the_hand_count():
     assert (estimate.buffers, estimate.mixing, estimate.initialisation) == (0, 0, 0)
     assert estimate.bookkeeping == 4 * BOOKKEEPING_PER_NODE
     assert estimate.runtime == RUNTIME_BYTES  # vectorised: no torch.optim
-    # train x 8*4*4, train y 8*8, test x 2*4*4, test y 2*8; node table 3x3 int64, counts 3.
-    assert estimate.data == 128 + 64 + 32 + 16 + 72 + 24
+    # train x 8*4*4, train y 8*8, test x 2*4*4, test y 2*8; the nodes' 8 indices and a pad,
+    # 3 offsets and 3 counts, int64.
+    assert estimate.data == 128 + 64 + 32 + 16 + (8 + 1) * 8 + 3 * 8 + 3 * 8
     # Per example: input 4 (Flatten is a view of it), Linear 5, ReLU 5, Linear 3 (also the
     # Sequential's output): sum 17, largest 5; 3 x 17 + 2 x 5 = 61 floats, batch of 2.
     activations = 2 * 61 * 4
@@ -96,8 +97,8 @@ def test_tiny_mlp_estimate_is_the_hand_count():
     held = 8 * row + 4 * BOOKKEEPING_PER_NODE + RUNTIME_BYTES
     assert estimate.kept == 2 * estimate.training  # HEAP_FACTOR x training > evaluation
     assert estimate.transient == estimate.evaluation_rows
-    assert estimate.total == held + 336 + 2 * estimate.training + estimate.evaluation_rows
-    assert estimate.to_allocate == estimate.total - 336
+    assert estimate.total == held + estimate.data + 2 * estimate.training + estimate.evaluation_rows
+    assert estimate.to_allocate == estimate.total - estimate.data
     assert estimate.peak == estimate.resident + estimate.to_allocate
 
 

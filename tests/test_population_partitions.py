@@ -217,5 +217,7 @@ def test_data_moves_to_a_device_whole():
 
 def test_node_data_indices_are_its_table_rows():
     packed = NodeData.from_shards([np.arange(5), np.array([], dtype=np.int64), np.arange(9, 12)])
-    assert packed.width == 5 and packed.nbytes == 3 * 5 * 8 + 3 * 8
+    # an offset index: 8 examples and a pad, 3 offsets and 3 counts, int64
+    assert packed.width == 5 and packed.nbytes == (8 + 1) * 8 + 3 * 8 + 3 * 8
+    assert [list(node) for node in packed] == [[0, 1, 2, 3, 4], [], [9, 10, 11]]
     assert packed.indices(torch.tensor([2, 0])).tolist() == [[9, 10, 11, 0, 0], [0, 1, 2, 3, 4]]

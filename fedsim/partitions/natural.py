@@ -6,11 +6,12 @@ import numpy as np
 
 from fedsim import rng
 from fedsim.errors import ConfigError, check
+from fedsim.training.schedule import NodeData
 
 
 def natural(
     labels: np.ndarray, num_nodes: int, seed: int, *, owners: np.ndarray | None = None
-) -> list[np.ndarray]:
+) -> NodeData:
     """Split the data set by owner: the sorted owners, shuffled, are dealt out evenly.
 
     The LEAF split as MoDeST uses it (de Vos et al. 2023; Caldas et al. 2018, "LEAF: A
@@ -20,8 +21,9 @@ def natural(
 
     Returns
     -------
-    list of np.ndarray
-        One sorted int64 index array per node.
+    NodeData
+        An offset index (no array per node): as a sequence, one sorted int64 index array
+        per node.
     """
     if owners is None:
         raise ConfigError(
@@ -44,4 +46,4 @@ def natural(
     node_of_example = node_of_owner[owner_of_example.reshape(-1)]
     by_node = np.argsort(node_of_example, kind="stable")  # stable: indices stay sorted per node
     counts = np.bincount(node_of_example, minlength=num_nodes)
-    return [part.astype(np.int64) for part in np.split(by_node, np.cumsum(counts)[:-1])]
+    return NodeData.from_offsets(by_node, counts)

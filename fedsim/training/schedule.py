@@ -8,6 +8,7 @@ epoch, position), so they do not depend on which other nodes are trained alongsi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -60,23 +61,42 @@ class ExampleIndices(Protocol):
 
 
 @dataclass(frozen=True)
-class NodeData:
-    """Every node's example indices, padded into one table.
+class NodeData(Sequence):
+    """Every node's example indices, one node after another (an offset index).
 
-    ``table[i, :counts[i]]`` are the train-set indices held by node i; the rest is padding.
+    Node i holds the train-set indices ``flat[offsets[i] : offsets[i] + counts[i]]``: 8
+    bytes per example and 16 per node, however unequal the nodes (a padded table would take
+    the largest node's size for each).  :meth:`indices` pads a group of nodes' rows to
+    ``width``.  As a sequence it is the partition, one index array per node.
     """
 
-    table: torch.Tensor
+    flat: torch.Tensor
+    offsets: torch.Tensor
     counts: torch.Tensor
+    width: int
 
     @classmethod
-    def from_shards(cls, shards: list[np.ndarray], device: torch.device | str = "cpu") -> NodeData:
-        """Pack one index array per node."""
+    def from_shards(
+        cls, shards: Sequence[np.ndarray], device: torch.device | str = "cpu"
+    ) -> NodeData:
+        """Pack one index array per node (node data as they are)."""
+        if isinstance(shards, NodeData):
+            return shards.to(device)
         counts = np.array([len(shard) for shard in shards], dtype=np.int64)
-        table = np.zeros((len(shards), max(1, int(counts.max(initial=0)))), dtype=np.int64)
-        for node, shard in enumerate(shards):
-            table[node, : len(shard)] = shard
-        return cls(torch.as_tensor(table, device=device), torch.as_tensor(counts, device=device))
+        parts = [np.asarray(shard, dtype=np.int64) for shard in shards]
+        return cls.from_offsets(np.concatenate(parts or [np.empty(0, np.int64)]), counts, device)
+
+    @classmethod
+    def from_offsets(
+        cls, flat: np.ndarray, counts: np.ndarray, device: torch.device | str = "cpu"
+    ) -> NodeData:
+        """Node data from every node's indices one after another, ``counts`` per node."""
+        counts = np.asarray(counts, dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        flat = np.concatenate([np.asarray(flat, dtype=np.int64), [0]])  # never empty
+        width = max(1, int(counts.max(initial=0)))
+        tensors = (torch.as_tensor(array, device=device) for array in (flat, offsets, counts))
+        return cls(*tensors, width)
 
     @property
     def num_examples(self) -> np.ndarray:
@@ -84,26 +104,41 @@ class NodeData:
         return self.counts.cpu().numpy()
 
     @property
-    def width(self) -> int:
-        """Columns of the table: the most examples a node holds (at least 1)."""
-        return self.table.shape[1]
+    def nbytes(self) -> int:
+        """Bytes of the indices, the offsets and the counts."""
+        tensors = (self.flat, self.offsets, self.counts)
+        return sum(t.nelement() * t.element_size() for t in tensors)
 
     @property
-    def nbytes(self) -> int:
-        """Bytes of the table and the counts."""
-        return sum(t.nelement() * t.element_size() for t in (self.table, self.counts))
+    def table(self) -> torch.Tensor:
+        """Every node's row of :meth:`indices` (the padded table, made when asked)."""
+        return self.indices(torch.arange(len(self.counts), device=self.counts.device))
 
     def indices(self, nodes: torch.Tensor) -> torch.Tensor:
-        """The table's rows of ``nodes``."""
-        return self.table[nodes]
+        """The ``(len(nodes), width)`` rows of ``nodes``: their indices, then zeros."""
+        column = torch.arange(self.width, device=self.flat.device)
+        positions = self.offsets[nodes][:, None] + column
+        held = column < self.counts[nodes][:, None]
+        return self.flat[positions.clamp_(max=len(self.flat) - 1)].masked_fill_(~held, 0)
 
     def to(self, device: torch.device | str) -> NodeData:
-        """The same table and counts on ``device``."""
-        return type(self)(self.table.to(device), self.counts.to(device))
+        """The same data on ``device``."""
+        flat, offsets, counts = (t.to(device) for t in (self.flat, self.offsets, self.counts))
+        return type(self)(flat, offsets, counts, self.width)
 
     def examples(self, dataset: Dataset, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The data set's train split, which the indices point into."""
         return dataset.train_x, dataset.train_y
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def __getitem__(self, node: int) -> np.ndarray:  # type: ignore[override]
+        """Node ``node``'s sorted indices."""
+        if not 0 <= node < len(self):
+            raise IndexError(node)
+        start = int(self.offsets[node])
+        return self.flat[start : start + int(self.counts[node])].cpu().numpy()
 
 
 @dataclass(frozen=True)

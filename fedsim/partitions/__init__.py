@@ -22,6 +22,7 @@ from fedsim.partitions.population import (
 )
 from fedsim.partitions.quantity_skew import quantity_skew
 from fedsim.partitions.shards import shards
+from fedsim.partitions.synthetic_population import population_synthetic
 from fedsim.partitions.two_class_and_iid import two_class_and_iid
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "population_classes",
     "population_dirichlet",
     "population_iid",
+    "population_synthetic",
     "quantity_skew",
     "shards",
     "two_class_and_iid",

@@ -68,16 +68,14 @@ def build_simulation(cfg: DictConfig) -> Simulation:
     )
     needs_components = "components" in inspect.signature(partition).parameters
     # Partition first when it can: it refuses impossible node counts before a graph is built.
-    shards = (
-        None if needs_components else partition(**_partition_inputs(partition, dataset, None, cfg))
-    )
+    shards = None if needs_components else _partitioned(partition, dataset, None, cfg)
     topology = None
     if strategy.uses_topology or needs_components:
         graphs = instantiate(cfg.topology)(num_nodes=cfg.num_nodes, seed=cfg.seed)
         rule = instantiate(cfg.mixing)
         topology = Topology(graphs, rule, name=f"topology={_choice(cfg.topology)}")
     if shards is None:
-        shards = partition(**_partition_inputs(partition, dataset, topology, cfg))
+        shards = _partitioned(partition, dataset, topology, cfg)
     privacy = instantiate(cfg.privacy)
     messages = _message_transforms(cfg, cfg.num_nodes, privacy)
     if isinstance(shards, PopulationData):  # derived per client on demand, never unpacked
@@ -345,6 +343,21 @@ def _rows_on_demand(strategy: Strategy, federation: Federation) -> int | None:
     kept = planner.held_nodes()
     nodes = np.union1d(used[used < federation.num_nodes], kept)
     return len(nodes) + strategy.num_servers
+
+
+def _partitioned(partition: Any, dataset: Any, topology: Topology | None, cfg: DictConfig) -> Any:
+    """The partition's node data; one that cannot be allocated (a population of 10^12
+    clients' sizes) is refused in one line."""
+    try:
+        return partition(**_partition_inputs(partition, dataset, topology, cfg))
+    except (RuntimeError, MemoryError) as error:
+        reason = allocation_failure(error)
+        if reason is None:
+            raise
+        raise ConfigError(
+            f"partition={_choice(cfg.partition)} with num_nodes={cfg.num_nodes} needs more "
+            f"memory than exists ({reason})"
+        ) from None
 
 
 def _partition_inputs(

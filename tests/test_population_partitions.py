@@ -221,3 +221,9 @@ def test_node_data_indices_are_its_table_rows():
     assert packed.width == 5 and packed.nbytes == (8 + 1) * 8 + 3 * 8 + 3 * 8
     assert [list(node) for node in packed] == [[0, 1, 2, 3, 4], [], [9, 10, 11]]
     assert packed.indices(torch.tensor([2, 0])).tolist() == [[9, 10, 11, 0, 0], [0, 1, 2, 3, 4]]
+
+
+def test_a_population_too_large_to_size_is_refused_in_one_line():
+    """Its sizes alone (4 bytes per client) would exceed any address space."""
+    with pytest.raises(ConfigError, match="partition=population_iid with num_nodes=1000000000000000 needs"):
+        build_simulation(compose_config("partition=population_iid", f"num_nodes={10**15}"))

@@ -202,10 +202,9 @@ def local_batches(
     slot = step_in_epoch[..., None] * batch_size + torch.arange(batch_size, device=nodes.device)
     valid = (slot < counts[:, None, None]) & (step < total_steps[:, None])[..., None]
     slot = slot.clamp(max=width - 1)
-    epoch_order = order.gather(
-        1, step_epoch.clamp(max=max(epochs_needed - 1, 0))[..., None].expand(-1, -1, width)
-    )
-    local = epoch_order.gather(2, slot)
+    # each step's slots in its epoch's permutation, without a (nodes, steps, width) copy
+    epoch_start = step_epoch.clamp(max=max(epochs_needed - 1, 0))[..., None] * width
+    local = order.flatten(1).gather(1, (epoch_start + slot).flatten(1)).view(slot.shape)
     indices = data.indices(nodes)[:, None, :].expand(-1, num_steps, -1).gather(2, local)
     return Batches(indices=indices, mask=valid.to(torch.float32))
 

@@ -229,7 +229,7 @@ def population_iid(
 ) -> PopulationData:
     """A population of ``num_nodes`` IID clients, each drawing its examples uniformly (with
     replacement) from the base set; sizes as :func:`client_sizes` draws them."""
-    _check_sizes(examples_per_client, max_examples_per_client)
+    check_sizes(examples_per_client, max_examples_per_client)
     base = _base_set(labels, "population_iid")
     return _population(num_nodes, seed, examples_per_client, max_examples_per_client, base,
                        UniformDraws(base))  # fmt: skip
@@ -247,7 +247,7 @@ def population_dirichlet(
     :class:`DirichletPerClient`): small ``alpha`` gives each client few classes, large
     ``alpha`` the base set's prior."""
     check(alpha > 0, f"partition.alpha={alpha} must be > 0")
-    _check_sizes(examples_per_client, max_examples_per_client)
+    check_sizes(examples_per_client, max_examples_per_client)
     base = _base_set(labels, "population_dirichlet")
     return _population(num_nodes, seed, examples_per_client, max_examples_per_client, base,
                        DirichletPerClient(base, float(alpha)))  # fmt: skip
@@ -263,10 +263,10 @@ def population_classes(
 ) -> PopulationData:
     """A population whose clients each hold ``classes_per_client`` classes drawn uniformly
     (see :class:`ClassesPerClient`)."""
-    _check_sizes(examples_per_client, max_examples_per_client)
+    check_sizes(examples_per_client, max_examples_per_client)
     base = _base_set(labels, "population_classes")
     check(
-        _is_count(classes_per_client, base.num_classes),
+        is_count(classes_per_client, base.num_classes),
         f"partition.classes_per_client={classes_per_client} must be an integer between 1 and "
         f"the {base.num_classes} classes of the training data",
     )
@@ -311,20 +311,21 @@ def _population(
     return PopulationData(torch.as_tensor(sizes), max(1, int(sizes.max())), seed, scheme)
 
 
-def _check_sizes(examples_per_client: int | str, max_examples_per_client: int | None) -> None:
+def check_sizes(examples_per_client: int | str, max_examples_per_client: int | None) -> None:
+    """``partition.examples_per_client`` and ``partition.max_examples_per_client`` are legal."""
     check(
-        examples_per_client == LOGNORMAL or _is_count(examples_per_client, _INT32_MAX),
+        examples_per_client == LOGNORMAL or is_count(examples_per_client, _INT32_MAX),
         f"partition.examples_per_client={examples_per_client!r} is not one of: an integer "
         f"from 1 to {_INT32_MAX}, {LOGNORMAL}",
     )
     check(
-        max_examples_per_client is None or _is_count(max_examples_per_client),
+        max_examples_per_client is None or is_count(max_examples_per_client),
         f"partition.max_examples_per_client={max_examples_per_client!r} must be an integer "
         ">= 1 or null (no cap)",
     )
 
 
-def _is_count(value: object, most: float = math.inf) -> bool:
+def is_count(value: object, most: float = math.inf) -> bool:
     """Whether ``value`` is an integer (not a bool) from 1 to ``most``."""
     return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= most
 

@@ -25,7 +25,13 @@ import torch
 
 from fedsim import rng
 from fedsim.errors import ConfigError, check
-from fedsim.partitions.population import LOGNORMAL, PopulationData, client_sizes
+from fedsim.partitions.population import (
+    LOGNORMAL,
+    PopulationData,
+    check_sizes,
+    client_sizes,
+    is_count,
+)
 
 if TYPE_CHECKING:
     from fedsim.data.datasets import Dataset
@@ -34,7 +40,6 @@ if TYPE_CHECKING:
 # (clear of fedsim.partitions.population's, though the two never meet in one run).
 _MODEL_MEAN, _INPUT_SHIFT, _INPUT_MEAN, _WEIGHTS, _BIAS, _INPUTS = range(16, 22)
 _BLOCK_VALUES = 1 << 22  # float64 values of the per-example models gathered at once (32 MiB)
-_INT32_MAX = (1 << 31) - 1
 
 
 @dataclass(frozen=True)
@@ -180,22 +185,13 @@ def population_synthetic(
         )
     check(alpha >= 0, f"partition.alpha={alpha} must be >= 0")
     check(beta >= 0, f"partition.beta={beta} must be >= 0")
-    check(_is_count(dimension), f"partition.dimension={dimension} must be an integer >= 1")
+    check(is_count(dimension), f"partition.dimension={dimension} must be an integer >= 1")
     check(
-        _is_count(num_classes) and num_classes >= 2,
+        is_count(num_classes) and num_classes >= 2,
         f"partition.num_classes={num_classes} must be an integer >= 2",
     )
     check(0 < test_fraction < 1, f"partition.test_fraction={test_fraction} must lie in (0, 1)")
-    check(
-        examples_per_client == LOGNORMAL or _is_count(examples_per_client, _INT32_MAX),
-        f"partition.examples_per_client={examples_per_client!r} is not one of: an integer "
-        f"from 1 to {_INT32_MAX}, {LOGNORMAL}",
-    )
-    check(
-        max_examples_per_client is None or _is_count(max_examples_per_client),
-        f"partition.max_examples_per_client={max_examples_per_client!r} must be an integer "
-        ">= 1 or null (no cap)",
-    )
+    check_sizes(examples_per_client, max_examples_per_client)
     check(num_nodes >= 1, f"num_nodes={num_nodes} must be >= 1")
     sizes = client_sizes(num_nodes, seed, examples_per_client, max_examples_per_client)
     counts = train_counts(sizes, test_fraction)
@@ -223,8 +219,3 @@ def _normals(seed: int, purpose: int, keys: torch.Tensor, count: int) -> torch.T
     angle = 2 * math.pi * uniforms[:, 1::2]
     normals = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=2)
     return normals.view(len(keys), 2 * pairs)[:, :count]
-
-
-def _is_count(value: object, most: float = math.inf) -> bool:
-    """Whether ``value`` is an integer (not a bool) from 1 to ``most``."""
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= most

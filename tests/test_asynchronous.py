@@ -6,9 +6,14 @@ import pandas as pd
 import pytest
 from conftest import compose_config
 from helpers import whole_and_resumed
+from scipy import stats
 
 from fedsim.build import build_simulation
+from fedsim.federation import Federation
+from fedsim.metrics.recorder import Recorder
 from fedsim.plans import Average
+from fedsim.simulated.churn import Churn
+from fedsim.strategies.asynchronous import POPULATION, _drawn_from_population
 
 # Clients 0, 1, 2 take 1, 2 and 4 s per task: 8 steps at 1/8, 1/4 and 1/2 s per step, and
 # transfers take no time.
@@ -123,3 +128,38 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, strategy):
     staleness = first.query("metric == 'staleness_max' and node.isna()").value
     assert staleness.iloc[-1] > 0  # clients were in flight across the checkpoint
     assert np.isfinite(first.value).all()
+
+
+def population(num_nodes: int, up: np.ndarray) -> Federation:
+    """A federation of ``num_nodes`` clients of which only ``up`` are up (no events)."""
+    initial = np.zeros(num_nodes, dtype=bool)
+    initial[up] = True
+    churn = Churn(initial, np.empty(0), np.empty(0, np.int64), np.empty(0, np.int8))
+    return Federation(num_nodes, 0, None, np.zeros(0), churn=churn)
+
+
+def test_a_population_server_draws_up_idle_clients_uniformly_in_time_of_the_draw():
+    federation = population(POPULATION * 4, np.arange(0, POPULATION * 4, 2))  # even ids up
+    generator, busy = np.random.default_rng(0), [0, 2, 4, 6]
+    drawn = [_drawn_from_population(generator, 10, busy, 0.0, federation) for _ in range(2000)]
+    assert all(len(set(chosen)) == 10 for chosen in drawn)
+    everyone = np.concatenate(drawn)
+    assert not (everyone % 2).any() and not np.isin(everyone, busy).any()
+    deciles = np.bincount(everyone * 10 // federation.num_nodes, minlength=10)
+    assert stats.chisquare(deciles).pvalue > 0.01
+    scarce = population(POPULATION * 4, np.arange(5))  # too few up: every node is checked
+    assert _drawn_from_population(generator, 10, [], 0.0, scarce) is None
+
+
+def test_fedbuff_on_a_population_holds_only_its_clients_in_flight(tmp_path):
+    config = compose_config(
+        f"num_nodes={POPULATION * 3}", "partition=population_iid", "backend.rows=on_demand",
+        "strategy=fedbuff", "strategy.concurrency=20", "strategy.buffer_size=5", "rounds=3",
+    )  # fmt: skip
+    simulation = build_simulation(config)
+    recorder = Recorder(tmp_path / "metrics.parquet")
+    simulation.run(recorder, progress=False)
+    recorder.close()
+    in_flight = simulation.strategy.held_nodes()
+    assert 0 < len(in_flight) <= 20 and set(in_flight) <= set(simulation.backend.held_nodes())
+    assert simulation.backend.params.shape[0] <= 2 * 20 + 1  # in flight, started, the server

@@ -130,3 +130,17 @@ def test_bad_traces_name_the_file_and_the_line(tmp_path, text, message):
 def test_a_missing_trace_names_the_path():
     with pytest.raises(ConfigError, match="churn.path=/no/such.csv does not exist"):
         trace(4, 0, "/no/such.csv")
+
+
+def test_a_sampled_nodes_state_is_looked_up_in_its_own_events(tmp_path):
+    """``up`` (per node asked) says what ``alive`` (every node) says, at event times too."""
+    rows = ["node,start_s,end_s", "0,0,", "1,0,10", "1,20,inf", "2,5,15", "3,0,10", "3,10,30"]
+    churns = [
+        trace(6, 0, write_trace(tmp_path, "\n".join(rows) + "\n")),
+        schedule(40, 3, crash_count=2, crash_every_s=5, crash_start_s=5, crash_order="random",
+                 leave_count=2, leave_every_s=5, join_count=6, join_every_s=5, join_start_s=10),
+    ]  # fmt: skip
+    for churn in churns:
+        nodes = np.random.default_rng(0).integers(0, churn.num_nodes, 30)
+        for time in (0.0, 4.9, 5.0, 10.0, 12.0, 20.0, 31.0, 100.0, 300.0):
+            assert churn.up(nodes, time).tolist() == churn.alive(time)[nodes].tolist()

@@ -14,6 +14,7 @@ import csv
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
 
@@ -96,6 +97,27 @@ class Churn:
         nodes, last = np.unique(self.nodes[:happened][::-1], return_index=True)
         state[nodes] = self.kinds[:happened][::-1][last] == JOIN
         return state
+
+    def up(self, nodes: np.ndarray, time: float) -> np.ndarray:
+        """Whether each of ``nodes`` is up at ``time`` (as :meth:`alive` says), looked up in
+        each one's own events: time in the nodes asked and their events, not the population
+        (a trace's intervals per sampled client)."""
+        nodes = np.asarray(nodes, dtype=np.int64)
+        grouped = self.nodes[self._by_node]
+        first = np.searchsorted(grouped, nodes, side="left")
+        last = np.searchsorted(grouped, nodes, side="right")
+        state = self.initial[nodes].copy()
+        for position in np.flatnonzero(last > first):
+            events = self._by_node[first[position] : last[position]]
+            happened = int(np.searchsorted(self.times[events], time, side="right"))
+            if happened:
+                state[position] = self.kinds[events[happened - 1]] == JOIN
+        return state
+
+    @cached_property
+    def _by_node(self) -> np.ndarray:
+        """The events ordered by node, each node's in time order."""
+        return np.argsort(self.nodes, kind="stable")
 
     def is_alive(self, node: int, time: float) -> bool:
         """Whether ``node`` is up at ``time``."""

@@ -91,6 +91,11 @@ class Events:
     stalled: str | None = None
 
 
+# Above this many nodes a server draws its clients in time of the draw (a population).
+POPULATION = 1 << 16
+DRAWN_PER_CLIENT = 4  # nodes drawn per client wanted (and per busy one), before checking
+
+
 class AsynchronousServer(Strategy):
     """A server that keeps ``concurrency`` clients training and updates its model once
     ``buffer_size`` updates have arrived; subclasses give :meth:`server_update`."""
@@ -230,10 +235,15 @@ class AsynchronousServer(Strategy):
             return
         time = events.time
         churn = federation.churn
-        up = np.ones(federation.num_nodes, bool) if churn is None else churn.alive(time)
-        up[[task.client for task in self.tasks] + sorted(waiting)] = False
-        candidates = np.flatnonzero(up)
-        chosen = generator.choice(candidates, min(free, len(candidates)), replace=False)
+        busy = [task.client for task in self.tasks] + sorted(waiting)
+        chosen = None
+        if federation.num_nodes > POPULATION:
+            chosen = _drawn_from_population(generator, free, busy, time, federation)
+        if chosen is None:  # every node checked: the up ones, not busy
+            up = np.ones(federation.num_nodes, bool) if churn is None else churn.alive(time)
+            up[busy] = False
+            candidates = np.flatnonzero(up)
+            chosen = generator.choice(candidates, min(free, len(candidates)), replace=False)
         durations = clock.task_times(
             chosen,
             self.local_epochs,
@@ -299,3 +309,23 @@ class AsynchronousServer(Strategy):
         self.counts.update({name: int(count) for name, count in state["counts"].items()})
         self.staleness_sum = int(state["staleness_sum"])
         self.staleness_max = int(state["staleness_max"])
+
+
+def _drawn_from_population(
+    generator: np.random.Generator,
+    free: int,
+    busy: list[int],
+    time: float,
+    federation: Federation,
+) -> np.ndarray | None:
+    """``free`` clients drawn uniformly from those up at ``time`` and not ``busy``, in time
+    of the draw: the first eligible ones of a uniformly random ordered sample of all nodes
+    (the eligible ones in it are a uniformly random ordered sample of the eligible); None
+    when the sample holds too few of them (the caller then checks every node)."""
+    count = min(federation.num_nodes, DRAWN_PER_CLIENT * (free + len(busy)))
+    drawn = generator.choice(federation.num_nodes, count, replace=False)
+    eligible = ~np.isin(drawn, busy)
+    if federation.churn is not None:
+        eligible &= federation.churn.up(drawn, time)
+    chosen = drawn[eligible][:free]
+    return chosen if len(chosen) == free else None

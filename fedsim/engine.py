@@ -182,7 +182,12 @@ class Simulation:
             held=self.strategy.held_nodes(),
         )
         self.reporter = Reporter(
-            self.task, self.federation, self.eval_nodes, self.honest, self.evaluate
+            self.task,
+            self.federation,
+            self.eval_nodes,
+            self.honest,
+            self.evaluate,
+            replicated=self.strategy.replicated,
         )
         self.traffic = TrafficCounters(
             self.federation.num_nodes,

@@ -4,13 +4,18 @@ one scalar per machine-sample per round."""
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import compose_config
 from helpers import started_backend
 
+from fedsim.build import build_simulation
 from fedsim.data.datasets import Dataset
 from fedsim.errors import ConfigError
+from fedsim.metrics.recorder import Recorder
+from fedsim.metrics.reporters import distinct_models
 from fedsim.models import logreg
 from fedsim.strategies.base import Federation
 from fedsim.strategies.shared_seed_spsa import (
@@ -153,3 +158,26 @@ def test_bad_settings_are_one_line_each():
     compressed = Federation(2, 0, None, np.ones(2, np.int64), link_bytes={"d2d": 10})
     with pytest.raises(ConfigError, match=r"shared_seed_spsa sends .* use compression=none"):
         SharedSeedSPSA().plan(0, compressed)
+
+
+def test_distinct_models_are_counted_by_their_bits():
+    rows = torch.tensor([[1.0, 2.0], [1.0, 2.0], [1.0, 3.0]])
+    assert distinct_models(rows) == 2 and distinct_models(rows[:2]) == 1
+    rows[1, 0] = torch.nextafter(torch.tensor(1.0), torch.tensor(2.0))  # one bit apart
+    assert distinct_models(rows) == 3
+
+
+def test_every_evaluation_records_that_the_replicas_are_one_model(tmp_path):
+    config = compose_config(
+        "strategy=shared_seed_spsa", "model=logreg", "num_nodes=4", "rounds=3", "eval_every=1"
+    )
+    recorder = Recorder(tmp_path / "metrics.parquet")
+    build_simulation(config).run(recorder, progress=False)
+    recorder.close()
+    rows = pd.read_parquet(tmp_path / "metrics.parquet").query("metric == 'replicas_distinct'")
+    assert rows["round"].tolist() == [0, 1, 2, 3] and (rows.value == 1).all()
+    dpsgd = compose_config("strategy=dpsgd", "num_nodes=4", "rounds=1")
+    recorder = Recorder(tmp_path / "dpsgd.parquet")
+    build_simulation(dpsgd).run(recorder, progress=False)  # not replicas: not recorded
+    recorder.close()
+    assert "replicas_distinct" not in set(pd.read_parquet(tmp_path / "dpsgd.parquet").metric)

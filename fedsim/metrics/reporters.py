@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import TYPE_CHECKING
 
@@ -43,11 +44,12 @@ class Reporter:
         eval_nodes: int,
         honest: np.ndarray | None = None,
         evaluate: str = "average",
+        replicated: bool = False,
     ) -> None:
         dataset = task.dataset
         self.evaluator = Evaluator(task.model, task.layout, dataset.test_x, dataset.test_y)
         self.num_nodes, self.honest, self.evaluate = federation.num_nodes, honest, evaluate
-        self.seed, self.eval_nodes = federation.seed, eval_nodes
+        self.seed, self.eval_nodes, self.replicated = federation.seed, eval_nodes, replicated
         self.nodes = evaluated_nodes(federation, eval_nodes, honest)
         self.components = evaluated_components(federation, self.nodes)
 
@@ -107,6 +109,9 @@ class Reporter:
         if self.honest is not None and len(nodes):  # the same, named for what they are under attack
             metrics["honest_node_accuracy_mean"] = metrics["node_accuracy_mean"]
             metrics["honest_node_accuracy_min"] = metrics["node_accuracy_min"]
+        if self.replicated:  # every node's replica, read whole
+            replicas = backend.rows(np.arange(self.num_nodes))
+            metrics["replicas_distinct"] = float(distinct_models(replicas))
         if privacy is not None:
             metrics.update(privacy.metrics(round_idx))
         metrics.update(backend.counters())
@@ -134,6 +139,13 @@ class Reporter:
             return held
         generator = rng.generator(self.seed, rng.EVALUATION, round_idx)
         return np.sort(generator.choice(held, self.eval_nodes, replace=False))
+
+
+def distinct_models(rows: torch.Tensor) -> int:
+    """How many bitwise different models the (n, d) ``rows`` hold, by a hash of each one's
+    bytes (BLAKE2b): 1 when every replica is the same to the bit."""
+    values = rows.detach().cpu().contiguous().numpy()
+    return len({hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in values})
 
 
 def evaluated_nodes(

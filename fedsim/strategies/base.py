@@ -40,6 +40,8 @@ class Strategy(ABC):
     handles_churn: ClassVar[bool] = False
     buffers_messages: ClassVar[bool] = False
     weighs_clients: ClassVar[bool] = False  # a server average an aggregator may reweigh
+    replicated: ClassVar[bool] = False  # every node holds a replica of one model (recorded:
+    # replicas_distinct, the number of bitwise different node models, at each evaluation)
     round_unit: ClassVar[str] = "round"
 
     def validate(self, federation: Federation) -> None:

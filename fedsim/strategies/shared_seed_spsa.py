@@ -94,8 +94,12 @@ class SharedSeedSPSA(Strategy):
     lr / sqrt(N_tot) instead; here the rate is the optimizer's lr over N_tot as in the
     paper's update rule, so sqrt scaling is a choice of lr.  Plain SGD only (momentum 0, no
     weight decay): the steps must add the estimates unchanged.  Machines joining and leaving
-    (the paper's timestamps) are not simulated.
+    (the paper's timestamps) are not simulated.  Each evaluation records
+    ``replicas_distinct``, the number of bitwise different replicas by their hashes (1: all
+    identical, as the paper's weight hash checks).
     """
+
+    replicated = True  # checked at each evaluation: replicas_distinct, by the models' hashes
 
     def __init__(self, epsilon: float = 1e-3, samples: int = 1, quantize: bool = False) -> None:
         check(epsilon > 0, f"strategy.epsilon={epsilon} must be > 0")

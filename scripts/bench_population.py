@@ -29,16 +29,20 @@ ROOT = SCRIPTS.parent
 COHORT = ["strategy.sample_size=100", "backend.rows=on_demand"]
 DIGITS = ["partition=population_dirichlet"]  # 20 examples per client, Dir(0.5 p) classes
 SYNTHETIC = [
-    "data=synthetic", "partition=population_synthetic", "partition.max_examples_per_client=1000",
-    "model=logreg",
-]  # fmt: skip
+    "data=synthetic",
+    "partition=population_synthetic",
+    "partition.max_examples_per_client=1000",
+]
 FEDBUFF = ["strategy=fedbuff", "strategy.concurrency=100", "strategy.buffer_size=10"]
 CONFIGS = {
     **{f"fedavg-{n}": [f"num_nodes={n}", *DIGITS, *COHORT] for n in ("1e4", "1e5", "1e6", "1e7")},
     "fedavg-1e4-all": ["num_nodes=1e4", *DIGITS, "strategy.sample_size=100"],
     "fedavg-1e5-all": ["num_nodes=1e5", *DIGITS, "strategy.sample_size=100"],
     "fedavg-1e6-all": ["num_nodes=1e6", *DIGITS, "strategy.sample_size=100"],
-    **{f"synthetic-{n}": [f"num_nodes={n}", *SYNTHETIC, *COHORT] for n in ("1e4", "1e6", "1e7")},
+    **{
+        f"synthetic-{n}": [f"num_nodes={n}", *SYNTHETIC, *COHORT]
+        for n in ("1e4", "1e5", "1e6", "1e7")
+    },
     "fedbuff-1e6": ["num_nodes=1e6", *DIGITS, *FEDBUFF, "backend.rows=on_demand"],
 }
 

@@ -268,9 +268,14 @@ def test_a_resumed_run_records_what_an_uninterrupted_one_does(tmp_path, local_ra
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["fedavg", "fedbuff"])
-def test_rows_on_demand_give_the_same_metrics_on_ray_and_local(strategy, tmp_path, local_ray):
-    assert_same_on_ray(tmp_path, f"strategy={strategy}", "backend.rows=on_demand")
+@pytest.mark.parametrize(
+    "settings",
+    [["strategy=fedavg"], ["strategy=fedbuff"],
+     ["data=synthetic", "partition=population_synthetic"]],
+)  # fmt: skip
+def test_rows_on_demand_give_the_same_metrics_on_ray_and_local(settings, tmp_path, local_ray):
+    """FedAvg and FedBuff, and a population whose clients' examples the actors generate."""
+    assert_same_on_ray(tmp_path, *settings, "backend.rows=on_demand")
 
 
 def recorded(path, overrides, resume=None):

@@ -73,13 +73,18 @@ class Task:
         """The initial models of global ``rows``, shape (len(rows), d): the same one for all
         (``init="same"``) or each row's own, drawn from (seed, row)."""
         if self.init == "same":
-            same = self._initial_model(rng.generator(self.seed, rng.INIT))
-            return same.expand(len(rows), -1).clone()
+            return self._same_initial_model.expand(len(rows), -1).clone()
         if not len(rows):
             return torch.empty(0, self.layout.size, device=self.device)
         return torch.stack(
             [self._initial_model(rng.generator(self.seed, rng.INIT, int(row))) for row in rows]
         )
+
+    @cached_property
+    def _same_initial_model(self) -> torch.Tensor:
+        """The one initial model of ``init="same"``, made once (a backend with rows on demand
+        asks for it every round)."""
+        return self._initial_model(rng.generator(self.seed, rng.INIT))
 
     def _initial_model(self, source) -> torch.Tensor:
         generator = torch.Generator().manual_seed(int(source.integers(1 << 62)))

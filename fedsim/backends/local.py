@@ -72,7 +72,7 @@ class LocalBackend:
     ) -> None:
         check_training_settings(chunk_size, vectorise)
         check_rows_setting(rows)
-        self.chunk_size, self.vectorise, self.on_demand = chunk_size, vectorise, rows
+        self.chunk_size, self.vectorise, self.row_layout = chunk_size, vectorise, rows
 
     def start(
         self,
@@ -113,7 +113,7 @@ class LocalBackend:
         )
         self.pool = (
             RowPool(node_rows, num_rows - node_rows)
-            if self.on_demand == "on_demand" and held is not None
+            if self.row_layout == "on_demand" and held is not None
             else None
         )
         first = 0 if self.pool is None else node_rows

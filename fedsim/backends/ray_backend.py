@@ -67,7 +67,7 @@ class RayBackend:
         rows: str = "all",
     ) -> None:
         check_rows_setting(rows)
-        self.on_demand = rows
+        self.row_layout = rows
         check(num_actors >= 1, f"backend.num_actors={num_actors} must be >= 1")
         check(cpus_per_actor > 0, f"backend.cpus_per_actor={cpus_per_actor} must be > 0")
         check(gpus_per_actor >= 0, f"backend.gpus_per_actor={gpus_per_actor} must be >= 0")
@@ -131,8 +131,8 @@ class RayBackend:
             self.owner[rows] = index
         actor = ray.remote(num_cpus=self.cpus_per_actor, num_gpus=self.gpus_per_actor)(Shard)
         threads = max(1, int(self.cpus_per_actor))
-        self.pooled = self.on_demand == "on_demand" and held is not None
-        options = (self.chunk_size, self.vectorise, threads, self.on_demand)
+        self.pooled = self.row_layout == "on_demand" and held is not None
+        options = (self.chunk_size, self.vectorise, threads, self.row_layout)
         self.actors = [actor.remote(*options) for _ in self.shards]
         if self.address is None:
             self._check_same_code()

@@ -47,7 +47,13 @@ class Reporter:
         replicated: bool = False,
     ) -> None:
         dataset = task.dataset
-        self.evaluator = Evaluator(task.model, task.layout, dataset.test_x, dataset.test_y)
+        self.evaluator = Evaluator(
+            task.model,
+            task.layout,
+            dataset.test_x,
+            dataset.test_y,
+            vectorise=task.prefers_vectorised(),
+        )
         self.num_nodes, self.honest, self.evaluate = federation.num_nodes, honest, evaluate
         self.seed, self.eval_nodes, self.replicated = federation.seed, eval_nodes, replicated
         self.nodes = evaluated_nodes(federation, eval_nodes, honest)

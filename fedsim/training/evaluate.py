@@ -14,7 +14,10 @@ class Evaluator:
     """Accuracy and loss of flat parameter rows on a fixed test split.
 
     Many rows are evaluated under vmap in chunks of at most ``budget`` (model, example)
-    pairs, which bounds the memory of the activations.
+    pairs, which bounds the memory of the activations; or, with ``vectorise=False``, one
+    model at a time on the whole split (2x faster for LeNet-5 on CPU, where convolutions gain
+    nothing from vmap: 1.9 s against 3.8 s for 100 models on 360 digits; the training's
+    rule, ``Task.prefers_vectorised``).
     """
 
     def __init__(
@@ -24,8 +27,9 @@ class Evaluator:
         test_x: torch.Tensor,
         test_y: torch.Tensor,
         budget: int = 16_384,
+        vectorise: bool = True,
     ) -> None:
-        self.test_x, self.test_y = test_x, test_y
+        self.test_x, self.test_y, self.vectorise = test_x, test_y, vectorise
         self.chunk_size = max(1, budget // max(1, len(test_y)))
 
         def logits(flat: torch.Tensor) -> torch.Tensor:
@@ -55,6 +59,12 @@ class Evaluator:
         more resident memory when 20,000 nodes are evaluated).
         """
         accuracies, losses = rows.new_empty(len(rows)), rows.new_empty(len(rows))
+        if not self.vectorise:
+            for index, row in enumerate(rows):
+                logits = self._logits(row)
+                accuracies[index] = (logits.argmax(dim=-1) == self.test_y).float().mean()
+                losses[index] = F.cross_entropy(logits, self.test_y)
+            return accuracies, losses
         for start in range(0, len(rows), self.chunk_size):
             chunk = rows[start : start + self.chunk_size]
             logits = self._many_logits(chunk)

@@ -65,10 +65,6 @@ class Task:
             node_data=self.node_data.to(device),
         )
 
-    def initial_rows(self, num_rows: int) -> torch.Tensor:
-        """The initial model of every row, shape (num_rows, d)."""
-        return self.initial_models(np.arange(num_rows))
-
     def initial_models(self, rows: np.ndarray) -> torch.Tensor:
         """The initial models of global ``rows``, shape (len(rows), d): the same one for all
         (``init="same"``) or each row's own, drawn from (seed, row)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import inspect
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,13 +34,15 @@ from fedsim.messages import LINKS, MessageTransforms
 from fedsim.partitions import label_histograms
 from fedsim.partitions.population import PopulationData
 from fedsim.plans import RoundPlan
-from fedsim.privacy import Privacy
 from fedsim.simulated.churn import Churn
 from fedsim.strategies.base import Strategy
 from fedsim.task import Task
-from fedsim.topology.base import Topology
 from fedsim.training.schedule import NodeData
 from fedsim.training.sgd import SGD
+
+if TYPE_CHECKING:
+    from fedsim.privacy import Privacy
+    from fedsim.topology.base import Topology
 
 
 def build_simulation(cfg: DictConfig) -> Simulation:
@@ -71,6 +73,8 @@ def build_simulation(cfg: DictConfig) -> Simulation:
     shards = None if needs_components else _partitioned(partition, dataset, None, cfg)
     topology = None
     if strategy.uses_topology or needs_components:
+        from fedsim.topology.base import Topology  # networkx and scipy: only for a graph
+
         graphs = instantiate(cfg.topology)(num_nodes=cfg.num_nodes, seed=cfg.seed)
         rule = instantiate(cfg.mixing)
         topology = Topology(graphs, rule, name=f"topology={_choice(cfg.topology)}")

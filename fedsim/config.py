@@ -177,11 +177,25 @@ def target_of(group: str, name: Any) -> tuple[Callable[..., Any], inspect.Signat
     try:
         target: Callable[..., Any] = _locate(name)  # hydra's get_object, without its log line
         signature = inspect.signature(target)
-        hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
+        settings = set(signature.parameters) - RUNTIME_INPUTS.get(group, frozenset())
+        hints = _hints(target.__init__ if inspect.isclass(target) else target, settings)
     except Exception as error:  # any import or introspection failure of a user-given name
         reason = " ".join(str(error).split()) or type(error).__name__
         raise ConfigError(f"{group}._target_={name} cannot be used: {reason}") from None
     return target, signature, hints
+
+
+def _hints(function: Callable[..., Any], names: set[str]) -> dict[str, Any]:
+    """The type hints of ``function``'s parameters ``names``, as ``typing.get_type_hints`` gives
+    them; those of the run-time inputs are left unread, so that their types (a topology, a
+    sparse matrix) need not be imported to check a config."""
+    annotations = inspect.get_annotations(function)
+    namespace = getattr(inspect.unwrap(function), "__globals__", {})
+    return {
+        name: eval(hint, namespace) if isinstance(hint, str) else hint  # noqa: S307
+        for name, hint in annotations.items()
+        if name in names
+    }
 
 
 def schema_error(error: BaseException) -> str | None:

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,11 +23,13 @@ from fedsim.loggers import Logger, NoLogger
 from fedsim.messages import MessageTransforms
 from fedsim.metrics.recorder import Recorder
 from fedsim.metrics.reporters import Reporter
-from fedsim.privacy import Privacy
 from fedsim.simulated.clock import Clock
 from fedsim.strategies.base import Strategy
 from fedsim.task import Task
 from fedsim.traffic import TrafficCounters
+
+if TYPE_CHECKING:
+    from fedsim.privacy import Privacy
 
 ON_DIVERGENCE = ("stop", "continue")
 EVALUATIONS = ("average", "individual")  # what the headline accuracy and loss are of

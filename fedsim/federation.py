@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedsim.errors import check
-from fedsim.topology.base import Topology
 
 if TYPE_CHECKING:
     from fedsim.simulated.churn import Churn
     from fedsim.simulated.network import Network
+    from fedsim.topology.base import Topology
 
 FLOAT_BYTES = 4  # a parameter travels as one float32
 

@@ -14,20 +14,22 @@ import tokenize
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 from xml.etree import ElementTree
 
-import networkx as nx
 import numpy as np
-import scipy.sparse as sp
 
 from fedsim.errors import ConfigError, check
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 # What parsers raise on a bad file.  ValueError covers UnicodeDecodeError, JSONDecodeError
 # and numpy's format errors; SyntaxError covers xml.etree.ElementTree.ParseError and, with
 # tokenize.TokenError, a damaged .npy header; deeply nested JSON raises RecursionError.
 PARSE_ERRORS = (
     ValueError, TypeError, KeyError, IndexError, EOFError, OverflowError, SyntaxError,
-    tokenize.TokenError, RecursionError, OSError, csv.Error, nx.NetworkXError,
+    tokenize.TokenError, RecursionError, OSError, csv.Error,
 )  # fmt: skip
 _LONGEST = 120  # characters of a parser's own message kept in ours
 _MATRIX_MARKET = re.compile(
@@ -38,14 +40,15 @@ Entries = list[tuple[int, list[str]]]  # (line number, tokens) of each line of d
 
 
 @contextmanager
-def reading(where: str, expected: str) -> Iterator[None]:
-    """Turn a parser's failure inside the block into ``ConfigError("{where}: expected
-    {expected}, found {what}")``; the block's own ConfigErrors pass unchanged."""
+def reading(where: str, expected: str, errors: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """Turn a parser's failure inside the block (``PARSE_ERRORS`` and the parser's own
+    ``errors``) into ``ConfigError("{where}: expected {expected}, found {what}")``; the block's
+    own ConfigErrors pass unchanged."""
     try:
         yield
     except ConfigError:
         raise
-    except PARSE_ERRORS as error:
+    except (*PARSE_ERRORS, *errors) as error:
         raise ConfigError(f"{where}: expected {expected}, found {found(error)}") from error
 
 
@@ -95,6 +98,8 @@ def read_matrix_market(where: str, path: Path) -> sp.coo_array:
     whose C++ reader (scipy 1.17) crashes the process on some files: a NUL byte (which
     scipy's own writer leaves at precision 22, scipy/scipy#19949) or a last line that ends
     in a space instead of a newline."""
+    import scipy.sparse as sp  # only for a mixing matrix read from a file
+
     with reading(where, "a Matrix Market text file"):
         lines = path.read_text(encoding="utf-8").split("\n")
     header = _MATRIX_MARKET.fullmatch(lines[0].strip().lower())

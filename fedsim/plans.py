@@ -11,11 +11,12 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import scipy.sparse as sp
 
 from fedsim.errors import check
 
 if TYPE_CHECKING:
+    import scipy.sparse as sp
+
     from fedsim.server_optimizers.base import ServerOptimizer
     from fedsim.training.transforms import GradientTransform
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import fcntl
 import json
@@ -102,6 +103,7 @@ def precheck(args: list[str]) -> tuple[Path, bool]:
             _check_output_dir(cfg, multirun)
             directory = Path(sweep.hydra.sweep.dir if multirun else cfg.hydra.run.dir)
             strategy = cfg.hydra.runtime.choices.get("strategy") or str(cfg.strategy._target_)
+            composed = None if multirun else copy.deepcopy(cfg)
             OmegaConf.set_struct(cfg, False)
             del cfg["hydra"]
             simulation = build_simulation(cfg)
@@ -110,8 +112,12 @@ def precheck(args: list[str]) -> tuple[Path, bool]:
                 resumed = checkpoint.load(directory, job_config(cfg), EXTENDABLE)
                 simulation.check_resumable(resumed)
     _prebuilt.clear()
-    if not multirun and (key := _settings_key(cfg)) is not None:
-        _prebuilt[key] = simulation  # the job takes it, not built twice
+    _composed.clear()
+    if not multirun:
+        launched = (*overrides, f"hydra.run.dir={directory}")  # as fedsim run launches it
+        _composed[launched] = (composed, str(directory))  # Hydra runs it, not composed twice
+        if (key := _settings_key(cfg)) is not None:
+            _prebuilt[key] = simulation  # the job takes it, not built twice
     if (warning := mixed_units_warning(units)) is not None:
         print(f"fedsim: warning: {warning}", file=sys.stderr)
     return directory, bool(cfg.resume)
@@ -258,7 +264,8 @@ def _settings_key(cfg: DictConfig) -> str | None:
 
 def launch(overrides: list[str], multirun: bool) -> None:
     """Run the checked overrides' job (or sweep) as ``@hydra.main`` would, less the config it
-    composes only to read ``hydra.mode``, which fedsim's configs never set: one compose less."""
+    composes only to read ``hydra.mode``, which fedsim's configs never set; a single run takes
+    the config that ``precheck`` composed for it, with the directory it claimed."""
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import _run_app, create_automatic_config_search_path, run_and_report
     from hydra.core.global_hydra import GlobalHydra
@@ -267,7 +274,11 @@ def launch(overrides: list[str], multirun: bool) -> None:
     hydra_ = run_and_report(
         lambda: Hydra.create_main_hydra2(task_name="fedsim", config_search_path=search_path)
     )
+    composed = None if multirun else _composed.pop(tuple(overrides), None)
     try:
+        if composed is not None:
+            run_and_report(lambda: _run_composed(hydra_, *composed))
+            return
         _run_app(
             run=not multirun,
             multirun=multirun,
@@ -279,6 +290,31 @@ def launch(overrides: list[str], multirun: bool) -> None:
         )
     finally:
         GlobalHydra.instance().clear()
+
+
+# The single run that precheck composed and the directory it claimed, by the overrides it is
+# launched with.
+_composed: dict[tuple[str, ...], tuple[DictConfig, str]] = {}
+
+
+def _run_composed(hydra_: Any, cfg: DictConfig, directory: str) -> None:
+    """``Hydra.run`` of a config composed without the two overrides it is launched with: the
+    run's directory, and the run mode that ``_run_app`` sets."""
+    from hydra._internal.callbacks import Callbacks
+    from hydra.core.utils import configure_log
+    from hydra.core.utils import run_job as run_hydra_job
+    from hydra.types import HydraContext
+
+    cfg.hydra.run.dir = directory
+    cfg.hydra.overrides.hydra.extend([f"hydra.run.dir={directory}", "hydra.mode=RUN"])
+    cfg.hydra.mode = RunMode.RUN
+    configure_log(cfg.hydra.hydra_logging, cfg.hydra.verbose)
+    callbacks = Callbacks(cfg)
+    callbacks.on_run_start(config=cfg, config_name="config")
+    context = HydraContext(config_loader=hydra_.config_loader, callbacks=callbacks)
+    ret = run_hydra_job(job, cfg, "hydra.run.dir", None, context)
+    callbacks.on_run_end(config=cfg, config_name="config", job_return=ret)
+    _ = ret.return_value  # the job's exception, raised
 
 
 def job(cfg: DictConfig) -> None:

@@ -3,9 +3,9 @@
 Each group option's YAML extends the schema of its target (``defaults: [/schema/GROUP/NAME@_here_,
 _self_]``), a dataclass made from the target's signature: its settings, their types and
 defaults. Hydra then rejects a key the target does not take, or a value of the wrong type,
-while it composes, before fedsim builds anything. Importing this module makes the dataclasses
-(module attributes, so that a pickled config, e.g. one sent to a Ray worker, loads anywhere)
-and stores them in Hydra's ConfigStore.
+while it composes, before fedsim builds anything. Importing this module stores them in Hydra's
+ConfigStore, each made when Hydra first loads it; the dataclasses are module attributes, so
+that a pickled config, e.g. one sent to a Ray worker, loads anywhere.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import yaml
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from hydra.core.config_store import ConfigNode, ConfigStore
+from omegaconf import MISSING, OmegaConf
 
 from fedsim.config import (
     GROUPS,
@@ -116,14 +116,47 @@ def _camel(name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in name.split("_"))
 
 
+class _Schemas(dict):
+    """A group's schemas in Hydra's ConfigStore, by file name, each made when Hydra first
+    loads it: a run makes the few its options extend, not all of them (the targets' imports
+    and ``OmegaConf.structured`` of every schema were a second of every run's start)."""
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+        self.targets = {f"{target.rsplit('.', 1)[1]}.yaml": target for target in targets(group)}
+        super().__init__(dict.fromkeys(self.targets))
+
+    def __getitem__(self, name: str) -> ConfigNode:
+        node = super().__getitem__(name)
+        if node is None:
+            made = _made(self.group, self.targets[name])
+            node = ConfigNode(name, OmegaConf.structured(made), f"schema/{self.group}", None, None)
+            super().__setitem__(name, node)
+        return node
+
+
+def _made(group: str, target_name: str) -> type:
+    """The module's one schema of a target, made on first use."""
+    name = _camel(group) + _camel(target_name.rsplit(".", 1)[1])
+    if name not in globals():
+        globals()[name] = schema(group, target_name)
+    return globals()[name]
+
+
+def __getattr__(name: str) -> type:
+    """A schema by its class name, made on first use: how a pickled config finds its types."""
+    for group in GROUPS:
+        for target_name in targets(group):
+            if _camel(group) + _camel(target_name.rsplit(".", 1)[1]) == name:
+                return _made(group, target_name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _register() -> None:
     store = ConfigStore.instance()
     store.store(group="schema", name="run", node=RunConfig)
     for group in GROUPS:
-        for target_name in targets(group):
-            made = schema(group, target_name)
-            globals()[made.__name__] = made
-            store.store(group=f"schema/{group}", name=target_name.rsplit(".", 1)[1], node=made)
+        store.repo["schema"][group] = _Schemas(group)
 
 
 _register()

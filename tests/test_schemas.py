@@ -119,3 +119,20 @@ def test_a_composed_config_unpickles_in_a_fresh_process():
         check=True,
     )
     assert loaded.stdout.decode().split() == ["DictConfig", "PrivacyPrivacy", "10.0"]
+
+
+def test_a_schema_is_made_when_a_composed_config_first_extends_it():
+    """A run makes the schemas of its options only, not every target's (a second of start-up)."""
+    code = (
+        "from hydra import compose, initialize_config_dir\n"
+        "from fedsim import schemas\n"
+        "from fedsim.config import config_dir\n"
+        "made = lambda: sorted(n for n in vars(schemas) if n.startswith('Strategy'))\n"
+        "before = made()\n"
+        "with initialize_config_dir(config_dir=str(config_dir()), version_base='1.3'):\n"
+        "    compose('config', overrides=['strategy=dpsgd'])\n"
+        "print(before, made())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[]", "['StrategyDPSGD']"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -15,8 +15,10 @@ from fedsim.errors import check
 from fedsim.messages import MessageTransforms
 from fedsim.plans import Average, RoundPlan
 from fedsim.task import Task
-from fedsim.topology.base import Topology
 from fedsim.training.layout import ParameterLayout
+
+if TYPE_CHECKING:
+    from fedsim.topology.base import Topology
 
 
 class Backend(Protocol):

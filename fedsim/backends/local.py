@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from fedsim.aggregators import Aggregator, Mean
@@ -17,11 +16,15 @@ from fedsim.messages import DOWNLOADED, MessageTransforms, Outgoing
 from fedsim.plans import Aggregate, Average, Gossip, Merge, Push, RoundPlan, Step, Train
 from fedsim.server_optimizers import server_step
 from fedsim.task import Task
-from fedsim.topology.base import Topology
 from fedsim.training.loop import LoopTrainer
 from fedsim.training.schedule import local_batches
 from fedsim.training.transforms import Rewrite, slot_names
 from fedsim.training.vectorised import VectorisedTrainer
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+
+    from fedsim.topology.base import Topology
 
 MIXING_CACHE = 64  # mixing matrices kept on the device (more than any period in use)
 FINITE_CHUNK = 1 << 22  # values checked for inf and nan at a time (4 MiB of flags)
@@ -376,6 +379,8 @@ class LocalBackend:
         """Each row i's aggregate of the models j with W[i, j] != 0 (its own among them),
         computed for all rows that receive the same number of models at once; the received
         ones as ``sent`` has them, where given."""
+        import scipy.sparse as sp  # imported by the strategy that made the weights
+
         weights = sp.csr_array(weights, copy=True)  # a copy: Ray's arrays are read-only
         weights.eliminate_zeros()
         weights.sort_indices()

@@ -6,10 +6,9 @@ from __future__ import annotations
 import resource
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 import fedsim
@@ -17,6 +16,9 @@ from fedsim.aggregators import Aggregator
 from fedsim.backends.local import LocalBackend
 from fedsim.plans import Merge, Train
 from fedsim.task import Task
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 
 class Shard:

@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from fedsim import rng
 
 if TYPE_CHECKING:
+    import scipy.sparse as sp
+
     from fedsim.plans import RoundPlan
 
 LINKS = ("uplink", "downlink", "d2d")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401 - registers pa.compute
 import pyarrow.parquet as pq
 
 SCHEMA = pa.schema(
@@ -47,6 +46,8 @@ class Recorder:
             return
         files = _steps(self.path)
         if files:
+            import pyarrow.compute  # noqa: F401 - registers pa.compute (only a resumed run's)
+
             self._next_step = max(last for _, last in files.values()) + 1
             rows = read_rows(self.path)
             self._merge(

@@ -19,10 +19,12 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from fedsim.errors import ConfigError, check
+from fedsim.lazy import lazy_module
 from fedsim.simulated.frozen import frozen
+
+sp = lazy_module("scipy.sparse")
 
 if TYPE_CHECKING:
     import cvxpy as cp

@@ -1,23 +1,30 @@
-"""Strategies: who trains and who mixes with whom, one module per algorithm."""
+"""Strategies: who trains and who mixes with whom, one module per algorithm.
+
+Each is imported when first asked for (``fedsim.strategies.FedAvg``): a run loads the one it
+uses, not every algorithm's dependencies (networkx, scipy).
+"""
+
+import importlib
+from typing import Any
 
 from fedsim.strategies.base import Federation, Strategy
-from fedsim.strategies.dpsgd import DPSGD
-from fedsim.strategies.fedavg import FedAvg
-from fedsim.strategies.gossip import EventGossip
-from fedsim.strategies.gossip_learning import GossipLearning
-from fedsim.strategies.modest import FixedServerFL, MoDeST
-from fedsim.strategies.semi_decentralized import S2A, S2S, SemiDecentralized
 
-__all__ = [
-    "DPSGD",
-    "EventGossip",
-    "S2A",
-    "S2S",
-    "FedAvg",
-    "Federation",
-    "FixedServerFL",
-    "GossipLearning",
-    "MoDeST",
-    "SemiDecentralized",
-    "Strategy",
-]
+_MODULES = {
+    "DPSGD": "dpsgd",
+    "EventGossip": "gossip",
+    "FedAvg": "fedavg",
+    "FixedServerFL": "modest",
+    "GossipLearning": "gossip_learning",
+    "MoDeST": "modest",
+    "S2A": "semi_decentralized",
+    "S2S": "semi_decentralized",
+    "SemiDecentralized": "semi_decentralized",
+}
+
+__all__ = ["Federation", "Strategy", *_MODULES]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_MODULES[name]}"), name)

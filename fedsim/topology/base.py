@@ -5,16 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import networkx as nx
 import numpy as np
-import scipy.sparse as sp
-from scipy.sparse.linalg import ArpackNoConvergence, eigs
 
+from fedsim.lazy import lazy_module
 from fedsim.topology.graphs import require_connected
 from fedsim.topology.mixing import check_mixing
 from fedsim.topology.time_varying import GraphSequence
 
-MixingRule = Callable[[nx.Graph], sp.csr_array]
+nx = lazy_module("networkx")
+sp = lazy_module("scipy.sparse")
+
+MixingRule = Callable[["nx.Graph"], "sp.csr_array"]
 DENSE_LIMIT = 2000  # largest n whose spectrum is computed densely; above, ARPACK
 SPECTRAL_GAP_NODES = 50_000  # larger graphs' run metadata skips the spectral gap
 
@@ -119,8 +120,12 @@ def spectral_gap(weights: sp.csr_array) -> float | None:
     if n <= DENSE_LIMIT:
         moduli = np.abs(np.linalg.eigvals(weights.toarray()))
     else:
+        from scipy.sparse import linalg
+
         try:
-            moduli = np.abs(eigs(weights, k=2, which="LM", return_eigenvectors=False, tol=1e-8))
-        except ArpackNoConvergence:
+            moduli = np.abs(
+                linalg.eigs(weights, k=2, which="LM", return_eigenvectors=False, tol=1e-8)
+            )
+        except linalg.ArpackNoConvergence:
             return None
     return float(max(0.0, 1.0 - np.sort(moduli)[-2]))

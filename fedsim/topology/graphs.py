@@ -11,11 +11,12 @@ import math
 import re
 from pathlib import Path
 
-import networkx as nx
-
 from fedsim import rng
 from fedsim.errors import ConfigError, check
 from fedsim.files import reading, shorten
+from fedsim.lazy import lazy_module
+
+nx = lazy_module("networkx")
 
 _NODE_ID = re.compile(r"-?[0-9]{1,18}")  # longer ids are out of range anyway
 _SELF_LOOP = (
@@ -188,7 +189,7 @@ def _read_edges(where: str, source: Path) -> nx.Graph:
 
 def _read_graphml(where: str, source: Path) -> nx.Graph:
     """A GraphML graph, its node ids turned into integers."""
-    with reading(where, "a GraphML file"):
+    with reading(where, "a GraphML file", errors=(nx.NetworkXError,)):
         graph = nx.read_graphml(source)
     names = [name for name in graph if not _NODE_ID.fullmatch(name)]
     if names:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import networkx as nx
 import numpy as np
-import scipy.sparse as sp
 
 from fedsim.errors import ConfigError, check
 from fedsim.files import first_non_finite, number_rows, read_matrix_market, reading
+from fedsim.lazy import lazy_module
+
+nx = lazy_module("networkx")
+sp = lazy_module("scipy.sparse")
 
 _NPY_HEADERS = {
     (1, 0): np.lib.format.read_array_header_1_0,

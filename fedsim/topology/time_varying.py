@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
-import networkx as nx
-
 from fedsim import rng
+from fedsim.lazy import lazy_module
 from fedsim.topology.graphs import regular
+
+nx = lazy_module("networkx")
 
 
 class GraphAtRound(Protocol):

@@ -100,3 +100,22 @@ def test_nodes_without_steps_are_untouched():
         momentum[0], torch.ones_like(params[0])
     )
     assert not torch.equal(trained[1], params[1])
+
+
+def test_one_trainer_trains_chunks_of_any_size_as_fresh_trainers_do():
+    """The gradient buffer kept between chunks: a larger chunk, then a smaller one, then one
+    larger than any before train as trainers made for each."""
+    model = mlp((8,), 3, (16, 8))
+    layout, params, data, train_x, train_y = federation(model)
+    optimizer = SGD(lr=0.1, batch_size=4)
+    kept, fresh = params.clone(), params.clone()
+    trainer = VectorisedTrainer(model, layout, optimizer)
+    for chunk in (torch.arange(3), torch.arange(3, 4), torch.arange(5)):
+        batches = local_batches(data, chunk, seed=1, round_idx=0, batch_size=4, epochs=2)
+        rows = slice(int(chunk[0]), int(chunk[-1]) + 1)
+        trainer.train(kept[rows], None, batches, train_x, train_y)
+        VectorisedTrainer(model, layout, optimizer).train(
+            fresh[rows], None, batches, train_x, train_y
+        )
+        assert torch.equal(kept, fresh)
+    assert not torch.equal(kept, params)

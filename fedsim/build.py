@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fedsim.aggregators import Aggregator
 from fedsim.attacks import Attack
+from fedsim.backends.local import chunk_rows
 from fedsim.backends.pool import rows_used
 from fedsim.config import check_config
 from fedsim.data.datasets import Dataset
@@ -292,10 +293,11 @@ def _memory_estimate(
     messages: MessageTransforms,
     device: torch.device,
 ) -> MemoryEstimate:
-    """The run's memory, trained in chunks of backend.chunk_size nodes; with
+    """The run's memory, trained in chunks of backend.chunk_size nodes (null: those that
+    ``CHUNK_BYTES`` of rows hold); with
     backend.chunk_size=auto, in the largest chunks whose run fits in memory (all the nodes
     a round trains where the free memory is unknown)."""
-    configured = cfg.backend.get("chunk_size")
+    configured = chunk_rows(cfg.backend.get("chunk_size"), task.layout.size)
     on_demand = _rows_on_demand(strategy, federation)
     chosen = cfg.backend.get("rows", "all") == "on_demand"
     estimate = estimate_memory(

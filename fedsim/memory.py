@@ -35,14 +35,16 @@ to 32 MiB as such blocks are freed) from heaps it seldom gives back, so what the
 allocate stays resident, fragmented, after they end; the larger of
 ``HEAP_FACTOR x training`` (without its per-example gradients) and ``evaluation`` counts:
 
-- ``training``: per node of a chunk, ``d x 4`` bytes for each of the gathered rows,
-  their gradient and the gradient of the parameter slice being accumulated, two more
-  under vmap (its per-node layouts of the weights and of their gradients), the chunk's
-  optimizer state and the temporaries of its step (with SGD's momentum its update, with
-  weight decay one more; Adam two, and one for L2 weight decay); then the
-  activations of a mini-batch and the chunk's mini-batch schedule.  A chunk holds
-  ``backend.chunk_size`` nodes, at most those trained in a round.  After a round of
-  chunks of 256 MLP nodes the heap held 1.3 times this (75 MiB); ``HEAP_FACTOR`` is 2.
+- ``training``: per node of a chunk, ``d x 4`` bytes for each of the gathered rows (a
+  chunk of consecutive rows trains in place), the gradients autograd returns and the
+  gradient buffer they are copied into, the chunk's optimizer state and the temporaries
+  of its step (with SGD's momentum its update, with weight decay one more; Adam two, and
+  one for L2 weight decay); then the activations of a mini-batch and the chunk's
+  mini-batch schedule.  A chunk holds ``backend.chunk_size`` nodes, at most those trained
+  in a round.  Training raised the peak by 1.2 to 1.7 rows per node of a chunk (MLP,
+  chunks of 872 and 2,000 nodes, D-PSGD and FedAvg's gathered rows, against chunks of
+  16); ``HEAP_FACTOR`` is 1.5 (chunks of 256 nodes without the gradient buffer, the heap
+  held 1.3 times the 5 rows per node then counted).
 - ``evaluation``: the activations of the (row, test example) pairs evaluated at once.
 
 Made of tensors as large as the federation's, given back when freed; the largest counts:
@@ -155,7 +157,7 @@ LOOP_RUNTIME_BYTES = 72 * 2**20  # torch.optim's first optimizer imports torch._
 RECORDER_ROW_BYTES = 512  # measured (module docstring)
 INIT_ROW_BYTES = 1536  # per row of init=independent besides its model, measured
 FINITE_CHECK_BYTES_PER_VALUE = 8  # torch.isfinite: |x| and flags, 7 bytes, measured
-HEAP_FACTOR = 2  # the heap after a round of training chunks: 1.3 chunks' estimate, measured
+HEAP_FACTOR = 1.5  # the heap after a round of training chunks (module docstring), measured
 
 
 @dataclass(frozen=True)
@@ -398,7 +400,7 @@ def _training_bytes(
     optimizer, row_bytes = task.optimizer, task.layout.size * FLOAT_BYTES
     per_example_gradients = private * (5 * optimizer.batch_size + 4) * row_bytes
     state = optimizer.state_rows
-    copies = 3 + 2 * vectorised + state + optimizer.step_temporaries
+    copies = 3 + state + optimizer.step_temporaries
     activations = optimizer.batch_size * activations_per_example * FLOAT_BYTES
     counts = task.node_data.num_examples
     schedule = max(

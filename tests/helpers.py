@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from conftest import compose_config
 
-from fedsim.backends.local import LocalBackend
+from fedsim.backends.local import LocalBackend, chunk_rows
 from fedsim.build import build_simulation, first_plan
 from fedsim.config import config_dir
 from fedsim.data.datasets import Dataset
@@ -58,8 +58,9 @@ def path_federation(task: Task) -> Federation:
 def memory_of(simulation: Simulation, chunk_size: int | None = None) -> MemoryEstimate:
     """The memory estimate of a built ``simulation``, from its parts as the build passes them
     (``chunk_size`` defaults to the backend's when that is an integer)."""
-    if chunk_size is None and isinstance(simulation.backend.chunk_size, int):
-        chunk_size = simulation.backend.chunk_size
+    configured = chunk_rows(simulation.backend.chunk_size, simulation.task.layout.size)
+    if chunk_size is None and isinstance(configured, int):
+        chunk_size = configured
     return estimate_memory(
         simulation.task,
         simulation.federation,

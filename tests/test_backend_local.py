@@ -5,7 +5,7 @@ from helpers import path_federation, started_backend, zero_logreg_task
 from torch import nn
 
 from fedsim.aggregators.trimmed_mean import TrimmedMean
-from fedsim.backends.local import LocalBackend
+from fedsim.backends.local import CHUNK_BYTES, LocalBackend, chunk_rows
 from fedsim.data.datasets import digits
 from fedsim.errors import ConfigError
 from fedsim.plans import Gossip, RoundPlan
@@ -171,3 +171,17 @@ def test_consecutive_nodes_train_in_place_as_nodes_in_any_order_do():
     in_place, gathered = trained([0, 1, 2]), trained([2, 0, 1])
     torch.testing.assert_close(in_place, gathered)  # chunks of other sizes: BLAS may round
     assert not torch.equal(in_place, trained([]))
+
+
+def test_a_default_chunk_holds_32_mib_of_parameter_rows():
+    """backend.chunk_size=null: 872 nodes of the digits MLP (d = 9,610), at least one node."""
+    assert CHUNK_BYTES == 32 * 2**20
+    assert chunk_rows(None, 9_610) == 872 and 872 * 9_610 * 4 <= CHUNK_BYTES < 873 * 9_610 * 4
+    assert chunk_rows(None, 10**9) == 1
+    assert chunk_rows(256, 9_610) == 256 and chunk_rows("auto", 9_610) == "auto"
+
+
+@pytest.mark.parametrize("chunk_size", [0, -3, "all", 2.5])
+def test_a_bad_chunk_size_is_refused_naming_the_legal_values(chunk_size):
+    with pytest.raises(ConfigError, match="must be an integer >= 1, null or auto"):
+        LocalBackend(chunk_size=chunk_size)

@@ -30,11 +30,26 @@ MIXING_CACHE = 64  # mixing matrices kept on the device (more than any period in
 FINITE_CHUNK = 1 << 22  # values checked for inf and nan at a time (4 MiB of flags)
 
 
-def check_training_settings(chunk_size: int | str, vectorise: bool | str) -> None:
+CHUNK_BYTES = 32 * 2**20
+"""The parameter rows of a default chunk (``backend.chunk_size=null``): 872 nodes of the
+digits MLP, 12,905 of logistic regression.  A D-PSGD round of 10,000 MLP nodes took 0.74 s
+in chunks of 256 (per-call overhead), 0.55 s in these, 0.60 s in chunks of twice this size
+(tensors above glibc's 32 MiB mmap threshold are page-faulted in afresh each time)."""
+
+
+def chunk_rows(chunk_size: int | str | None, num_parameters: int) -> int | str:
+    """``backend.chunk_size`` in nodes (or ``auto``): null is as many nodes as
+    :data:`CHUNK_BYTES` of float32 parameter rows hold."""
+    if chunk_size is None:
+        return max(1, CHUNK_BYTES // (4 * num_parameters))
+    return chunk_size
+
+
+def check_training_settings(chunk_size: int | str | None, vectorise: bool | str) -> None:
     """``backend.chunk_size`` and ``backend.vectorise`` must be legal (any backend)."""
     check(
-        chunk_size == "auto" or (isinstance(chunk_size, int) and chunk_size >= 1),
-        f"backend.chunk_size={chunk_size!r} must be an integer >= 1 or auto",
+        chunk_size in (None, "auto") or (isinstance(chunk_size, int) and chunk_size >= 1),
+        f"backend.chunk_size={chunk_size!r} must be an integer >= 1, null or auto",
     )
     check(
         vectorise in (True, False, "auto"),
@@ -59,7 +74,8 @@ class LocalBackend:
     Parameters
     ----------
     chunk_size:
-        Nodes trained together in one vectorised call; bounds memory.
+        Nodes trained together in one vectorised call; bounds memory.  None: as many as
+        :data:`CHUNK_BYTES` of parameter rows hold; ``"auto"``: the most that fit in memory.
     vectorise:
         ``"auto"`` (vmap unless the model is convolutional on CPU), ``True`` or ``False``
         (the plain per-node loop).
@@ -71,7 +87,10 @@ class LocalBackend:
     """
 
     def __init__(
-        self, chunk_size: int | str = 256, vectorise: bool | str = "auto", rows: str = "all"
+        self,
+        chunk_size: int | str | None = None,
+        vectorise: bool | str = "auto",
+        rows: str = "all",
     ) -> None:
         check_training_settings(chunk_size, vectorise)
         check_rows_setting(rows)
@@ -532,7 +551,8 @@ class LocalBackend:
         task, optimizer, schedule = self.task, self.task.optimizer, self.task.lr_schedule
         nodes = torch.as_tensor(step.nodes, dtype=torch.int64, device=self.params.device)
         physical = step.nodes if self.pool is None else self.pool.physical(step.nodes)
-        size = max(1, len(nodes) if self.chunk_size == "auto" else self.chunk_size)
+        chunk_size = chunk_rows(self.chunk_size, task.layout.size)
+        size = max(1, len(nodes) if chunk_size == "auto" else chunk_size)
         consecutive = len(physical) > 1 and bool(np.all(np.diff(physical) == 1))
         for start in range(0, len(nodes), size):
             chunk = nodes[start : start + size]

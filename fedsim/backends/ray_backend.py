@@ -62,7 +62,7 @@ class RayBackend:
         cpus_per_actor: float = 1.0,
         gpus_per_actor: float = 0.0,
         address: str | None = None,
-        chunk_size: int | str = 256,
+        chunk_size: int | str | None = None,
         vectorise: bool | str = "auto",
         rows: str = "all",
     ) -> None:

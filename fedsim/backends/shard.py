@@ -25,7 +25,7 @@ class Shard:
     """The rows ``rows`` (global ids, sorted) of the federation, held by one actor."""
 
     def __init__(
-        self, chunk_size: int | str, vectorise: bool | str, threads: int, rows: str = "all"
+        self, chunk_size: int | str | None, vectorise: bool | str, threads: int, rows: str = "all"
     ) -> None:
         torch.set_num_threads(threads)
         self.backend = LocalBackend(chunk_size=chunk_size, vectorise=vectorise, rows=rows)

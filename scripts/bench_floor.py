@@ -55,7 +55,7 @@ CONFIGS = {
     "dpsgd-1k": DPSGD + workload(1_000),
     "dpsgd-10k": DPSGD + workload(10_000),
     "dpsgd-100k": DPSGD + workload(100_000),
-    "dpsgd-logreg-1m": [*DPSGD, *workload(1_000_000), "model=logreg", "backend.chunk_size=4096"],
+    "dpsgd-logreg-1m": [*DPSGD, *workload(1_000_000), "model=logreg"],
     "fedavg-10k": ["strategy=fedavg", "strategy.sample_size=1000", *workload(10_000)],
     "gossip-10k": ["strategy=gossip", "topology=regular", "topology.degree=6", *workload(10_000)],
 }

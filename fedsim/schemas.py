@@ -76,8 +76,7 @@ def schema(group: str, target_name: str) -> type:
         fields.append((name, option_type(hints.get(name, Any)), _default(parameter.default)))
     for name, hint in RUNTIME_SETTINGS.get(group, {}).items():
         fields.append((name, option_type(hint), dataclasses.field(default=None)))
-    name = _camel(group) + _camel(target_name.rsplit(".", 1)[1])
-    made = dataclasses.make_dataclass(name, fields)
+    made = dataclasses.make_dataclass(class_name(group, target_name), fields)
     made.__module__ = __name__
     made.__doc__ = f"Settings of {group} target {target_name}."
     return made
@@ -112,6 +111,11 @@ def targets(group: str) -> list[str]:
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+def class_name(group: str, target_name: str) -> str:
+    """The name of a target's schema: ``StrategyFedAvg`` for strategy's ``...FedAvg``."""
+    return _camel(group) + _camel(target_name.rsplit(".", 1)[1])
+
+
 def _camel(name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in name.split("_"))
 
@@ -137,7 +141,7 @@ class _Schemas(dict):
 
 def _made(group: str, target_name: str) -> type:
     """The module's one schema of a target, made on first use."""
-    name = _camel(group) + _camel(target_name.rsplit(".", 1)[1])
+    name = class_name(group, target_name)
     if name not in globals():
         globals()[name] = schema(group, target_name)
     return globals()[name]
@@ -147,7 +151,7 @@ def __getattr__(name: str) -> type:
     """A schema by its class name, made on first use: how a pickled config finds its types."""
     for group in GROUPS:
         for target_name in targets(group):
-            if _camel(group) + _camel(target_name.rsplit(".", 1)[1]) == name:
+            if class_name(group, target_name) == name:
                 return _made(group, target_name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

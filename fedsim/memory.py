@@ -32,8 +32,9 @@ Held from when they are made to the end of the run:
 
 Made of small tensors, and kept: glibc serves blocks under its mmap threshold (raised up
 to 32 MiB as such blocks are freed) from heaps it seldom gives back, so what these parts
-allocate stays resident, fragmented, after they end; the larger of
-``HEAP_FACTOR x training`` (without its per-example gradients) and ``evaluation`` counts:
+allocate stays resident, fragmented, after they end; the largest of
+``HEAP_FACTOR x training`` (without its per-example gradients), ``evaluation`` and
+``communication results kept`` counts:
 
 - ``training``: per node of a chunk, ``d x 4`` bytes for each of the gathered rows (a
   chunk of consecutive rows trains in place), the gradients autograd returns and the
@@ -46,6 +47,11 @@ allocate stays resident, fragmented, after they end; the larger of
   16); ``HEAP_FACTOR`` is 1.5 (chunks of 256 nodes without the gradient buffer, the heap
   held 1.3 times the 5 rows per node then counted).
 - ``evaluation``: the activations of the (row, test example) pairs evaluated at once.
+- ``communication results kept``: the results a step holds until all are written (an
+  ``Aggregate``: one per group) that are each under glibc's largest mmap threshold.
+  Gossip learning at 10,000 nodes merges in 10,000 one-row groups: their 38 KB results,
+  367 MiB, stayed resident after the step, under the checkpoint's copies (peak 2,102 MiB
+  against 2,088 estimated when they were counted as given back).
 
 Made of tensors as large as the federation's, given back when freed; the largest counts:
 
@@ -103,7 +109,9 @@ MLP, logistic regression, LeNet-5; momentum, a corrected aggregator,
 measured peak less every part but ``runtime`` and ``bookkeeping`` was at most 22 MiB,
 53 MiB at 200,000 nodes.  In fresh clones (their own venv, the test suite running beside)
 the same 2,000-node D-PSGD run peaked 82 to 122 MiB higher than in the development tree
-(834 and 874 MiB against 727 to 752), so ``RUNTIME_BYTES`` allows 128 MiB.  Evaluating
+(834 and 874 MiB against 727 to 752), so ``RUNTIME_BYTES`` allowed 128 MiB; since a run
+writes its tables without importing pandas, that run peaks 29 MiB lower (669 to 640 MiB),
+and ``RUNTIME_BYTES`` allows 96 MiB.  Evaluating
 thousands of nodes no longer fragments the heap (``Evaluator.accuracies`` fills one
 preallocated result; before, up to 2 GB from run to run at ``eval_nodes=20000``).
 """
@@ -152,12 +160,13 @@ MESSAGE_ROWS = 8  # per row whose messages are rewritten on the way: the sent co
 TORCH_SPARSE_BYTES, SCIPY_SPARSE_BYTES = 20, 16  # per non-zero of a cached mixing matrix
 NODE_METRICS = 4  # per-node metrics recorded at each evaluation (metrics.reporters.Reporter)
 BOOKKEEPING_PER_NODE = 128  # measured (module docstring)
-RUNTIME_BYTES = 128 * 2**20  # measured (module docstring)
+RUNTIME_BYTES = 96 * 2**20  # measured (module docstring)
 LOOP_RUNTIME_BYTES = 72 * 2**20  # torch.optim's first optimizer imports torch._dynamo
 RECORDER_ROW_BYTES = 512  # measured (module docstring)
 INIT_ROW_BYTES = 1536  # per row of init=independent besides its model, measured
 FINITE_CHECK_BYTES_PER_VALUE = 8  # torch.isfinite: |x| and flags, 7 bytes, measured
 HEAP_FACTOR = 1.5  # the heap after a round of training chunks (module docstring), measured
+MMAP_THRESHOLD_MAX = 32 * 2**20  # glibc (64-bit) serves blocks under this from its heap
 
 
 @dataclass(frozen=True)
@@ -181,6 +190,7 @@ class MemoryEstimate:
     training_fixed: int
     private_per_node: int
     communication: int
+    communication_kept: int
     evaluation: int
     evaluation_rows: int
     initialisation: int
@@ -224,7 +234,9 @@ class MemoryEstimate:
     def kept(self) -> int:
         """Bytes the allocator keeps of the parts made of small tensors (module docstring)."""
         small_training = self.training - self.private_training
-        return max(math.ceil(HEAP_FACTOR * small_training), self.evaluation)
+        return max(
+            math.ceil(HEAP_FACTOR * small_training), self.evaluation, self.communication_kept
+        )
 
     @property
     def transient(self) -> int:
@@ -271,6 +283,7 @@ class MemoryEstimate:
             f"data {format_bytes(self.data)}",
             f"training chunks of {self.chunk_size:,} nodes {format_bytes(self.training)}",
             f"communication {format_bytes(self.communication)}",
+            f"communication results kept {format_bytes(self.communication_kept)}",
             f"evaluation {format_bytes(self.evaluation)}",
             f"evaluation rows {format_bytes(self.evaluation_rows)}",
             f"initialisation {format_bytes(self.initialisation)}",
@@ -326,6 +339,7 @@ def estimate_memory(
         **held,
         **_small_parts(task, trains, vectorised, private, evaluated),
         communication=_communication_bytes(task, plan, num_nodes, aggregator, messages),
+        communication_kept=_kept_results_bytes(task, plan, num_nodes, aggregator),
         evaluation_rows=_evaluation_rows_bytes(task, evaluated, min(num_nodes, rows)),
         **_end_of_round_parts(held, rows * task.layout.size, rounds),
         data=_data_bytes(task),
@@ -481,6 +495,20 @@ def _communication_bytes(
         senders = [len(np.unique(step.messages(num_nodes).senders)) for step in plan.steps]
         rows += MESSAGE_ROWS * max(senders, default=0)
     return rows * task.layout.size * FLOAT_BYTES
+
+
+def _kept_results_bytes(task: Task, plan: RoundPlan, num_nodes: int, aggregator: Aggregator) -> int:
+    """The results that the plan's steps hold at once, each too small for glibc to map
+    apart (under ``MMAP_THRESHOLD_MAX``): its heap keeps them once they are freed."""
+    combining = Combining(aggregator.corrects, aggregator.combines_rows)
+    row_bytes = task.layout.size * FLOAT_BYTES
+    held = [
+        [rows * row_bytes for rows in step.held_results(num_nodes, combining)]
+        for step in plan.steps
+    ]
+    return max(
+        [sum(size for size in sizes if size < MMAP_THRESHOLD_MAX) for sizes in held], default=0
+    )
 
 
 def _data_bytes(task: Task) -> int:

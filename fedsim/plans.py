@@ -95,6 +95,11 @@ class PlanStep:
         """The mixing matrices it multiplies the rows by."""
         return ()
 
+    def held_results(self, num_nodes: int, combining: Combining) -> list[int]:
+        """The rows of each of the several results it holds until all are written (none:
+        it writes one); fedsim.memory counts the small ones as kept in the heap."""
+        return []
+
 
 @dataclass(frozen=True)
 class Combining:
@@ -300,9 +305,14 @@ class Aggregate(PlanStep):
 
     def working_rows(self, num_nodes: int, combining: Combining) -> int:
         """Every group's result, kept until all are written, and the widest gathering."""
-        made = [group.working_rows(num_nodes, combining) for group in self.groups]
-        gathered = [len(group.sources) for group in self.groups]
-        return sum(made) - sum(gathered) + max(gathered)
+        widest = max(len(group.sources) for group in self.groups)
+        return sum(self.held_results(num_nodes, combining)) + widest
+
+    def held_results(self, num_nodes: int, combining: Combining) -> list[int]:
+        """Each group's rows but its gathered sources (freed once it is combined)."""
+        return [
+            group.working_rows(num_nodes, combining) - len(group.sources) for group in self.groups
+        ]
 
     def slot_names(self) -> set[str]:
         return set().union(*(group.slot_names() for group in self.groups))

@@ -148,6 +148,8 @@ def test_rows_each_plan_step_makes():
     assert Average(three, np.array([5]), np.full(3, 1 / 3)).working_rows(5, PLAIN) == 4
     groups = (Average(three, two, np.full(3, 1 / 3)), Average(two, three, np.full(2, 0.5)))
     assert Aggregate(groups).working_rows(5, PLAIN) == 3 + 2  # the widest gathering, one per group
+    assert Aggregate(groups).held_results(5, PLAIN) == [1, 1]
+    assert Average(three, two, np.full(3, 1 / 3)).held_results(5, PLAIN) == []  # one result
     assert Push(three, np.array([1, 2, 0]), np.ones(3)).working_rows(5, PLAIN) == 6
     assert Merge(two, np.full(2, 0.5)).working_rows(5, PLAIN) == 8
     assert Train(three, epochs=1).working_rows(5, PLAIN) == 0
@@ -160,6 +162,25 @@ def test_rows_each_plan_step_makes():
     # An aggregator that combines the models themselves: COMBINE_ROWS per model received.
     assert Gossip(ring).working_rows(5, COMBINED) == 4 * 25 + 5
     assert Average(three, np.array([5]), np.full(3, 1 / 3)).working_rows(5, COMBINED) == 14
+
+
+def test_an_aggregate_of_small_groups_keeps_their_results_in_the_heap():
+    """Gossip learning merges each node with one received model: one group per node, each
+    result a row (under glibc's mmap threshold), all held until written, then kept."""
+    simulation = build_simulation(
+        compose_config("strategy=gossip_learning", "num_nodes=40", "eval_nodes=1")
+    )
+    estimate = memory_of(simulation)
+    row = estimate.num_parameters * 4
+    merges = [
+        step for step in simulation.strategy.plan(0, simulation.federation).steps
+        if isinstance(step, Aggregate)
+    ]  # fmt: skip
+    assert merges and estimate.communication_kept == max(len(m.groups) for m in merges) * row
+    assert estimate.kept >= estimate.communication_kept
+    # Rows as large as a federation's are mapped apart and given back: not kept.
+    gossip = build_simulation(compose_config("strategy=dpsgd", "topology=ring", "num_nodes=40"))
+    assert memory_of(gossip).communication_kept == 0
 
 
 def test_scaffold_holds_its_control_variates_and_fedadam_its_moments():

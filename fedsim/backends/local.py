@@ -373,7 +373,8 @@ class LocalBackend:
         else:
             own = self._tensor(weights.diagonal())[:, None]
             mixed = self._product(weights, sent)
-            mixed += own * (stacked[:num_rows] - sent[:num_rows])
+            kept = stacked[:num_rows] - sent[:num_rows]  # what it keeps of its own model
+            mixed += kept.mul_(own)  # in place: one temporary (k, d) block, not two
             stacked = sent  # the received models, for the corrected aggregator below
         if self.aggregator.corrects:
             coo = weights.tocoo()

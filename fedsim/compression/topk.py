@@ -51,10 +51,16 @@ class TopK(Compressor):
         magnitudes = values.abs()
         threshold = magnitudes.topk(kept, dim=1).values[:, -1:]  # each row's k-th largest
         above = magnitudes > threshold
-        # Of the entries at the threshold, the lowest-indexed ones fill the k places left.
+        # Of the entries at the threshold, the lowest-indexed ones fill the k places left:
+        # all of them but in the rows where more tie than places are left (counted there
+        # only: the int64 count of a whole (k, d) block was the peak of a compressed round).
         tied = magnitudes == threshold
         left = kept - above.sum(dim=1, keepdim=True)
-        keep = above | (tied & (tied.cumsum(dim=1) <= left))
+        keep = above | tied
+        crowded = (tied.sum(dim=1, keepdim=True) > left)[:, 0].nonzero()[:, 0]
+        if len(crowded):
+            first = tied[crowded].cumsum(dim=1) <= left[crowded]
+            keep[crowded] = above[crowded] | (tied[crowded] & first)
         return torch.where(keep, values, torch.zeros((), dtype=values.dtype))
 
     def wire_bytes(self, num_parameters: int) -> int:

@@ -40,12 +40,15 @@ allocate stays resident, fragmented, after they end; the largest of
   chunk of consecutive rows trains in place), the gradients autograd returns and the
   gradient buffer they are copied into, the chunk's optimizer state and the temporaries
   of its step (with SGD's momentum its update, with weight decay one more; Adam two, and
-  one for L2 weight decay); then the activations of a mini-batch and the chunk's
-  mini-batch schedule.  A chunk holds ``backend.chunk_size`` nodes, at most those trained
-  in a round.  Training raised the peak by 1.2 to 1.7 rows per node of a chunk (MLP,
-  chunks of 872 and 2,000 nodes, D-PSGD and FedAvg's gathered rows, against chunks of
-  16); ``HEAP_FACTOR`` is 1.5 (chunks of 256 nodes without the gradient buffer, the heap
-  held 1.3 times the 5 rows per node then counted).
+  one for L2 weight decay), and vectorised, the state of the nodes that take a step few
+  take, gathered apart with their rows (fewer than ``FEW`` of the chunk,
+  fedsim.training.vectorised: their rows and gradients fit in those of a whole step); then
+  the activations of a mini-batch and the chunk's mini-batch schedule.  A chunk holds
+  ``backend.chunk_size`` nodes, at most those trained in a round.  Training raised the
+  peak by 1.2 to 1.7 rows per node of a chunk (MLP, chunks of 872 and 2,000 nodes, D-PSGD
+  and FedAvg's gathered rows, against chunks of 16); ``HEAP_FACTOR`` is 1.5 (chunks of
+  256 nodes without the gradient buffer, the heap held 1.3 times the 5 rows per node then
+  counted).
 - ``evaluation``: the activations of the (row, test example) pairs evaluated at once.
 - ``communication results kept``: the results a step holds until all are written (an
   ``Aggregate``: one per group) that are each under glibc's largest mmap threshold.
@@ -136,6 +139,7 @@ from fedsim.errors import ConfigError
 from fedsim.messages import MessageTransforms
 from fedsim.plans import SPARE_ROWS, Combining, RoundPlan, Train
 from fedsim.training.evaluate import Evaluator
+from fedsim.training.vectorised import FEW
 
 if TYPE_CHECKING:
     from fedsim.aggregators import Aggregator
@@ -422,7 +426,8 @@ def _training_bytes(
         default=0,
     )
     if vectorised:
-        return copies * row_bytes + activations + schedule, 0, per_example_gradients
+        copies += FEW * state  # a step that few take: their state gathered apart
+        return math.ceil(copies * row_bytes) + activations + schedule, 0, per_example_gradients
     # The loop gathers the chunk's rows (and optimizer state), then trains one model at a time.
     fixed = copies * row_bytes + activations + per_example_gradients
     return (1 + state) * row_bytes + schedule, fixed, 0

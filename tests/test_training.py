@@ -119,3 +119,31 @@ def test_one_trainer_trains_chunks_of_any_size_as_fresh_trainers_do():
         )
         assert torch.equal(kept, fresh)
     assert not torch.equal(kept, params)
+
+
+def test_a_step_that_few_nodes_take_trains_those_alone(monkeypatch):
+    """With 7, 3, 20, 1 and 29 examples in batches of 4, the nodes take 2, 1, 5, 1 and 8
+    steps: once fewer than half of them step, gradients are taken only for those, and the
+    result is that of taking them for every node (masked), as before."""
+    model = mlp((8,), 3, (16, 8))
+    layout, params, data, train_x, train_y = federation(model)
+    batches = local_batches(data, torch.arange(5), seed=1, round_idx=0, batch_size=4, epochs=1)
+    optimizer = SGD(lr=0.1, momentum=0.9, batch_size=4)
+
+    def trained() -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        trainer, rows, sizes = VectorisedTrainer(model, layout, optimizer), params.clone(), []
+        gradients = trainer.gradients
+        trainer.gradients = lambda at, *args, **kwargs: (
+            sizes.append(len(at)) or gradients(at, *args, **kwargs)
+        )
+        momentum = torch.full_like(params, 0.01)
+        trainer.train(rows, {"momentum": momentum}, batches, train_x, train_y)
+        return rows, momentum, sizes
+
+    alone, alone_momentum, sizes = trained()
+    assert sizes == [5, 5, 2, 2, 2, 1, 1, 1]  # 3 of 5 take the second step: all computed
+    monkeypatch.setattr("fedsim.training.vectorised.FEW", 0.0)  # every node at every step
+    together, together_momentum, sizes = trained()
+    assert sizes == [5] * 8
+    torch.testing.assert_close(alone, together, rtol=0, atol=1e-6)
+    torch.testing.assert_close(alone_momentum, together_momentum, rtol=0, atol=1e-6)

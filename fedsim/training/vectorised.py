@@ -104,6 +104,10 @@ class VectorisedTrainer:
         per_example = rewrite is not None and rewrite.per_example is not None
         zeroth_order = rewrite is not None and rewrite.zeroth_order is not None
         for step in range(batches.num_steps):
+            if rewrite is None and _few(active[:, step]):
+                self._step_of(active[:, step].nonzero()[:, 0], params, state, batches, step, lr,
+                              train_x, train_y)  # fmt: skip
+                continue
             indices = batches.indices[:, step]
             x, y, weight = _rows(train_x, indices), _rows(train_y, indices), batches.mask[:, step]
             if zeroth_order:
@@ -126,6 +130,43 @@ class VectorisedTrainer:
 
                 grads = rewrite(grads, params, gradient_at=gradient_at)
             self.optimizer.step(params, grads, state, active[:, step], lr[:, step])
+
+    def _step_of(
+        self,
+        rows: torch.Tensor,
+        params: torch.Tensor,
+        state: OptimizerState,
+        batches: Batches,
+        step: int,
+        lr: torch.Tensor,
+        train_x: torch.Tensor,
+        train_y: torch.Tensor,
+    ) -> None:
+        """The plain ``step`` of the nodes ``rows`` alone, when few of the chunk's nodes take
+        it (the last steps of nodes with more data than most): their rows and optimizer
+        state gathered, stepped, written back."""
+        stepped = params[rows]
+        stepped_state = {name: value[rows] for name, value in state.items()}
+        indices = batches.indices[rows, step]
+        x, y, weight = _rows(train_x, indices), _rows(train_y, indices), batches.mask[rows, step]
+        grads = self.gradients(stepped, x, y, weight, out=self._buffer(stepped))
+        self.optimizer.step(
+            stepped, grads, stepped_state, batches.active[rows, step], lr[rows, step]
+        )
+        params[rows] = stepped
+        for name, value in stepped_state.items():
+            state[name][rows] = value
+
+
+FEW = 0.5
+"""A plain step that fewer than this share of a chunk's nodes take trains those alone (a
+digits-MLP node's gradient costs about 17 µs, gathering and writing back its row 2 µs); at
+most half, their gathered rows and gradients take no more memory than a whole step's
+gradients and buffer."""
+
+
+def _few(active: torch.Tensor) -> bool:
+    return int(active.sum()) < FEW * len(active)
 
 
 def _rows(tensor: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:

@@ -428,7 +428,9 @@ class LocalBackend:
         self.buffer_rows(sent, step.targets, step.weights)
 
     def buffer_rows(self, sent: torch.Tensor, targets: np.ndarray, weights: np.ndarray) -> None:
-        """Add each sent row, weighted, to its target's buffer (with its tensors' variances)."""
+        """Add each sent row, weighted, to its target's buffer (with its tensors' variances).
+        ``sent`` is weighted in place: its callers pass a block of their own (a fresh
+        (messages, d) block cost its page faults)."""
         if self.buffer is None:
             num_rows = len(self.params)
             self.buffer = {
@@ -437,11 +439,11 @@ class LocalBackend:
                 "variance": self.params.new_zeros(num_rows, len(self.corrected)),
             }
         weights, targets = self._tensor(weights), self.where(targets)
-        self.buffer["sum"].index_add_(0, targets, sent * weights[:, None])
-        self.buffer["weight"].index_add_(0, targets, weights)
         if self.aggregator.corrects:
             variances = self.aggregator.variances(sent, self.task.layout)
             self.buffer["variance"].index_add_(0, targets, variances * weights[:, None])
+        self.buffer["sum"].index_add_(0, targets, sent.mul_(weights[:, None]))
+        self.buffer["weight"].index_add_(0, targets, weights)
 
     def merge(self, step: Merge) -> None:
         check(
@@ -456,7 +458,11 @@ class LocalBackend:
         )
         weight = buffer["weight"][nodes][:, None]
         own = self._tensor(step.self_weights)[:, None]
-        merged = own * self.params[nodes] + (1 - own) * buffer["sum"][nodes] / weight
+        # own x + (1 - own) sum / weight, in place on two gathered blocks: each fresh
+        # (merging, d) block cost its page faults (1,000 MLP rows: 38 MB).
+        received = buffer["sum"][nodes].mul_(1 - own).div_(weight)
+        merged = self.params[nodes].mul_(own).add_(received)
+        del received
         if self.aggregator.corrects:
             merged = self._finish(merged, buffer["variance"][nodes] / weight)
         self.params[nodes] = merged

@@ -71,10 +71,10 @@ Made of tensors as large as the federation's, given back when freed; the largest
   a variance-corrected aggregator three rows (the receivers' rows, their corrected copy,
   each tensor's centred block: 2.7 measured besides the product); an average gathers
   its sources and makes its average (and its corrected copy); a push gathers the pushed
-  rows and weights them (two rows per message, three when the variances of what is sent
-  are taken); a merge makes at most three rows per merging node at once, four with a
-  corrected aggregator (``MERGE_ROWS``); an aggregator that combines the models
-  themselves (median, Krum) works on ``COMBINE_ROWS`` rows per model received.
+  rows and weights them in place (one row per message, two when the variances of what is
+  sent are taken); a merge gathers each merging node's row and buffer and combines them
+  in place (``MERGE_ROWS``), one row more with a corrected aggregator; an aggregator that
+  combines the models themselves (median, Krum) works on ``COMBINE_ROWS`` rows per model received.
 - ``evaluation rows``: the copy of the evaluated rows, the copy of every node row that
   the consensus distance takes, and the recorder's rows of per-node metrics
   (``RECORDER_ROW_BYTES`` each as Python lists and their arrow table: measured 480 bytes

@@ -73,7 +73,8 @@ NO_MESSAGES = _messages(np.empty(0), np.empty(0), np.empty(0), None)
 # estimate's ``communication`` part, fedsim.memory): each step's ``working_rows``.
 SPARE_ROWS = 1  # the backend's buffer that W X is written into, held from a first gossip on
 CORRECTED_GOSSIP_ROWS = 3  # more with a variance-corrected aggregator, measured 2.7
-MERGE_ROWS = 4  # rows per merging node at once (LocalBackend.merge), counted
+MERGE_ROWS = 2  # rows per merging node at once (LocalBackend.merge: its gathered row and
+# buffer, weighted in place), counted; one more with a corrected aggregator
 REPLICA_ROWS = 2  # a replicated or stepped gossip's change of the replicas and W S - S
 COMBINE_ROWS = 4  # per received model, for an aggregator that combines the models: the
 # gathered models, the median's sorted values and their int64 order (counted)
@@ -333,8 +334,8 @@ class Push(PlanStep):
         return _messages(self.sources, self.targets, np.empty(0), "d2d")
 
     def working_rows(self, num_nodes: int, combining: Combining) -> int:
-        """The pushed rows, gathered and weighted (and their variances taken)."""
-        return (2 + combining.corrects) * len(self.sources)
+        """The pushed rows, gathered and weighted in place (and their variances taken)."""
+        return (1 + combining.corrects) * len(self.sources)
 
     def slot_names(self) -> set[str]:
         return set()
@@ -353,7 +354,7 @@ class Merge(PlanStep):
         return _messages(np.empty(0), np.empty(0), self.nodes, None)
 
     def working_rows(self, num_nodes: int, combining: Combining) -> int:
-        return MERGE_ROWS * len(self.nodes)
+        return (MERGE_ROWS + combining.corrects) * len(self.nodes)
 
     def slot_names(self) -> set[str]:
         return set()

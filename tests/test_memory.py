@@ -152,15 +152,15 @@ def test_rows_each_plan_step_makes():
     assert Aggregate(groups).working_rows(5, PLAIN) == 3 + 2  # the widest gathering, one per group
     assert Aggregate(groups).held_results(5, PLAIN) == [1, 1]
     assert Average(three, two, np.full(3, 1 / 3)).held_results(5, PLAIN) == []  # one result
-    assert Push(three, np.array([1, 2, 0]), np.ones(3)).working_rows(5, PLAIN) == 6
-    assert Merge(two, np.full(2, 0.5)).working_rows(5, PLAIN) == 8
+    assert Push(three, np.array([1, 2, 0]), np.ones(3)).working_rows(5, PLAIN) == 3
+    assert Merge(two, np.full(2, 0.5)).working_rows(5, PLAIN) == 4
     assert Train(three, epochs=1).working_rows(5, PLAIN) == 0
     # A variance-corrected aggregator: the receivers' rows, their corrected copy, blocks.
     assert Gossip(ring).working_rows(5, CORRECTED) == 15
     assert Average(three, np.array([5]), np.full(3, 1 / 3)).working_rows(5, CORRECTED) == 5
     assert Aggregate(groups).working_rows(5, CORRECTED) == 3 + 2 * 2
-    assert Push(three, np.array([1, 2, 0]), np.ones(3)).working_rows(5, CORRECTED) == 9
-    assert Merge(two, np.full(2, 0.5)).working_rows(5, CORRECTED) == 8
+    assert Push(three, np.array([1, 2, 0]), np.ones(3)).working_rows(5, CORRECTED) == 6
+    assert Merge(two, np.full(2, 0.5)).working_rows(5, CORRECTED) == 6
     # An aggregator that combines the models themselves: COMBINE_ROWS per model received.
     assert Gossip(ring).working_rows(5, COMBINED) == 4 * 25 + 5
     assert Average(three, np.array([5]), np.full(3, 1 / 3)).working_rows(5, COMBINED) == 14
@@ -209,8 +209,9 @@ def test_push_and_merge_gossip_holds_a_buffer_per_row():
     row = estimate.num_parameters * 4
     # A row, a weight and no variances (the mean aggregator corrects nothing) per row.
     assert estimate.buffers == 6 * (row + 4)
-    # Round 0: every node trains and pushes to its 2 neighbours: 12 rows gathered, weighted.
-    assert estimate.communication == 2 * 12 * row
+    # Round 0: every node trains and pushes to its 2 neighbours: 12 rows gathered, weighted
+    # in place; each of the 6 merges gathers its row and its buffer: 12 rows too.
+    assert estimate.communication == 12 * row
     assert estimate.checkpoint == 6 * row + estimate.buffers
     backend = simulation.backend
     backend.start(simulation.task, simulation.num_rows)

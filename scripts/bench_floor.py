@@ -58,6 +58,15 @@ CONFIGS = {
     "dpsgd-logreg-1m": [*DPSGD, *workload(1_000_000), "model=logreg"],
     "fedavg-10k": ["strategy=fedavg", "strategy.sample_size=1000", *workload(10_000)],
     "gossip-10k": ["strategy=gossip", "topology=regular", "topology.degree=6", *workload(10_000)],
+    # Clients of unequal sizes take unequal numbers of steps in an epoch: NIID-Bench's
+    # quantity skew (sizes in Dir(0.5) proportions), 100 of 1,000 clients per round.
+    "fedavg-skew-1k": [
+        "strategy=fedavg",
+        "strategy.sample_size=100",
+        "partition=quantity_skew",
+        "num_nodes=1000",
+        "data.tile=10",
+    ],
 }
 TICKS = {"gossip-10k": 30}  # the event gossip trains every 8-12 ticks: time 30 of them
 RATES_FLOATS = 10**8  # floats in each tensor of the streaming test: far beyond the caches

@@ -145,5 +145,5 @@ def test_a_step_that_few_nodes_take_trains_those_alone(monkeypatch):
     monkeypatch.setattr("fedsim.training.vectorised.FEW", 0.0)  # every node at every step
     together, together_momentum, sizes = trained()
     assert sizes == [5] * 8
-    torch.testing.assert_close(alone, together, rtol=0, atol=1e-6)
-    torch.testing.assert_close(alone_momentum, together_momentum, rtol=0, atol=1e-6)
+    torch.testing.assert_close(alone, together, rtol=1e-5, atol=1e-6)  # BLAS may round
+    torch.testing.assert_close(alone_momentum, together_momentum, rtol=1e-5, atol=1e-6)

@@ -334,6 +334,7 @@ def estimate_memory(
     held = _held_parts(task, rows, vectorised)
     held["bookkeeping"] = num_rows * BOOKKEEPING_PER_NODE  # every node's, held or not
     messages = messages or MessageTransforms()
+    combining = Combining(aggregator.corrects, aggregator.combines_rows)
     held["slots"] = _slot_bytes(task, plan, rows, messages)
     held["buffers"] = _buffer_bytes(task, plan, rows, aggregator)
     held["mixing"] = _mixing_bytes(plan, federation.topology, rounds)
@@ -342,8 +343,8 @@ def estimate_memory(
     estimate = MemoryEstimate(
         **held,
         **_small_parts(task, trains, vectorised, private, evaluated),
-        communication=_communication_bytes(task, plan, num_nodes, aggregator, messages),
-        communication_kept=_kept_results_bytes(task, plan, num_nodes, aggregator),
+        communication=_communication_bytes(task, plan, num_nodes, combining, messages),
+        communication_kept=_kept_results_bytes(task, plan, num_nodes, combining),
         evaluation_rows=_evaluation_rows_bytes(task, evaluated, min(num_nodes, rows)),
         **_end_of_round_parts(held, rows * task.layout.size, rounds),
         data=_data_bytes(task),
@@ -490,11 +491,10 @@ def _mixing_bytes(plan: RoundPlan, topology: Topology | None, rounds: int) -> in
 
 
 def _communication_bytes(
-    task: Task, plan: RoundPlan, num_nodes: int, aggregator: Aggregator, messages: MessageTransforms
+    task: Task, plan: RoundPlan, num_nodes: int, combining: Combining, messages: MessageTransforms
 ) -> int:
     """The rows that the plan's most demanding step makes (each step says how many), and
     with message transforms, ``MESSAGE_ROWS`` per sender of the step with most senders."""
-    combining = Combining(aggregator.corrects, aggregator.combines_rows)
     rows = max([step.working_rows(num_nodes, combining) for step in plan.steps], default=0)
     if messages:
         senders = [len(np.unique(step.messages(num_nodes).senders)) for step in plan.steps]
@@ -502,10 +502,9 @@ def _communication_bytes(
     return rows * task.layout.size * FLOAT_BYTES
 
 
-def _kept_results_bytes(task: Task, plan: RoundPlan, num_nodes: int, aggregator: Aggregator) -> int:
+def _kept_results_bytes(task: Task, plan: RoundPlan, num_nodes: int, combining: Combining) -> int:
     """The results that the plan's steps hold at once, each too small for glibc to map
     apart (under ``MMAP_THRESHOLD_MAX``): its heap keeps them once they are freed."""
-    combining = Combining(aggregator.corrects, aggregator.combines_rows)
     row_bytes = task.layout.size * FLOAT_BYTES
     held = [
         [rows * row_bytes for rows in step.held_results(num_nodes, combining)]

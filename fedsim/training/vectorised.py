@@ -105,8 +105,8 @@ class VectorisedTrainer:
         zeroth_order = rewrite is not None and rewrite.zeroth_order is not None
         for step in range(batches.num_steps):
             if rewrite is None and _few(active[:, step]):
-                self._step_of(active[:, step].nonzero()[:, 0], params, state, batches, step, lr,
-                              train_x, train_y)  # fmt: skip
+                rows = active[:, step].nonzero()[:, 0]
+                self._step_of(rows, params, state, batches, step, lr, train_x, train_y)
                 continue
             indices = batches.indices[:, step]
             x, y, weight = _rows(train_x, indices), _rows(train_y, indices), batches.mask[:, step]
